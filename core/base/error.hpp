@@ -1,0 +1,71 @@
+#pragma once
+// Error types shared by every module. Library code throws; only cli/ prints.
+//
+// Messages follow one shape: "<object>: <operation>: <strerror> (<ERRNO>)[: <kernel's words>]",
+// e.g. "r1: adding 10.0.1.1/24 to eth1: File exists (EEXIST)".
+
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace labctl {
+
+// "EEXIST" for EEXIST; "E<n>" for numbers glibc does not name.
+std::string errno_name(int err);
+
+// "File exists (EEXIST)".
+std::string describe_errno(int err);
+
+// A failed kernel call. errno_value() keeps the errno; what() is the full sentence.
+class KernelError : public std::runtime_error {
+public:
+    KernelError(int err, const std::string& context, const std::string& kernel_message = {});
+    int errno_value() const noexcept { return errno_; }
+    const std::string& kernel_message() const noexcept { return kernel_message_; }
+    const std::string& context() const noexcept { return context_; }
+    // A copy with "<prefix>: " put in front of the context.
+    KernelError prefixed(const std::string& prefix) const;
+
+private:
+    int errno_;
+    std::string context_;
+    std::string kernel_message_;
+};
+
+// Throws KernelError for errno `err`. Never returns.
+[[noreturn]] void throw_errno(int err, const std::string& context);
+// Throws KernelError for the current errno.
+[[noreturn]] void throw_last_errno(const std::string& context);
+
+// Invalid topology: every problem, each with its JSON pointer.
+struct TopologyProblem {
+    std::string pointer;  // RFC 6901, "" for the whole document
+    std::string message;
+};
+
+class TopologyError : public std::runtime_error {
+public:
+    TopologyError(std::string file, std::vector<TopologyProblem> problems);
+    const std::string& file() const noexcept { return file_; }
+    const std::vector<TopologyProblem>& problems() const noexcept { return problems_; }
+
+private:
+    std::string file_;
+    std::vector<TopologyProblem> problems_;
+};
+
+// An operation on a lab failed for a reason other than bad input or a kernel errno
+// (a lab already up, a missing privilege, a missing kernel feature...).
+class LabError : public std::runtime_error {
+public:
+    explicit LabError(const std::string& message, int err = 0)
+        : std::runtime_error(message), errno_(err) {}
+    int errno_value() const noexcept { return errno_; }
+
+private:
+    int errno_;
+};
+
+}  // namespace labctl
