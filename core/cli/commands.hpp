@@ -1,0 +1,33 @@
+#pragma once
+// One function per subcommand; each returns the process exit code.
+
+#include <string>
+#include <vector>
+
+namespace labctl::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitCheckFailed = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitFailed = 3;
+
+struct Options {
+    std::string file;
+    std::string target;  // FILE or LAB
+    std::string from, to, node, output;
+    std::vector<std::string> command;
+    bool no_verify = false, json = false, all = false, all_pairs = false;
+    int count = 0;          // 0: the command's default
+    double timeout_s = 0;   // 0: the command's default
+};
+
+int run_validate(const Options& o);
+int run_graph(const Options& o);
+int run_up(const Options& o);
+int run_down(const Options& o);
+int run_status(const Options& o);
+int run_verify(const Options& o);
+int run_ping(const Options& o);
+int run_exec(const Options& o);
+
+}  // namespace labctl::cli

@@ -1,0 +1,19 @@
+#pragma once
+// A Graphviz picture of a lab: node shape by kind, links labelled with interface names and
+// addresses, TAP/TUN endpoints drawn as their own small shapes.
+
+#include <string>
+
+#include "topology/model.hpp"
+
+namespace labctl::graph {
+
+// The DOT text of the lab. Deterministic: the same topology gives the same text.
+std::string to_dot(const topology::Topology& topo);
+
+// Writes the picture to `path`: DOT as is for ".dot", else rendered by Graphviz's `dot`
+// ("svg" or "png", from the extension). Throws LabError when the extension is unknown
+// or `dot` fails, KernelError when the file or the process cannot be made.
+void render(const topology::Topology& topo, const std::string& path);
+
+}  // namespace labctl::graph
