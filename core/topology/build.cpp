@@ -75,6 +75,7 @@ struct RawRef {  // a reference to an interface by name, resolved once links exi
 
 struct PendingNode {
     std::unordered_map<std::string, std::size_t> iface_index;  // name -> index in interfaces
+    std::set<std::string> named_by_links;  // interface names written in any link, valid or not
     // interface index -> parent name (vlan) / port names (bridge)
     std::map<std::size_t, RawRef> vlan_parent;
     std::map<std::size_t, std::vector<RawRef>> bridge_ports;
@@ -267,8 +268,9 @@ private:
         }
         if (auto* m = field("mac"); m && m->is_string()) {
             auto mac = parse_mac(m->get<std::string>());
-            if (!mac) error(ptr + "/mac", "not a MAC address (aa:bb:cc:dd:ee:ff)");
-            else if ((*mac)[0] & 1) error(ptr + "/mac", "a multicast MAC address cannot be an interface's");
+            if (!mac) {
+                // the schema's pattern has said so
+            } else if ((*mac)[0] & 1) error(ptr + "/mac", "a multicast MAC address cannot be an interface's");
             else if (*mac == Mac{}) error(ptr + "/mac", "the all-zero MAC address cannot be an interface's");
             else iface.mac = mac;
             if (iface.type == InterfaceType::tun || iface.type == InterfaceType::loopback)
@@ -404,6 +406,13 @@ private:
             Link link;
             if (!l.is_object()) continue;
             auto eps = l.find("endpoints");
+            if (eps != l.end() && eps->is_array())
+                for (const auto& e : *eps)
+                    if (e.is_string()) {
+                        std::string text = e.get<std::string>();
+                        if (auto n = find_node(text.substr(0, text.find(':'))); n && text.find(':') != std::string::npos)
+                            pending_[*n].named_by_links.insert(text.substr(text.find(':') + 1));
+                    }
             if (eps == l.end() || !eps->is_array() || eps->size() != 2 || !(*eps)[0].is_string() ||
                 !(*eps)[1].is_string())
                 continue;  // reported by the schema
@@ -471,7 +480,8 @@ private:
             PendingNode& pend = pending_[ni];
             for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
                 const Interface& iface = node.interfaces[i];
-                if (iface.declared && iface.type == InterfaceType::veth && !iface.link)
+                if (iface.declared && iface.type == InterfaceType::veth && !iface.link &&
+                    !pend.named_by_links.count(iface.name))
                     error(pend.iface_pointer[i], iface.name +
                                                      " is a veth interface in no link; add a link with end " +
                                                      node.name + ":" + iface.name + ", or give it a type");

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
@@ -188,6 +189,10 @@ std::string friendly(const nlohmann::json& root, const std::string& message, con
     return message;
 }
 
+// valijson's "Failed to validate ..." repeats, at every level above, a failure reported
+// below; some (propertyNames) carry no detail at all and are said again by build().
+bool is_generic(const TopologyProblem& p) { return starts_with(p.message, "Failed to "); }
+
 std::vector<std::string> pointer_tokens(const std::vector<std::string>& context) {
     std::vector<std::string> tokens;
     for (const auto& part : context)
@@ -241,18 +246,15 @@ std::vector<TopologyProblem> schema_problems(const nlohmann::json& doc) {
         raw.push_back({pointer, message});
     }
 
-    auto generic = [](const std::string& m) { return starts_with(m, "Failed to "); };
-    auto path_prefix = [](const std::string& a, const std::string& b) {  // a is above b
-        return b.size() > a.size() && starts_with(b, a) && b[a.size()] == '/';
-    };
+    // A type mismatch at a place that has a more specific complaint is an alternative of a
+    // oneOf that did not apply ("expected a string" next to "array too short").
     std::vector<TopologyProblem> kept;
     for (const auto& p : raw) {
-        bool superseded = false;
-        for (const auto& q : raw) {
-            if (&p == &q) continue;
-            if (path_prefix(p.pointer, q.pointer) && generic(p.message)) superseded = true;
-            if (q.pointer == p.pointer && generic(p.message) && !generic(q.message)) superseded = true;
-        }
+        bool superseded = starts_with(p.message, "expected ") &&
+                          std::any_of(raw.begin(), raw.end(), [&](const TopologyProblem& q) {
+                              return q.pointer == p.pointer && !starts_with(q.message, "expected ") &&
+                                     !is_generic(q);
+                          });
         bool duplicate = std::any_of(kept.begin(), kept.end(), [&](const TopologyProblem& k) {
             return k.pointer == p.pointer && k.message == p.message;
         });
@@ -301,7 +303,11 @@ Topology load_text(const std::string& text, const std::string& source) {
     auto sorted = parse_json<nlohmann::json>(text, source);
     std::vector<TopologyProblem> problems = schema_problems(sorted);
     Topology topo = build(ordered, source, problems);
-    if (!problems.empty()) throw TopologyError(source, std::move(problems));
+    std::vector<TopologyProblem> specific;
+    std::copy_if(problems.begin(), problems.end(), std::back_inserter(specific),
+                 [](const TopologyProblem& p) { return !is_generic(p); });
+    if (!specific.empty()) throw TopologyError(source, std::move(specific));
+    if (!problems.empty()) throw TopologyError(source, {problems.front()});
     return topo;
 }
 
