@@ -251,7 +251,7 @@ Nest Message::nest_plain(std::uint16_t type) {
 }
 
 void Nest::end() noexcept {
-    if (!msg_) return;
+    if (!msg_ || msg_->buf_.empty()) return;  // moved-from message: nothing to close
     auto* start = reinterpret_cast<nlattr*>(msg_->buf_.data() + offset_);
     mnl_attr_nest_end(msg_->hdr(), start);
     msg_ = nullptr;

@@ -58,6 +58,8 @@ class Message;
 
 // An open nested attribute; closed by end() or the destructor. Nests close in reverse
 // order of opening (as scopes do). Holds an offset, so the message may grow meanwhile.
+// Close nests (end() or an inner scope) before returning the message from a function:
+// a returned message may be moved out before the Nest's destructor runs.
 class Nest {
 public:
     Nest(Message& msg, std::size_t offset) : msg_(&msg), offset_(offset) {}
