@@ -236,3 +236,27 @@ std::vector<RouteInfo> route_dump(Handle& h);
 void wait_operstate_up(Handle& h, const std::vector<int>& ifindexes, std::chrono::milliseconds timeout);
 
 }  // namespace labctl::rtnl
+
+namespace labctl::rtnl {
+
+// --- kernel features -------------------------------------------------------------------
+
+// Kernel features a lab may need that some kernels lack (KERNEL-NOTES.md).
+enum class Feature { veth, bridge, tuntap, netem, tbf, vlan_8021q, bridge_vlan_filtering, dummy };
+
+// "netem qdisc", "802.1Q VLAN devices", ...
+std::string feature_name(Feature f);
+// The kernel option: "CONFIG_NET_SCH_NETEM", ...
+std::string feature_config(Feature f);
+// A sentence a user can act on: "link impairments need the netem qdisc
+// (CONFIG_NET_SCH_NETEM); this kernel has none".
+std::string missing_feature_message(Feature f);
+
+// Tries each wanted feature for real in a temporary namespace of its own
+// ("labctl-probe-<random>", removed before returning; on stock kernels this also loads
+// the modules on demand) and returns those that are missing, in the order asked.
+// Touches nothing else. Throws KernelError when the probe itself cannot run (no
+// privileges: EPERM).
+std::vector<Feature> missing_features(const std::vector<Feature>& wanted);
+
+}  // namespace labctl::rtnl

@@ -11,6 +11,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -526,6 +527,27 @@ TEST(RtnlHandle, OpenInEachUsesOneThreadPerCall) {
         auto out = run("ip -j -n " + hs[i].name + " addr show dev lo");
         EXPECT_NE(out.find("10.1.0." + std::to_string(i + 1)), std::string::npos) << out;
     }
+}
+
+}  // namespace
+}  // namespace labctl
+
+namespace labctl {
+namespace {
+
+TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
+    LABCTL_REQUIRE_ROOT();
+    using rtnl::Feature;
+    const std::vector<Feature> all{Feature::veth, Feature::bridge, Feature::tuntap, Feature::netem,
+                                   Feature::tbf, Feature::vlan_8021q, Feature::bridge_vlan_filtering, Feature::dummy};
+    auto missing = rtnl::missing_features(all);
+    for (auto f : missing) std::cout << "[ missing ] " << rtnl::missing_feature_message(f) << "\n";
+    // Present on every kernel labctl supports, this one included.
+    for (auto f : {Feature::veth, Feature::bridge, Feature::tuntap, Feature::tbf})
+        EXPECT_EQ(std::count(missing.begin(), missing.end(), f), 0) << rtnl::feature_name(f);
+    EXPECT_EQ(rtnl::missing_feature_message(Feature::netem),
+              "link impairments need the netem qdisc (CONFIG_NET_SCH_NETEM); this kernel has none");
+    EXPECT_EQ(testing::run("ip netns list").find("labctl-probe-"), std::string::npos);
 }
 
 }  // namespace
