@@ -1,0 +1,214 @@
+#include "netns/netns.hpp"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sched.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <mutex>
+
+#include "base/error.hpp"
+#include "base/scope_guard.hpp"
+
+namespace labctl::netns {
+
+namespace {
+
+std::string what(const std::string& name) { return "namespace \"" + name + "\""; }
+
+void check_name(const std::string& name) {
+    if (name.empty() || name.size() > NAME_MAX || name.find('/') != std::string::npos || name == "." ||
+        name == "..")
+        throw KernelError(EINVAL, what(name), "invalid namespace name");
+}
+
+std::string path_of(const std::string& name) { return netns_dir() + "/" + name; }
+
+bool is_nsfs(int fd) {
+    struct statfs sfs {};
+    return ::fstatfs(fd, &sfs) == 0 && sfs.f_type == static_cast<decltype(sfs.f_type)>(NSFS_MAGIC);
+}
+
+NetnsHandle handle_from_fd(UniqueFd fd, const std::string& name, const std::string& context) {
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_last_errno(context + ": fstat");
+    if (!is_nsfs(fd.get()))
+        throw KernelError(EINVAL, context, "not a mounted network namespace (leftover file?)");
+    return NetnsHandle{std::move(fd), st.st_dev, st.st_ino, name};
+}
+
+// Makes /run/netns exist and be a shared mount point, so that namespace mounts made
+// under it propagate to other mount namespaces (what `ip netns add` does). The flock
+// is iproute2's: parallel `mount --bind` of the directory onto itself would stack
+// mounts (Debian bug 949235).
+void prepare_dir() {
+    static std::mutex mutex;
+    static bool done = false;
+    std::lock_guard lock(mutex);
+    if (done) return;
+    const std::string dir = netns_dir();
+    if (::mkdir("/run", 0755) != 0 && errno != EEXIST) throw_last_errno("creating /run");
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_last_errno("creating " + dir);
+    UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd) throw_last_errno("opening " + dir);
+    while (::flock(dfd.get(), LOCK_EX) != 0)
+        if (errno != EINTR) throw_last_errno("locking " + dir);
+    bool bound = false;
+    while (::mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) != 0) {
+        // EINVAL: not a mount point yet; make it one by binding it onto itself.
+        if (errno != EINVAL || bound) throw_last_errno("making " + dir + " a shared mount");
+        if (::mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0)
+            throw_last_errno("bind-mounting " + dir + " onto itself");
+        bound = true;
+    }
+    done = true;  // the flock goes with dfd
+}
+
+}  // namespace
+
+std::string netns_dir() { return "/run/netns"; }
+
+NetnsHandle open(const std::string& name) {
+    check_name(name);
+    const std::string path = path_of(name);
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_last_errno(what(name) + ": opening " + path);
+    return handle_from_fd(std::move(fd), name, what(name) + ": opening " + path);
+}
+
+NetnsHandle open_current() {
+    UniqueFd fd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_last_errno("opening /proc/thread-self/ns/net");
+    return handle_from_fd(std::move(fd), "", "opening /proc/thread-self/ns/net");
+}
+
+bool exists(const std::string& name) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") return false;
+    struct stat st {};
+    return ::lstat(path_of(name).c_str(), &st) == 0;
+}
+
+std::optional<std::pair<dev_t, ino_t>> identity(const std::string& name) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") return std::nullopt;
+    const std::string path = path_of(name);
+    struct stat st {};
+    struct statfs sfs {};
+    if (::stat(path.c_str(), &st) != 0 || ::statfs(path.c_str(), &sfs) != 0) return std::nullopt;
+    if (sfs.f_type != static_cast<decltype(sfs.f_type)>(NSFS_MAGIC)) return std::nullopt;
+    return std::make_pair(st.st_dev, st.st_ino);
+}
+
+std::vector<NetnsHandle> create_many(const std::vector<std::string>& names,
+                                     const std::function<void(std::size_t)>& inside) {
+    for (const auto& name : names) check_name(name);
+    prepare_dir();
+
+    std::vector<NetnsHandle> handles;
+    handles.reserve(names.size());
+    std::vector<std::string> created;  // files this call made, to undo on failure
+    std::exception_ptr failure;
+
+    // unshare() moves the thread into each new namespace in turn; the thread is thrown
+    // away afterwards, so no other code ever runs in a namespace it did not ask for.
+    std::thread worker([&] {
+        try {
+            for (std::size_t i = 0; i < names.size(); ++i) {
+                const std::string& name = names[i];
+                const std::string path = path_of(name);
+                {
+                    UniqueFd f(::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
+                    if (!f) throw_last_errno(what(name) + ": creating " + path);
+                }
+                created.push_back(name);
+                if (::unshare(CLONE_NEWNET) != 0) throw_last_errno(what(name) + ": unshare(CLONE_NEWNET)");
+                const std::string self = "/proc/self/task/" + std::to_string(::gettid()) + "/ns/net";
+                if (::mount(self.c_str(), path.c_str(), "none", MS_BIND, nullptr) != 0)
+                    throw_last_errno(what(name) + ": bind-mounting " + self + " onto " + path);
+                UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+                if (!fd) throw_last_errno(what(name) + ": opening " + path);
+                handles.push_back(handle_from_fd(std::move(fd), name, what(name) + ": opening " + path));
+                if (inside) inside(i);
+            }
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    });
+    worker.join();
+
+    if (failure) {
+        handles.clear();
+        for (auto it = created.rbegin(); it != created.rend(); ++it) {
+            try {
+                remove(*it);
+            } catch (const KernelError&) {
+                // The original failure is what the caller must see; a name we could
+                // not remove shows up in `ip netns list` and in the next create's EEXIST.
+            }
+        }
+        std::rethrow_exception(failure);
+    }
+    return handles;
+}
+
+NetnsHandle create(const std::string& name) { return std::move(create_many({name}).front()); }
+
+void remove(const std::string& name) {
+    check_name(name);
+    const std::string path = path_of(name);
+    for (int attempt = 0;; ++attempt) {
+        // EINVAL: not a mount point (a file left before its bind mount); ENOENT: gone.
+        if (::umount2(path.c_str(), MNT_DETACH) == 0 || errno == EINVAL || errno == ENOENT) break;
+        if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": unmounting " + path);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
+    }
+    for (int attempt = 0;; ++attempt) {
+        if (::unlink(path.c_str()) == 0 || errno == ENOENT) return;
+        if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": removing " + path);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
+    }
+}
+
+namespace detail {
+
+void run_on_thread_in(int fd, const std::function<void()>& fn) {
+    std::exception_ptr failure;
+    std::thread worker([&] {
+        try {
+            if (::setns(fd, CLONE_NEWNET) != 0) throw_last_errno("setns into network namespace");
+            fn();
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    });
+    worker.join();
+    if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace detail
+
+void run_in_each(const std::vector<const NetnsHandle*>& namespaces, const std::function<void(std::size_t)>& fn) {
+    std::exception_ptr failure;
+    std::thread worker([&] {
+        try {
+            for (std::size_t i = 0; i < namespaces.size(); ++i) {
+                const NetnsHandle& ns = *namespaces[i];
+                if (::setns(ns.fd.get(), CLONE_NEWNET) != 0)
+                    throw_last_errno(ns.name.empty() ? std::string("setns") : what(ns.name) + ": setns");
+                fn(i);
+            }
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    });
+    worker.join();
+    if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace labctl::netns

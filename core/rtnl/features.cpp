@@ -1,0 +1,110 @@
+// Probing for kernel features by trying them in a throw-away namespace: the only test
+// that also covers modules loaded on demand and features compiled out.
+#include <cerrno>
+#include <random>
+
+#include "base/error.hpp"
+#include "base/scope_guard.hpp"
+#include "rtnl/rtnl.hpp"
+
+namespace labctl::rtnl {
+
+std::string feature_name(Feature f) {
+    switch (f) {
+        case Feature::veth: return "veth devices";
+        case Feature::bridge: return "Linux bridges";
+        case Feature::tuntap: return "TUN/TAP devices";
+        case Feature::netem: return "the netem qdisc";
+        case Feature::tbf: return "the tbf qdisc";
+        case Feature::vlan_8021q: return "802.1Q VLAN devices";
+        case Feature::bridge_vlan_filtering: return "bridge VLAN filtering";
+        case Feature::dummy: return "dummy devices";
+    }
+    return "unknown feature";
+}
+
+std::string feature_config(Feature f) {
+    switch (f) {
+        case Feature::veth: return "CONFIG_VETH";
+        case Feature::bridge: return "CONFIG_BRIDGE";
+        case Feature::tuntap: return "CONFIG_TUN";
+        case Feature::netem: return "CONFIG_NET_SCH_NETEM";
+        case Feature::tbf: return "CONFIG_NET_SCH_TBF";
+        case Feature::vlan_8021q: return "CONFIG_VLAN_8021Q";
+        case Feature::bridge_vlan_filtering: return "CONFIG_BRIDGE_VLAN_FILTERING";
+        case Feature::dummy: return "CONFIG_DUMMY";
+    }
+    return "?";
+}
+
+std::string missing_feature_message(Feature f) {
+    std::string use;
+    switch (f) {
+        case Feature::netem:
+        case Feature::tbf: use = "link impairments need "; break;
+        case Feature::vlan_8021q: use = "vlan interfaces need "; break;
+        case Feature::bridge_vlan_filtering: use = "switches with vlan_filtering need "; break;
+        case Feature::dummy: use = "dummy interfaces need "; break;
+        case Feature::tuntap: use = "tap/tun interfaces need "; break;
+        default: use = "this lab needs "; break;
+    }
+    return use + feature_name(f) + " (" + feature_config(f) + "); this kernel has none";
+}
+
+std::vector<Feature> missing_features(const std::vector<Feature>& wanted) {
+    if (wanted.empty()) return {};
+    std::string name = "labctl-probe-";
+    {
+        std::mt19937_64 rng{std::random_device{}()};
+        name += std::to_string(rng() % 1000000000);
+    }
+    netns::NetnsHandle ns = netns::create(name);
+    ScopeGuard remove_ns([&] {
+        try {
+            netns::remove(name);
+        } catch (const KernelError&) {
+            // Nothing better to do: the name stays visible in `ip netns list`.
+        }
+    });
+
+    // Indexes inside the probe namespace: lo is 1.
+    constexpr int kV0 = 2, kV1 = 3, kBr = 4;
+    std::vector<Feature> missing;
+    netns::run_in(ns, [&] {
+        auto h = Handle::open_here();
+        auto attempt = [&](nl::Message m) {
+            nl::Batch b;
+            b.add(std::move(m), "probe");
+            return b.run(h.socket()).front().error == 0;
+        };
+        const bool have_veth = attempt(veth_add({.a = {.name = "v0", .ifindex = kV0}, .b = {.name = "v1", .ifindex = kV1}}));
+        const bool have_bridge = attempt(bridge_add({.name = "br0", .ifindex = kBr}, false));
+        for (Feature f : wanted) {
+            bool ok = false;
+            switch (f) {
+                case Feature::veth: ok = have_veth; break;
+                case Feature::bridge: ok = have_bridge; break;
+                case Feature::tuntap:
+                    try {
+                        tuntap_create_here("t0", true, std::nullopt, std::nullopt);
+                        ok = true;
+                    } catch (const KernelError&) {
+                    }
+                    break;
+                case Feature::netem:
+                    ok = have_veth && attempt(netem_add(kV0, {.delay_ms = 1}));
+                    break;
+                case Feature::tbf: ok = have_veth && attempt(netem_add(kV1, {.rate_mbit = 100})); break;
+                case Feature::vlan_8021q:
+                    ok = have_veth && attempt(vlan_add({.name = "v0.10"}, kV0, 10));
+                    break;
+                case Feature::bridge_vlan_filtering: ok = attempt(bridge_add({.name = "brv"}, true)); break;
+                case Feature::dummy: ok = attempt(dummy_add({.name = "d0"})); break;
+            }
+            if (!ok) missing.push_back(f);
+        }
+    });
+    return missing;
+}
+
+}  // namespace labctl::rtnl

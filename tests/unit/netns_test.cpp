@@ -1,0 +1,146 @@
+#include "netns/netns.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <set>
+#include <stdexcept>
+
+#include <gtest/gtest.h>
+
+#include "base/error.hpp"
+#include "priv_support.hpp"
+
+namespace labctl {
+namespace {
+
+using testing::random_name;
+using testing::run;
+using testing::TestNamespaces;
+using testing::thread_netns_inode;
+
+TEST(NetnsName, InvalidNamesAreRejectedBeforeTouchingAnything) {
+    for (const std::string bad : {"", ".", "..", "a/b"}) {
+        try {
+            netns::create_many({bad});
+            ADD_FAILURE() << "accepted \"" << bad << "\"";
+        } catch (const KernelError& e) {
+            EXPECT_EQ(e.errno_value(), EINVAL);
+        }
+        EXPECT_FALSE(netns::exists(bad));
+    }
+}
+
+TEST(NetnsOpen, MissingNameIsENOENT) {
+    try {
+        netns::open(random_name());
+        FAIL();
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), ENOENT);
+        EXPECT_NE(std::string(e.what()).find("No such file or directory (ENOENT)"), std::string::npos);
+    }
+}
+
+TEST(NetnsCreate, CreateOpenIdentityRemove) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto h = t.make();
+    EXPECT_TRUE(netns::exists(h.name));
+    auto id = netns::identity(h.name);
+    ASSERT_TRUE(id);
+    EXPECT_EQ(id->first, h.dev);
+    EXPECT_EQ(id->second, h.ino);
+    auto again = netns::open(h.name);
+    EXPECT_TRUE(again.same_as(h));
+    auto here = netns::open_current();
+    EXPECT_FALSE(here.same_as(h));
+    // iproute2 sees it.
+    EXPECT_NE(run("ip -j netns list").find("\"" + h.name + "\""), std::string::npos);
+    // A fresh namespace holds only lo.
+    auto links = run("ip -j -n " + h.name + " link show");
+    EXPECT_NE(links.find("\"lo\""), std::string::npos);
+    netns::remove(h.name);
+    EXPECT_FALSE(netns::exists(h.name));
+    EXPECT_FALSE(netns::identity(h.name));
+    EXPECT_NO_THROW(netns::remove(h.name));  // idempotent
+    EXPECT_EQ(run("ip -j netns list").find("\"" + h.name + "\""), std::string::npos);
+}
+
+TEST(NetnsCreate, ExistingNameFailsUndoesTheRestAndLeavesItAlone) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto a = t.make();
+    const std::string b = random_name();
+    t.track(b);
+    try {
+        netns::create_many({b, a.name});
+        FAIL() << "created over an existing namespace";
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), EEXIST);
+        EXPECT_NE(std::string(e.what()).find(a.name), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(netns::exists(b));
+    auto id = netns::identity(a.name);
+    ASSERT_TRUE(id);
+    EXPECT_EQ(id->second, a.ino);
+}
+
+TEST(NetnsCreate, InsideCallbackRunsInTheNewNamespaceAndItsErrorUndoes) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    std::vector<std::string> names{random_name(), random_name()};
+    for (auto& n : names) t.track(n);
+    std::vector<ino_t> seen;
+    auto hs = netns::create_many(names, [&](std::size_t) { seen.push_back(thread_netns_inode()); });
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[0], hs[0].ino);
+    EXPECT_EQ(seen[1], hs[1].ino);
+
+    std::vector<std::string> more{random_name(), random_name()};
+    for (auto& n : more) t.track(n);
+    EXPECT_THROW(netns::create_many(more,
+                                    [&](std::size_t i) {
+                                        if (i == 1) throw std::runtime_error("boom");
+                                    }),
+                 std::runtime_error);
+    EXPECT_FALSE(netns::exists(more[0]));
+    EXPECT_FALSE(netns::exists(more[1]));
+}
+
+TEST(NetnsRunIn, CallerThreadNeverChangesNamespace) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto h = t.make();
+    const ino_t before = thread_netns_inode();
+    const ino_t inside = netns::run_in(h, [] { return thread_netns_inode(); });
+    EXPECT_EQ(inside, h.ino);
+    EXPECT_EQ(thread_netns_inode(), before);
+    EXPECT_THROW(netns::run_in(h, [] { throw std::runtime_error("x"); }), std::runtime_error);
+    EXPECT_EQ(thread_netns_inode(), before);
+
+    auto h2 = t.make();
+    std::vector<ino_t> seen;
+    netns::run_in_each({&h, &h2}, [&](std::size_t) { seen.push_back(thread_netns_inode()); });
+    EXPECT_EQ(seen, (std::vector<ino_t>{h.ino, h2.ino}));
+    EXPECT_EQ(thread_netns_inode(), before);
+}
+
+TEST(NetnsCreateMany, TwoHundredAreDistinctAndRemoved) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    const auto start = std::chrono::steady_clock::now();
+    auto hs = t.make_many(200);
+    const auto made = std::chrono::steady_clock::now();
+    std::set<ino_t> inodes;
+    for (auto& h : hs) inodes.insert(h.ino);
+    EXPECT_EQ(inodes.size(), 200u);
+    for (auto& h : hs) netns::remove(h.name);
+    const auto removed = std::chrono::steady_clock::now();
+    for (auto& h : hs) EXPECT_FALSE(netns::exists(h.name));
+    using ms = std::chrono::milliseconds;
+    std::cout << "[ timing ] create 200: " << std::chrono::duration_cast<ms>(made - start).count()
+              << " ms, remove 200: " << std::chrono::duration_cast<ms>(removed - made).count() << " ms\n";
+}
+
+}  // namespace
+}  // namespace labctl

@@ -1,0 +1,236 @@
+#include "nl/nl.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_addr.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "base/error.hpp"
+#include "priv_support.hpp"
+
+namespace labctl {
+namespace {
+
+using testing::TestNamespaces;
+
+TEST(NlMessage, HeaderAttributesAndNestsEncode) {
+    nl::Message m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+    m.header<ifinfomsg>().ifi_index = 7;
+    m.put_strz(IFLA_IFNAME, "eth0");
+    m.put_u32(IFLA_MTU, 9000);
+    {
+        auto linkinfo = m.nest(IFLA_LINKINFO);
+        m.put_strz(IFLA_INFO_KIND, "veth");
+    }
+    const nlmsghdr* h = m.hdr();
+    EXPECT_EQ(h->nlmsg_type, RTM_NEWLINK);
+    EXPECT_EQ(h->nlmsg_flags, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL);
+    EXPECT_EQ(h->nlmsg_len, m.size());
+    EXPECT_EQ(static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(h))->ifi_index, 7);
+    auto tb = nl::parse_attrs(h, sizeof(ifinfomsg), IFLA_MAX);
+    ASSERT_TRUE(tb[IFLA_IFNAME]);
+    EXPECT_STREQ(mnl_attr_get_str(tb[IFLA_IFNAME]), "eth0");
+    EXPECT_EQ(mnl_attr_get_payload_len(tb[IFLA_IFNAME]), 5);  // NUL included
+    EXPECT_EQ(mnl_attr_get_u32(tb[IFLA_MTU]), 9000u);
+    ASSERT_TRUE(tb[IFLA_LINKINFO]);
+    EXPECT_TRUE(tb[IFLA_LINKINFO]->nla_type & NLA_F_NESTED);
+    auto info = nl::parse_nested(tb[IFLA_LINKINFO], IFLA_INFO_MAX);
+    ASSERT_TRUE(info[IFLA_INFO_KIND]);
+    EXPECT_STREQ(mnl_attr_get_str(info[IFLA_INFO_KIND]), "veth");
+}
+
+TEST(NlMessage, GrowsWithoutBreakingOpenNests) {
+    nl::Message m(RTM_NEWLINK, 0);
+    m.header<ifinfomsg>();
+    std::vector<std::uint8_t> big(20000, 0xab);
+    {
+        auto outer = m.nest(IFLA_AF_SPEC);
+        m.put_u8(1, 1);
+        m.put_bytes(2, big.data(), big.size());  // forces reallocation while the nest is open
+        auto inner = m.nest(3);
+        m.put_u16(4, 0x1234);
+        inner.end();
+        m.put_flag(5);
+    }
+    auto tb = nl::parse_attrs(m.hdr(), sizeof(ifinfomsg), IFLA_MAX);
+    ASSERT_TRUE(tb[IFLA_AF_SPEC]);
+    EXPECT_EQ(mnl_attr_get_len(tb[IFLA_AF_SPEC]), m.size() - NLMSG_HDRLEN - NLMSG_ALIGN(sizeof(ifinfomsg)));
+    auto in = nl::parse_nested(tb[IFLA_AF_SPEC], 5);
+    ASSERT_TRUE(in[2] && in[3] && in[5]);
+    EXPECT_EQ(mnl_attr_get_payload_len(in[2]), big.size());
+    EXPECT_EQ(mnl_attr_get_payload_len(in[5]), 0);
+    auto deeper = nl::parse_nested(in[3], 4);
+    ASSERT_TRUE(deeper[4]);
+    EXPECT_EQ(mnl_attr_get_u16(deeper[4]), 0x1234);
+}
+
+TEST(NlMessage, NestPlainHasNoNestedFlagAndRawHeader) {
+    nl::Message m(RTM_NEWLINK, 0);
+    m.header<ifinfomsg>();
+    {
+        auto peer = m.nest_plain(1);
+        ifinfomsg ifi{};
+        ifi.ifi_index = 42;
+        m.put_raw(&ifi, sizeof ifi);
+        m.put_strz(IFLA_IFNAME, "p");
+    }
+    auto tb = nl::parse_attrs(m.hdr(), sizeof(ifinfomsg), 1);
+    ASSERT_TRUE(tb[1]);
+    EXPECT_EQ(tb[1]->nla_type, 1);
+    const auto* ifi = static_cast<const ifinfomsg*>(mnl_attr_get_payload(tb[1]));
+    EXPECT_EQ(ifi->ifi_index, 42);
+    const auto* name = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(ifi) + NLMSG_ALIGN(sizeof(ifinfomsg)));
+    EXPECT_EQ(mnl_attr_get_type(name), IFLA_IFNAME);
+    EXPECT_STREQ(mnl_attr_get_str(name), "p");
+}
+
+TEST(NlMessage, FamilyHeaderAfterAttributesIsALogicError) {
+    nl::Message m(RTM_NEWADDR, 0);
+    m.put_u32(1, 1);
+    EXPECT_THROW(m.header<ifaddrmsg>(), std::logic_error);
+}
+
+TEST(NlFaults, ParsesSpec) {
+    auto f = nl::parse_fault_spec("EEXIST,EBUSY:0.05:42");
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->errnos, (std::vector<int>{EEXIST, EBUSY}));
+    EXPECT_DOUBLE_EQ(f->fraction, 0.05);
+    EXPECT_EQ(f->seed, 42u);
+    EXPECT_TRUE(nl::parse_fault_spec("17:1"));
+    EXPECT_FALSE(nl::parse_fault_spec("ENOTANERRNO:0.1:1"));
+    EXPECT_FALSE(nl::parse_fault_spec("EEXIST"));
+    EXPECT_FALSE(nl::parse_fault_spec("EEXIST:2"));
+}
+
+// Requests used below, against a test namespace's lo (ifindex 1 in every new namespace).
+nl::Message lo_up() {
+    nl::Message m(RTM_NEWLINK, 0);
+    auto& ifi = m.header<ifinfomsg>();
+    ifi.ifi_index = 1;
+    ifi.ifi_flags = IFF_UP;
+    ifi.ifi_change = IFF_UP;
+    return m;
+}
+
+nl::Message add_v4(int ifindex, std::uint32_t host_order, int plen) {
+    nl::Message m(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+    auto& ifa = m.header<ifaddrmsg>();
+    ifa.ifa_family = AF_INET;
+    ifa.ifa_prefixlen = static_cast<unsigned char>(plen);
+    ifa.ifa_index = static_cast<unsigned>(ifindex);
+    const std::uint32_t a = htonl(host_order);
+    m.put_bytes(IFA_LOCAL, &a, 4);
+    m.put_bytes(IFA_ADDRESS, &a, 4);
+    return m;
+}
+
+std::size_t count_v4(nl::Socket& s) {
+    std::size_t n = 0;
+    nl::Message d(RTM_GETADDR, 0);
+    d.header<ifaddrmsg>().ifa_family = AF_INET;
+    nl::dump(s, d, [&](const nlmsghdr* h) { n += h->nlmsg_type == RTM_NEWADDR; }, "dumping addresses");
+    return n;
+}
+
+TEST(NlSocket, OpensInTheCallingThreadsNamespace) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto sock = netns::run_in(ns, [] { return nl::Socket::open_route(); });
+    EXPECT_GE(sock.fd(), 0);
+    EXPECT_NE(sock.portid(), 0u);
+    EXPECT_TRUE(::fcntl(sock.fd(), F_GETFD) & FD_CLOEXEC);
+    // The namespace has only lo; the dump sees exactly one link.
+    int links = 0;
+    nl::Message d(RTM_GETLINK, 0);
+    d.header<ifinfomsg>();
+    nl::dump(sock, d, [&](const nlmsghdr*) { ++links; }, "dumping links");
+    EXPECT_EQ(links, 1);
+}
+
+TEST(NlBatch, OneFailureKeepsContextAndExtackOthersApplied) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto sock = netns::run_in(ns, [] { return nl::Socket::open_route(); });
+    nl::Batch b;
+    b.add(lo_up(), "lo: setting up");
+    b.add(add_v4(1, 0x0a000001, 33), "lo: adding 10.0.0.1/33");  // invalid prefix length
+    b.add(add_v4(1, 0x0a000002, 32), "lo: adding 10.0.0.2/32");
+    auto results = b.run(sock);
+    ASSERT_EQ(results.size(), 3u);
+    EXPECT_EQ(results[0].error, 0);
+    EXPECT_EQ(results[1].error, EINVAL);
+    EXPECT_EQ(results[1].context, "lo: adding 10.0.0.1/33");
+    EXPECT_FALSE(results[1].kernel_message.empty());
+    EXPECT_EQ(results[2].error, 0);
+    EXPECT_EQ(count_v4(sock), 2u);  // 127.0.0.1 (lo up) and 10.0.0.2
+
+    try {
+        b.run_or_throw(sock);
+        FAIL();
+    } catch (const KernelError& e) {
+        // The first failure: lo up succeeds again, the /33 is the first to fail.
+        EXPECT_EQ(e.errno_value(), EINVAL);
+        EXPECT_EQ(e.context(), "lo: adding 10.0.0.1/33");
+        EXPECT_NE(std::string(e.what()).find("Invalid argument (EINVAL): "), std::string::npos) << e.what();
+        std::cout << "[ message ] " << e.what() << "\n";
+    }
+    // Now 10.0.0.2 exists: EEXIST through request().
+    auto dup = add_v4(1, 0x0a000002, 32);
+    try {
+        nl::request(sock, dup, "lo: adding 10.0.0.2/32");
+        FAIL();
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), EEXIST);
+        EXPECT_STREQ(e.what(), ("lo: adding 10.0.0.2/32: File exists (EEXIST)" +
+                                (e.kernel_message().empty() ? "" : ": " + e.kernel_message()))
+                                   .c_str());
+    }
+}
+
+TEST(NlBatch, ThousandsOfRequestsSpanSeveralBuffers) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto sock = netns::run_in(ns, [] { return nl::Socket::open_route(); });
+    nl::Batch b;
+    b.add(lo_up(), "lo up");
+    constexpr int kCount = 3000;  // ~64 bytes each: about 6 buffers of 32 KiB
+    for (int i = 0; i < kCount; ++i) b.add(add_v4(1, 0x0a100000 + i, 32), "addr " + std::to_string(i));
+    auto results = b.run(sock);
+    for (const auto& r : results) ASSERT_EQ(r.error, 0) << r.context << ": " << r.kernel_message;
+    EXPECT_EQ(count_v4(sock), kCount + 1u);
+}
+
+TEST(NlFaults, InjectedFailuresAreNotSent) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto sock = netns::run_in(ns, [] { return nl::Socket::open_route(); });
+    nl::set_fault_injection(nl::FaultInjection{0.5, {EBUSY}, 7});
+    nl::Batch b;
+    for (int i = 0; i < 200; ++i) b.add(add_v4(1, 0x0a200000 + i, 32), "addr " + std::to_string(i));
+    auto results = b.run(sock);
+    nl::set_fault_injection(std::nullopt);
+    std::size_t failed = 0;
+    for (const auto& r : results) {
+        if (r.error) {
+            EXPECT_EQ(r.error, EBUSY);
+            EXPECT_EQ(r.kernel_message, "injected fault");
+            ++failed;
+        }
+    }
+    EXPECT_GT(failed, 50u);
+    EXPECT_LT(failed, 150u);
+    EXPECT_EQ(count_v4(sock), 200 - failed);
+}
+
+}  // namespace
+}  // namespace labctl
