@@ -17,6 +17,10 @@
 //   the socket's error queue, with the quoted request (identifier, sequence), the original
 //   destination and the sender of the error (SO_EE_OFFENDER). The receive filter
 //   (ICMP_FILTER / ICMP6_FILTER) passes echo replies only, so each error is seen once.
+//   Kernel fact: an error the namespace sends itself (ARP/ND gave up) arrives through lo,
+//   and a raw IPv4 socket bound to eth0 never hears it. So each (namespace, family) also
+//   has an unbound socket (receiving nothing else when no probe uses it), and errors are
+//   matched against every probe of the namespace, whichever socket reads them.
 //   Kernel fact: with IP_RECVERR a raw socket also copies each error into sk_err, which the
 //   next sendto() or recvmsg() on that socket returns (and clears) whichever probe it was
 //   about; so a failed sendto is retried once before it counts, and recvmsg errors are
@@ -96,6 +100,8 @@ constexpr auto kSendRetry = std::chrono::milliseconds(1);
 // ...for at least this long, then counted as sent and lost.
 constexpr auto kMinSendPatience = std::chrono::milliseconds(50);
 
+int family_slot(int family) { return family == AF_INET ? 0 : 1; }
+
 struct Namespace {
     int fd = -1;
     dev_t dev = 0;
@@ -103,17 +109,22 @@ struct Namespace {
     std::vector<std::size_t> sockets;
     std::uint16_t next_id = 0;
     std::size_t ids_used = 0;
+    // Every probe from here by identifier, per family slot: for ICMP errors, which may be
+    // read on another socket of the namespace than the probe's own.
+    std::array<std::unordered_map<std::uint16_t, std::size_t>, 2> probe_by_id;
+    std::array<std::size_t, 2> probe_count{};
 };
 
 struct Socket {
     std::size_t netns = 0;
     int family = AF_UNSPEC;
     std::string ifname;
-    std::size_t probe_count = 0;
+    std::size_t probe_count = 0;  // 0: only hears ICMP errors for the namespace's probes
+    std::size_t buffer_probes = 0;  // probes whose replies or errors it may have to hold
     UniqueFd fd;
     unsigned ifindex = 0;     // of ifname, for IPv6 link-local destinations
     std::string setup_error;  // the bind interface is unusable: its probes are refused
-    std::unordered_map<std::uint16_t, std::size_t> probe_by_id;
+    std::unordered_map<std::uint16_t, std::size_t> probe_by_id;  // replies: own probes only
 };
 
 struct ProbeState {
@@ -194,23 +205,24 @@ void open_socket(Socket& s) {
     if (fd < 0) throw_last_errno("opening a raw " + what);
     UniqueFd owner(fd);
 
+    const bool errors_only = s.probe_count == 0;
     if (v4) {
         // A set bit drops that type; only echo replies reach the receive queue.
-        std::uint32_t filter = ~(std::uint32_t(1) << ICMP_ECHOREPLY);
+        std::uint32_t filter = errors_only ? ~0u : ~(std::uint32_t(1) << ICMP_ECHOREPLY);
         if (::setsockopt(fd, SOL_RAW, kIcmpFilter, &filter, sizeof filter) < 0)
             throw_last_errno("setting ICMP_FILTER on the " + what);
         set_int_option(fd, SOL_IP, IP_RECVERR, 1, "setting IP_RECVERR on the " + what);
     } else {
         icmp6_filter filter;
         ICMP6_FILTER_SETBLOCKALL(&filter);
-        ICMP6_FILTER_SETPASS(ICMP6_ECHO_REPLY, &filter);
+        if (!errors_only) ICMP6_FILTER_SETPASS(ICMP6_ECHO_REPLY, &filter);
         if (::setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter, sizeof filter) < 0)
             throw_last_errno("setting ICMP6_FILTER on the " + what);
         set_int_option(fd, SOL_IPV6, IPV6_RECVERR, 1, "setting IPV6_RECVERR on the " + what);
         set_int_option(fd, SOL_IPV6, IPV6_RECVHOPLIMIT, 1,
                        "setting IPV6_RECVHOPLIMIT on the " + what);
     }
-    size_buffers(fd, s.probe_count);
+    size_buffers(fd, s.buffer_probes);
 
     if (!s.ifname.empty()) {
         // A missing or misnamed interface is the probe's problem, not the run's.
@@ -305,17 +317,22 @@ void PingRun::plan() {
         }
         Namespace& ns = namespaces_[ns_it->second];
 
-        auto key = std::make_tuple(ns_it->second, probe.destination.family, probe.bind_ifname);
-        auto [sock_it, sock_new] = socket_index.try_emplace(key, sockets_.size());
-        if (sock_new) {
-            Socket s;
-            s.netns = ns_it->second;
-            s.family = probe.destination.family;
-            s.ifname = probe.bind_ifname;
-            ns.sockets.push_back(sockets_.size());
-            sockets_.push_back(std::move(s));
-        }
-        Socket& s = sockets_[sock_it->second];
+        auto socket_for = [&](const std::string& ifname) -> std::size_t {
+            auto key = std::make_tuple(ns_it->second, probe.destination.family, ifname);
+            auto [it, added] = socket_index.try_emplace(key, sockets_.size());
+            if (added) {
+                Socket s;
+                s.netns = ns_it->second;
+                s.family = probe.destination.family;
+                s.ifname = ifname;
+                ns.sockets.push_back(sockets_.size());
+                sockets_.push_back(std::move(s));
+            }
+            return it->second;
+        };
+        socket_for("");  // the namespace's unbound socket hears every ICMP error there
+        const std::size_t socket = socket_for(probe.bind_ifname);
+        Socket& s = sockets_[socket];
         ++s.probe_count;
 
         // Identifiers are unique per namespace, across its sockets: every raw ICMP socket of
@@ -323,12 +340,17 @@ void PingRun::plan() {
         if (++ns.ids_used > 65536)
             throw std::invalid_argument("ping: more than 65536 probes from one namespace");
         ProbeState& st_p = states_[p];
-        st_p.socket = sock_it->second;
+        st_p.socket = socket;
         st_p.id = ns.next_id++;
         s.probe_by_id.emplace(st_p.id, p);
+        ns.probe_by_id[family_slot(s.family)].emplace(st_p.id, p);
+        ++ns.probe_count[family_slot(s.family)];
         st_p.sent_at.resize(probe.count);
         st_p.answered.resize(probe.count);
     }
+    for (Socket& s : sockets_)
+        s.buffer_probes = s.ifname.empty() ? namespaces_[s.netns].probe_count[family_slot(s.family)]
+                                           : s.probe_count;
 }
 
 // Raises the soft RLIMIT_NOFILE to the hard limit when the sockets might not fit under it
@@ -559,8 +581,9 @@ void PingRun::read_errors(Socket& s) {
                                              std::min<std::size_t>(n, buffer.size()));
         auto header = parse_icmp_header(quoted);
         if (!header || !is_echo_request(s.family, header->type)) continue;
-        auto it = s.probe_by_id.find(header->id);
-        if (it == s.probe_by_id.end()) continue;
+        const auto& by_id = namespaces_[s.netns].probe_by_id[family_slot(s.family)];
+        auto it = by_id.find(header->id);
+        if (it == by_id.end()) continue;
         const std::size_t p = it->second;
         const ProbeState& st = states_[p];
         if (st.done || header->seq < 1 || header->seq >= st.next_seq) continue;

@@ -457,6 +457,31 @@ TEST_F(PingTest, ReplyCallbackRunsOnCallingThread) {
     EXPECT_EQ(netns_inode_of_this_thread(), netns_before);  // never left its namespace
 }
 
+TEST_F(PingTest, FailedNeighbourResolutionEndsProbe) {
+    // With one ARP/ND probe of 50 ms, a's own kernel gives up on 10.0.0.99 and fd00::99 fast
+    // and sends itself ICMP destination unreachable, which ends the probe, bound or not.
+    a_->sysctl("net.ipv4.neigh.eth0.mcast_solicit=1");
+    a_->sysctl("net.ipv4.neigh.eth0.retrans_time_ms=50");
+    a_->sysctl("net.ipv6.neigh.eth0.mcast_solicit=1");
+    a_->sysctl("net.ipv6.neigh.eth0.retrans_time_ms=50");
+    std::vector<Probe> probes = {probe_from_a("10.0.0.99"), probe_from_a("fd00::99"),
+                                 probe_from_a("10.0.0.98"), probe_from_a("fd00::98")};
+    probes[2].bind_ifname = "eth0";
+    probes[3].bind_ifname = "eth0";
+    for (auto& p : probes) p.count = 10;
+    const auto start = Clock::now();
+    auto results = run(probes);
+    EXPECT_LT(seconds_since(start), 0.9);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        EXPECT_TRUE(results[i].refused) << i << ": " << results[i].reason;
+        EXPECT_EQ(results[i].received, 0);
+    }
+    EXPECT_EQ(results[0].reason, "Destination host unreachable from 10.0.0.1");
+    EXPECT_EQ(results[1].reason, "Destination unreachable: Address unreachable from fd00::1");
+    EXPECT_EQ(results[2].reason, "Destination host unreachable from 10.0.0.1");
+    EXPECT_EQ(results[3].reason, "Destination unreachable: Address unreachable from fd00::1");
+}
+
 TEST_F(PingTest, BadNamespaceFdThrowsKernelError) {
     auto p = probe_from_a("10.0.0.2");
     UniqueFd not_a_netns(::open("/dev/null", O_RDONLY | O_CLOEXEC));
