@@ -300,6 +300,42 @@ TEST_F(PingTest, UnroutableIsRefusedAtOnce) {
     }
 }
 
+TEST_F(PingTest, LocalRejectRoutesAreRefusedWithTheKernelsReason) {
+    a_->ip("route add unreachable 198.51.100.0/25");
+    a_->ip("route add prohibit 198.51.100.128/25");
+    a_->ip("-6 route add unreachable fd00:7::/64");
+    auto results = run({probe_from_a("198.51.100.1"), probe_from_a("198.51.100.129"),
+                        probe_from_a("fd00:7::1")});
+    for (const auto& r : results) {
+        EXPECT_TRUE(r.refused);
+        EXPECT_EQ(r.sent, 0);
+    }
+    EXPECT_EQ(results[0].reason, "No route to host (EHOSTUNREACH)");
+    EXPECT_EQ(results[1].reason, "Permission denied (EACCES)");
+    EXPECT_EQ(results[2].reason, "No route to host (EHOSTUNREACH)");
+}
+
+TEST_F(PingTest, RoutingLoopEndsWithTimeExceeded) {
+    // b and a third namespace c send 10.8.0.0/16 to each other until the TTL runs out.
+    // (Not a and b: a drops packets that come back with its own source address.)
+    TestNetns c;
+    veth(*b_, "eth1", c, "eth0");
+    b_->ip("addr add 10.0.1.1/24 dev eth1");
+    c.ip("addr add 10.0.1.2/24 dev eth0");
+    b_->sysctl("net.ipv4.ip_forward=1");
+    c.sysctl("net.ipv4.ip_forward=1");
+    a_->ip("route add 10.8.0.0/16 via 10.0.0.2");
+    b_->ip("route add 10.8.0.0/16 via 10.0.1.2");
+    c.ip("route add 10.8.0.0/16 via 10.0.1.1");
+    c.ip("route add 10.0.0.0/24 via 10.0.1.1");
+    const auto start = Clock::now();
+    auto r = run({probe_from_a("10.8.0.1")})[0];
+    EXPECT_LT(seconds_since(start), 0.5);
+    EXPECT_TRUE(r.refused);
+    EXPECT_EQ(r.sent, 1);
+    EXPECT_TRUE(r.reason.starts_with("Time to live exceeded from 10.0.")) << r.reason;
+}
+
 TEST_F(PingTest, IcmpDestinationUnreachableEndsProbeAtOnce) {
     // b routes for 10.9.0.0/16 and fd00:9::/64 with "unreachable" routes: as a router it
     // answers with ICMP destination unreachable, which a reads from its error queue.
@@ -343,6 +379,28 @@ TEST_F(PingTest, BindToInterface) {
     EXPECT_EQ(results[2].sent, 0);
     EXPECT_EQ(results[2].reason, "nope0: No such device (ENODEV)");
     EXPECT_EQ(results[3].received, 1) << results[3].reason;
+}
+
+TEST_F(PingTest, LinkLocalNeedsTheInterface) {
+    a_->ip("addr add fe80::1/64 dev eth0 nodad");
+    b_->ip("addr add fe80::2/64 dev eth0 nodad");
+    auto bound = probe_from_a("fe80::2");
+    bound.bind_ifname = "eth0";
+    auto results = run({bound});  // the scope of the destination is the bound interface
+    EXPECT_EQ(results[0].received, 1) << results[0].reason;
+}
+
+TEST_F(PingTest, TwoFdsOfOneNamespaceShareItsIdentifiers) {
+    UniqueFd again(::open(("/run/netns/" + a_->name()).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(again);
+    auto p = probe_from_a("10.0.0.2");
+    p.count = 2;
+    p.interval = 20ms;
+    p.stop_at_first_reply = false;
+    auto q = p;
+    q.netns_fd = again.get();
+    auto results = run({p, q, p, q});
+    for (const auto& r : results) EXPECT_EQ(r.received, 2);
 }
 
 TEST_F(PingTest, OwnAddressesViaLo) {
