@@ -89,6 +89,10 @@ protected:
         for (const auto& id : daemons_) {
             if (is_same_process(id)) ::kill(id.pid, SIGKILL);
         }
+        // Whatever else a failed test left in its namespace was started by it too, and
+        // would keep the namespace alive after `ip netns del`.
+        const auto [dev, ino] = netns_id();
+        for (const pid_t pid : pids_in_netns(dev, ino)) ::kill(pid, SIGKILL);
         std::error_code ec;
         std::filesystem::remove_all("/etc/netns/" + ns_, ec);
         std::filesystem::remove("/etc/netns", ec);  // only if empty (we may have made it)
@@ -386,7 +390,7 @@ TEST_F(Proc, IsSameProcessIsFalseOnceItDied) {
 }
 
 TEST_F(Proc, StopKillsWhatIgnoresSigterm) {
-    auto id = start_daemon(command({"/bin/sh", "-c", "trap '' TERM; echo ready; sleep 60"}),
+    auto id = start_daemon(command({"/bin/sh", "-c", "trap '' TERM; echo ready; exec sleep 60"}),
                            (dir_ / "t.log").string());
     daemons_.push_back(id);
     ASSERT_TRUE(eventually([&] { return read_file((dir_ / "t.log").string()) == "ready\n"; }));
