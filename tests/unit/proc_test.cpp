@@ -95,7 +95,7 @@ protected:
         for (const pid_t pid : pids_in_netns(dev, ino)) ::kill(pid, SIGKILL);
         std::error_code ec;
         std::filesystem::remove_all("/etc/netns/" + ns_, ec);
-        std::filesystem::remove("/etc/netns", ec);  // only if empty (we may have made it)
+        if (made_etc_netns_) std::filesystem::remove("/etc/netns", ec);  // only if empty
         std::filesystem::remove_all(dir_, ec);
         std::system(("ip netns del " + ns_ + " 2>/dev/null").c_str());
     }
@@ -109,6 +109,7 @@ protected:
     std::string ns_;
     std::filesystem::path dir_;
     std::vector<ProcessId> daemons_;
+    bool made_etc_netns_ = false;
 };
 
 TEST_F(Proc, RunPassesExitCodeThrough) {
@@ -182,6 +183,7 @@ TEST_F(Proc, RunSeesTheNamespaceInSysClassNet) {
 TEST_F(Proc, RunBindsEtcNetnsFilesOverEtc) {
     const std::string host_hosts = read_file("/etc/hosts");
     const std::filesystem::path etc = "/etc/netns/" + ns_;
+    made_etc_netns_ = !std::filesystem::exists("/etc/netns");
     std::filesystem::create_directories(etc);
     std::ofstream(etc / "hosts") << "10.1.2.3 pr-node\n";
     auto r = run(command({"cat", "/etc/hosts"}), std::nullopt, 10s);
