@@ -25,7 +25,8 @@ struct Command {
     // Name under /run/netns; also names the sysfs instance and selects /etc/netns/<netns>/.
     std::string netns;
     // argv[0] without a '/' is looked up in PATH (extra_env's PATH if given, else ours)
-    // before the child starts; the program receives the path found as its argv[0].
+    // before the child starts, like execvp but never falling back to a shell; the
+    // program receives argv unchanged.
     std::vector<std::string> argv;
     // Added to (or replacing entries of) our environment for the child.
     std::map<std::string, std::string> extra_env;

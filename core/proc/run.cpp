@@ -50,6 +50,8 @@ void set_nonblocking(int fd, const std::string& what) {
         throw_last_errno(what + ": setting O_NONBLOCK");
 }
 
+// The wait status, or -1 with errno (ECHILD when someone else reaped it, e.g. a
+// process that set SIGCHLD to SIG_IGN).
 int wait_status(pid_t pid) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0) {
@@ -212,6 +214,7 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
 
     const int status = wait_status(child.pid);
     guard.release();
+    if (status < 0) throw_last_errno(what + ": collecting the exit status");
     // Whatever it wrote before exiting is in the pipes now. Anything that it left
     // running in the background may keep them open; we do not wait for that.
     drain(out_read, result.out);
@@ -263,6 +266,7 @@ int run_interactive(const Command& command) {
     }
     const int status = wait_status(child.pid);
     guard.release();
+    if (status < 0) throw_last_errno(what + ": collecting the exit status");
     forward_pending(false);  // meant for the child, which is gone
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);

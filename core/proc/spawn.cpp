@@ -111,6 +111,7 @@ struct ChildSetup {
     const char* sysfs_source;
     unsigned long sysfs_overlay_flags;
     const std::vector<std::pair<std::string, std::string>>* etc_binds;
+    char* const* argv;  // null-terminated; argv[0] as the caller gave it
 };
 
 void report(int fd, const Report& r) {
@@ -253,8 +254,11 @@ public:
     EnterNetns(const ChildSetup* setup, pid_t* launched) : setup_(setup), launched_(launched) {}
 
     template <class Executor>
-    void on_exec_setup(Executor&) const {
+    void on_exec_setup(Executor& e) const {
         enter(*setup_);
+        // v1 would pass the resolved path as argv[0]; execvp (and `ip netns exec`) keep
+        // the caller's. cmd_line is a documented member of the posix executor.
+        e.cmd_line = setup_->argv;
     }
     template <class Executor>
     void on_exec_error(Executor&, const std::error_code& ec) const {
@@ -373,7 +377,12 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
                                                " would be clobbered (internal error)");
     }
     const std::string exe = find_program(command.argv.front(), command, what);
-    std::vector<std::string> args(command.argv.begin() + 1, command.argv.end());
+    // The child's argv, set in the child (see EnterNetns). Not given to v1 as bp::args:
+    // it takes &arg.front() of every argument, undefined for an empty one.
+    std::vector<std::string> argv_text = command.argv;
+    std::vector<char*> argv;
+    for (auto& arg : argv_text) argv.push_back(arg.data());
+    argv.push_back(nullptr);
 
     bp::environment env = boost::this_process::environment();
     for (const auto& [key, value] : command.extra_env) env[key] = value;
@@ -405,12 +414,12 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
                            report_write.get(),
                            command.netns.c_str(),
                            overlay_flags,
-                           &binds};
+                           &binds,
+                           argv.data()};
     pid_t launched = -1;
     std::error_code ec;
     {
-        bp::child child(bp::exe = exe, bp::args = std::move(args), bp::env = env,
-                        EnterNetns(&setup, &launched), ec);
+        bp::child child(bp::exe = exe, bp::env = env, EnterNetns(&setup, &launched), ec);
         child.detach();  // we wait with a pidfd; see the top of this file
     }
     report_write.reset();

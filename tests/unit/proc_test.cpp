@@ -157,6 +157,13 @@ TEST_F(Proc, RunPassesArgumentsLiterally) {
     EXPECT_EQ(r.out, "[$(id)]\n[a;b]\n[`id`]\n[x y]\n[*]\n['q'\"]\n[]\n");
 }
 
+TEST_F(Proc, RunKeepsArgvZero) {
+    // $0 of `sh -c CMD NAME` is NAME; the program's own argv[0] is what we were given.
+    auto r = run(command({"sh", "-c", "echo \"$0\"; tr '\\0' ' ' < /proc/$$/cmdline", "zero"}),
+                 std::nullopt, 10s);
+    EXPECT_EQ(r.out, "zero\nsh -c echo \"$0\"; tr '\\0' ' ' < /proc/$$/cmdline zero ");
+}
+
 TEST_F(Proc, RunSeparatesStderrAndAddsEnvironment) {
     Command c = command({"/bin/sh", "-c", "echo \"$LABCTL_PROC_TEST\"; echo oops >&2; exit 3"});
     c.extra_env["LABCTL_PROC_TEST"] = "value with $(spaces)";
