@@ -25,6 +25,7 @@
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
 #include "proc/proc.hpp"
+#include "proc/spawn.hpp"
 
 namespace labctl::proc {
 namespace {
@@ -111,6 +112,21 @@ protected:
     std::vector<ProcessId> daemons_;
     bool made_etc_netns_ = false;
 };
+
+// Needs no root: the parser the forked child also uses.
+TEST(ProcParseStat, CountsFieldsFromTheLastParenthesis) {
+    const std::string text =
+        "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 "
+        "1000 10 18446744073709551615\n";
+    char state = 0;
+    unsigned long long start = 0;
+    ASSERT_TRUE(detail::parse_stat(text.data(), text.size(), &state, &start));
+    EXPECT_EQ(state, 'S');
+    EXPECT_EQ(start, 987654u);
+    const std::string cut = "4242 (x) Z 1 2 3";
+    EXPECT_FALSE(detail::parse_stat(cut.data(), cut.size(), &state, &start));
+    EXPECT_FALSE(detail::parse_stat("garbage", 7, &state, &start));
+}
 
 TEST_F(Proc, RunPassesExitCodeThrough) {
     EXPECT_EQ(run(command({"true"}), std::nullopt, 10s).returncode, 0);
