@@ -1,0 +1,100 @@
+#pragma once
+// Running commands inside a node's network namespace, the way `ip netns exec` does:
+// the child enters the namespace, gets a private mount namespace (/ made a recursive
+// slave so nothing leaks back to the host), a fresh /sys that shows the namespace's
+// interfaces, and the files of /etc/netns/<netns>/ bound over /etc/<file>.
+//
+// Never a shell unless the caller asks for one ({"/bin/sh", "-c", text}). The child
+// inherits no descriptor of ours except 0, 1 and 2, and starts with every signal
+// unblocked and at its default disposition.
+//
+// Processes are launched with Boost.Process (v1, Boost 1.74 from Debian's libboost-dev);
+// see spawn.cpp for why that version and which extension point.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace labctl::proc {
+
+struct Command {
+    // Name under /run/netns; also names the sysfs instance and selects /etc/netns/<netns>/.
+    std::string netns;
+    // argv[0] without a '/' is looked up in PATH (extra_env's PATH if given, else ours)
+    // before the child starts, like execvp but never falling back to a shell; the
+    // program receives argv unchanged.
+    std::vector<std::string> argv;
+    // Added to (or replacing entries of) our environment for the child.
+    std::map<std::string, std::string> extra_env;
+    // When >= 0, the namespace to enter instead of opening /run/netns/<netns>; borrowed,
+    // never closed here.
+    int netns_fd = -1;
+    // How errors name the command's owner ("h1"); `netns` when empty.
+    std::string label;
+};
+
+struct RunResult {
+    int returncode = 0;  // exit code, or -signal when killed (like Python's subprocess)
+    std::string out, err;
+    bool timed_out = false;
+};
+
+// Runs the command with stdin fed from `input` (nullopt: /dev/null), stdout and stderr
+// captured. On timeout the child's process group (the child leads its own) gets SIGKILL
+// and the result says timed_out. Returns once the child has exited; output still
+// written afterwards by programs it left running in the background is not waited for.
+// Throws KernelError/LabError when the command cannot be started ("h1: running \"foo\":
+// No such file or directory (ENOENT)") or a system call of ours fails.
+RunResult run(const Command& command, const std::optional<std::string>& input,
+              std::optional<std::chrono::milliseconds> timeout);
+
+// Runs the command with our stdin, stdout and stderr, in our process group (so the
+// terminal's job control and ^C reach it). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
+// us (not those the terminal already sent to the whole group) are forwarded while it
+// runs. Returns its exit code, or 128+signal when a signal killed it, like a shell.
+// Throws like run().
+int run_interactive(const Command& command);
+
+// A process identity that survives pid reuse.
+struct ProcessId {
+    pid_t pid = 0;
+    unsigned long long start_time = 0;  // field 22 of /proc/<pid>/stat (clock ticks since boot)
+    bool operator==(const ProcessId&) const = default;
+};
+
+// Starts a daemon: its own session, stdin /dev/null, stdout and stderr appended to
+// log_path (created mode 0600 when absent), working directory unchanged. It is not our
+// child (double fork), so it outlives us and we never reap it. Returns once the daemon
+// has exec'd. Throws like run(), and KernelError when log_path cannot be opened.
+ProcessId start_daemon(const Command& command, const std::string& log_path);
+
+// The start time of a live process; nullopt when there is none with that pid or it has
+// exited and only its zombie is left. Throws KernelError when /proc cannot be read for
+// another reason.
+std::optional<unsigned long long> start_time_of(pid_t pid);
+
+// True when `id.pid` is alive and started at `id.start_time` (a reused pid is not ours).
+// Throws like start_time_of().
+bool is_same_process(const ProcessId& id);
+
+// If `id` is still the same process: SIGTERM, up to `grace` for it to exit, then SIGKILL.
+// Returns once it is gone (or was never ours). Throws KernelError when a signal cannot
+// be sent for a reason other than the process being gone, LabError when it survives
+// SIGKILL for 10 s (stuck in the kernel).
+void stop(const ProcessId& id, std::chrono::milliseconds grace);
+
+// Every process (other than us) whose /proc/<pid>/ns/net is the namespace with this
+// device and inode (fstat of /run/netns/<name>). Only the main thread's namespace is
+// looked at. Throws KernelError when /proc cannot be listed.
+std::vector<pid_t> pids_in_netns(dev_t dev, ino_t ino);
+
+// SIGTERM to every process in the namespace, up to `grace` for them to exit, SIGKILL to
+// the rest; repeated while new ones appear (children forked meanwhile). Throws like
+// stop(), and LabError when processes keep appearing.
+void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace);
+
+}  // namespace labctl::proc
