@@ -56,7 +56,8 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
 // terminal's job control and ^C reach it). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
 // us (not those the terminal already sent to the whole group) are forwarded while it
 // runs. Returns its exit code, or 128+signal when a signal killed it, like a shell.
-// Throws like run().
+// The signals are blocked and read in the calling thread, so this is meant for a
+// single-threaded caller (the CLI). Throws like run().
 int run_interactive(const Command& command);
 
 // A process identity that survives pid reuse.
