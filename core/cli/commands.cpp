@@ -1,8 +1,14 @@
 #include "cli/commands.hpp"
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <iostream>
 
 #include "base/error.hpp"
+#include "engine/lab.hpp"
 #include "graph/graph.hpp"
 #include "topology/load.hpp"
 
@@ -11,11 +17,6 @@ namespace labctl::cli {
 namespace {
 
 void print_problems(const TopologyError& e) { std::cerr << e.what() << "\n"; }
-
-int not_built(const char* what) {
-    std::cerr << "labctl " << what << ": not built yet in this version\n";
-    return kExitFailed;
-}
 
 }  // namespace
 
@@ -55,11 +56,211 @@ int run_graph(const Options& o) {
     }
 }
 
-int run_up(const Options&) { return not_built("up"); }
-int run_down(const Options&) { return not_built("down"); }
-int run_status(const Options&) { return not_built("status"); }
-int run_verify(const Options&) { return not_built("verify"); }
-int run_ping(const Options&) { return not_built("ping"); }
-int run_exec(const Options&) { return not_built("exec"); }
+namespace {
+
+// Runs an engine call, turning its exceptions into messages and exit codes.
+template <typename F>
+int guarded(const char* what, F&& f) {
+    try {
+        return f();
+    } catch (const TopologyError& e) {
+        print_problems(e);
+        return kExitUsage;
+    } catch (const KernelError& e) {
+        std::cerr << "labctl " << what << ": " << e.what() << "\n";
+        return kExitFailed;
+    } catch (const LabError& e) {
+        std::cerr << "labctl " << what << ": " << e.what() << "\n";
+        return kExitFailed;
+    } catch (const std::exception& e) {
+        std::cerr << "labctl " << what << ": " << e.what() << "\n";
+        return kExitFailed;
+    }
+}
+
+std::string fmt_ms(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", v);
+    return buf;
+}
+
+std::string pad(std::string s, std::size_t width) {
+    if (s.size() < width) s.append(width - s.size(), ' ');
+    return s;
+}
+
+void print_checks(const std::vector<engine::CheckResult>& checks) {
+    if (checks.empty()) {
+        std::cout << "no checks\n";
+        return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    rows.push_back({"FROM", "TO", "ADDRESS", "EXPECT", "RESULT", "REPLIES", "RTT min/avg/max ms", "NOTE"});
+    for (const auto& c : checks) {
+        std::string rtt = c.received ? fmt_ms(c.rtt_min) + "/" + fmt_ms(c.rtt_avg) + "/" + fmt_ms(c.rtt_max) : "-";
+        rows.push_back({c.from, c.to, c.address, topology::to_string(c.expect), c.ok ? "ok" : "FAIL",
+                        std::to_string(c.received) + "/" + std::to_string(c.sent), rtt,
+                        c.received ? "" : c.reason});
+    }
+    std::vector<std::size_t> width(rows[0].size(), 0);
+    for (const auto& r : rows)
+        for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    for (const auto& r : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < r.size(); ++i) line += (i ? "  " : "") + (i + 1 < r.size() ? pad(r[i], width[i]) : r[i]);
+        while (!line.empty() && line.back() == ' ') line.pop_back();
+        std::cout << line << "\n";
+    }
+    auto failed = std::count_if(checks.begin(), checks.end(), [](const auto& c) { return !c.ok; });
+    std::cout << checks.size() - static_cast<std::size_t>(failed) << " passed, " << failed << " failed\n";
+}
+
+nlohmann::json checks_json(const std::vector<engine::CheckResult>& checks) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& c : checks) a.push_back(engine::to_json(c));
+    return a;
+}
+
+bool all_ok(const std::vector<engine::CheckResult>& checks) {
+    return std::all_of(checks.begin(), checks.end(), [](const auto& c) { return c.ok; });
+}
+
+// A lab named by FILE or LAB: the file's topology when it is a file, else the running lab's.
+engine::Lab lab_for(const std::string& target) {
+    struct stat st {};
+    if (::stat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return engine::Lab::from_file(target);
+    return engine::Lab::attach(engine::lab_name_of(target));
+}
+
+}  // namespace
+
+int run_up(const Options& o) {
+    return guarded("up", [&] {
+        auto lab = engine::Lab::from_file(o.file);
+        auto result = lab.up(!o.no_verify);
+        for (const auto& note : result.notes) std::cerr << "labctl up: " << note << "\n";
+        bool ok = result.checks_ok();
+        if (o.json) {
+            nlohmann::json j{{"lab", lab.name()}, {"up", true}, {"notes", result.notes},
+                             {"checks", checks_json(result.checks)}, {"ok", ok}};
+            std::cout << j.dump(2) << "\n";
+        } else {
+            std::cout << "lab " << lab.name() << " is up: " << lab.topology().nodes.size() << " nodes, "
+                      << lab.topology().links.size() << " links\n";
+            if (!o.no_verify) print_checks(result.checks);
+        }
+        return ok ? kExitOk : kExitCheckFailed;
+    });
+}
+
+int run_down(const Options& o) {
+    return guarded("down", [&] {
+        if (o.all) {
+            auto removed = engine::down_all();
+            std::cout << (removed.empty() ? "no labs to remove" : "removed " + std::to_string(removed.size()) + " lab(s)")
+                      << "\n";
+            return kExitOk;
+        }
+        std::string name = engine::lab_name_of(o.target);
+        bool removed = engine::down(name);
+        std::cout << "lab " << name << (removed ? " removed" : " is not up") << "\n";
+        return kExitOk;
+    });
+}
+
+int run_status(const Options& o) {
+    return guarded("status", [&] {
+        if (o.target.empty()) {
+            auto labs = engine::status_all();
+            if (o.json) {
+                std::cout << labs.dump(2) << "\n";
+            } else if (labs.empty()) {
+                std::cout << "no labs\n";
+            } else {
+                for (const auto& l : labs)
+                    std::cout << pad(l["name"].get<std::string>(), 18) << pad(l["state"].get<std::string>(), 12)
+                              << l["nodes"].get<std::size_t>() << " nodes  " << l["source"].get<std::string>() << "\n";
+            }
+            return kExitOk;
+        }
+        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
+        auto s = lab.status();
+        if (o.json) {
+            std::cout << s.dump(2) << "\n";
+            return kExitOk;
+        }
+        std::cout << "lab " << s["name"].get<std::string>() << ": " << s["state"].get<std::string>() << "\n";
+        for (const auto& n : s["nodes"]) {
+            std::cout << "  " << n["name"].get<std::string>() << " (" << n["kind"].get<std::string>()
+                      << ", namespace " << n["namespace"].get<std::string>() << ")\n";
+            for (const auto& i : n["interfaces"]) {
+                std::string addrs;
+                for (const auto& a : i["addresses"]) addrs += " " + a.get<std::string>();
+                std::string master = i.contains("master") ? " master " + i["master"].get<std::string>() : "";
+                std::cout << "    " << pad(i["name"].get<std::string>(), 16) << pad(i["kind"].get<std::string>(), 10)
+                          << pad(i["state"].get<std::string>(), 8) << "mtu " << i["mtu"].get<std::uint32_t>() << master
+                          << addrs << "\n";
+            }
+            for (const auto& d : n["daemons"]) {
+                std::string argv;
+                for (const auto& a : d["argv"]) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
+                std::cout << "    daemon pid " << d["pid"].get<int>() << (d["running"].get<bool>() ? " running: " : " exited: ")
+                          << argv << "\n";
+            }
+        }
+        return kExitOk;
+    });
+}
+
+int run_verify(const Options& o) {
+    return guarded("verify", [&] {
+        auto lab = lab_for(o.target);
+        auto checks = lab.verify(o.all_pairs);
+        if (o.json)
+            std::cout << nlohmann::json{{"lab", lab.name()}, {"checks", checks_json(checks)}, {"ok", all_ok(checks)}}.dump(2)
+                      << "\n";
+        else
+            print_checks(checks);
+        return all_ok(checks) ? kExitOk : kExitCheckFailed;
+    });
+}
+
+int run_ping(const Options& o) {
+    return guarded("ping", [&] {
+        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
+        int count = o.count > 0 ? o.count : 3;
+        auto timeout = std::chrono::milliseconds(static_cast<long>((o.timeout_s > 0 ? o.timeout_s : 1.0) * 1000));
+        std::string address;
+        bool header = false;
+        auto out = lab.ping(o.from, o.to, count, timeout, std::chrono::milliseconds(200), [&](const ping::Reply& r) {
+            (void)header;
+            std::cout << "reply from " << o.to << ": icmp_seq=" << r.seq << " ttl=" << r.ttl
+                      << " time=" << fmt_ms(r.rtt_ms) << " ms" << std::endl;
+        });
+        const auto& res = out.result;
+        int loss = res.sent ? (100 * (res.sent - res.received) + res.sent / 2) / res.sent : 100;
+        std::cout << "--- " << o.to << " (" << out.address << ") from " << o.from << " ---\n"
+                  << res.sent << " packets transmitted, " << res.received << " received, " << loss << "% packet loss\n";
+        if (res.received)
+            std::cout << "rtt min/avg/max = " << fmt_ms(res.rtt_min()) << "/" << fmt_ms(res.rtt_avg()) << "/"
+                      << fmt_ms(res.rtt_max()) << " ms\n";
+        else if (!res.reason.empty())
+            std::cout << res.reason << "\n";
+        return res.received > 0 ? kExitOk : kExitCheckFailed;
+    });
+}
+
+int run_exec(const Options& o) {
+    try {
+        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
+        return lab.exec_interactive(o.node, o.command);
+    } catch (const TopologyError& e) {
+        print_problems(e);
+        return kExitUsage;
+    } catch (const std::exception& e) {
+        std::cerr << "labctl exec: " << e.what() << "\n";
+        return kExitFailed;
+    }
+}
 
 }  // namespace labctl::cli

@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace labctl::proc {
@@ -93,9 +94,16 @@ void stop(const ProcessId& id, std::chrono::milliseconds grace);
 // looked at. Throws KernelError when /proc cannot be listed.
 std::vector<pid_t> pids_in_netns(dev_t dev, ino_t ino);
 
+// A namespace's identity: st_dev and st_ino of its nsfs file.
+using NetnsId = std::pair<dev_t, ino_t>;
+// The same for several namespaces with one pass over /proc (a lab of 1,000 nodes).
+std::vector<pid_t> pids_in_any_netns(std::vector<NetnsId> namespaces);
+
 // SIGTERM to every process in the namespace, up to `grace` for them to exit, SIGKILL to
 // the rest; repeated while new ones appear (children forked meanwhile). Throws like
 // stop(), and LabError when processes keep appearing.
 void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace);
+// The same for every process in any of `namespaces`, one /proc pass per round.
+void kill_all_in_any_netns(std::vector<NetnsId> namespaces, std::chrono::milliseconds grace);
 
 }  // namespace labctl::proc

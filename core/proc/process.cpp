@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -68,12 +69,12 @@ void terminate(std::vector<std::pair<UniqueFd, pid_t>> fds, std::chrono::millise
         throw LabError(process_name(fds.front().second) + ": still running 10 s after SIGKILL");
 }
 
-bool in_netns(pid_t pid, dev_t dev, ino_t ino) {
+bool in_any_netns(pid_t pid, const std::vector<NetnsId>& namespaces) {
     const std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
     struct stat st {};
     // Gone, a zombie (its namespaces are released) or a kernel thread we may not see.
     if (::stat(path.c_str(), &st) < 0) return false;
-    return st.st_dev == dev && st.st_ino == ino;
+    return std::binary_search(namespaces.begin(), namespaces.end(), NetnsId{st.st_dev, st.st_ino});
 }
 
 }  // namespace
@@ -122,7 +123,11 @@ void stop(const ProcessId& id, std::chrono::milliseconds grace) {
     terminate(std::move(fds), grace);
 }
 
-std::vector<pid_t> pids_in_netns(dev_t dev, ino_t ino) {
+std::vector<pid_t> pids_in_netns(dev_t dev, ino_t ino) { return pids_in_any_netns({{dev, ino}}); }
+
+std::vector<pid_t> pids_in_any_netns(std::vector<NetnsId> namespaces) {
+    std::sort(namespaces.begin(), namespaces.end());
+    if (namespaces.empty()) return {};
     DIR* dir = ::opendir("/proc");
     if (dir == nullptr) throw_last_errno("listing /proc");
     std::vector<pid_t> pids;
@@ -131,27 +136,32 @@ std::vector<pid_t> pids_in_netns(dev_t dev, ino_t ino) {
         char* end = nullptr;
         const long pid = std::strtol(entry->d_name, &end, 10);
         if (end == entry->d_name || *end != '\0' || pid <= 0 || pid == self) continue;
-        if (in_netns(static_cast<pid_t>(pid), dev, ino)) pids.push_back(static_cast<pid_t>(pid));
+        if (in_any_netns(static_cast<pid_t>(pid), namespaces)) pids.push_back(static_cast<pid_t>(pid));
     }
     ::closedir(dir);
     return pids;
 }
 
 void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace) {
+    kill_all_in_any_netns({{dev, ino}}, grace);
+}
+
+void kill_all_in_any_netns(std::vector<NetnsId> namespaces, std::chrono::milliseconds grace) {
+    std::sort(namespaces.begin(), namespaces.end());
     // Processes may fork while we wait; a few rounds catch those.
     for (int round = 0; round < 8; ++round) {
         std::vector<std::pair<UniqueFd, pid_t>> fds;
-        for (const pid_t pid : pids_in_netns(dev, ino)) {
+        for (const pid_t pid : pids_in_any_netns(namespaces)) {
             UniqueFd pidfd(detail::pidfd_open(pid));
             if (!pidfd) continue;  // gone already
             // Looked at again after opening the pidfd, so that it names a process inside.
-            if (!in_netns(pid, dev, ino)) continue;
+            if (!in_any_netns(pid, namespaces)) continue;
             fds.emplace_back(std::move(pidfd), pid);
         }
         if (fds.empty()) return;
         terminate(std::move(fds), grace);
     }
-    if (!pids_in_netns(dev, ino).empty())
+    if (!pids_in_any_netns(namespaces).empty())
         throw LabError("processes keep appearing in the namespace while it is being emptied");
 }
 

@@ -1,0 +1,508 @@
+#include "engine/lab.hpp"
+
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "base/error.hpp"
+#include "netns/netns.hpp"
+#include "proc/proc.hpp"
+#include "realize/plan.hpp"
+#include "realize/realize.hpp"
+#include "rtnl/rtnl.hpp"
+#include "state/state.hpp"
+#include "topology/load.hpp"
+
+namespace labctl::engine {
+
+namespace {
+
+using namespace topology;
+using Json = nlohmann::json;
+
+constexpr auto kExecTimeout = std::chrono::seconds(30);
+constexpr auto kStopGrace = std::chrono::milliseconds(2000);
+constexpr auto kLinkTimeout = std::chrono::seconds(10);
+
+bool valid_lab_name(const std::string& s) {
+    static const std::regex re("^[a-z][a-z0-9-]{0,15}$");
+    return std::regex_match(s, re);
+}
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+    std::string out;
+    for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+    return out;
+}
+
+// Removes what the journal records, then the journal. Never touches a namespace whose
+// identity differs from the recorded one.
+void teardown(const state::LabRecord& rec) {
+    std::vector<std::string> problems;
+    for (const auto& d : rec.daemons) {
+        try {
+            proc::stop({d.pid, d.start_time}, kStopGrace);
+        } catch (const std::exception& e) {
+            problems.push_back(d.node + ": stopping daemon " + std::to_string(d.pid) + ": " + e.what());
+        }
+    }
+    std::vector<proc::NetnsId> ours;
+    std::vector<std::string> names;
+    for (const auto& ns : rec.namespaces) {
+        auto current = netns::identity(ns.name);
+        if (!current) {
+            // Not mounted: at most a file left by a creator killed half-way.
+            if (ns.ino == 0 && netns::exists(ns.name)) names.push_back(ns.name);
+            continue;
+        }
+        if (ns.ino != 0 && (current->first != ns.dev || current->second != ns.ino)) {
+            problems.push_back("namespace " + ns.name +
+                               " is not the one labctl created (it was replaced); left alone");
+            continue;
+        }
+        ours.push_back(*current);
+        names.push_back(ns.name);
+    }
+    // A process inside keeps a namespace alive after its name is gone: stop them first.
+    try {
+        proc::kill_all_in_any_netns(ours, kStopGrace);
+    } catch (const std::exception& e) {
+        problems.push_back(std::string("stopping processes in the lab: ") + e.what());
+    }
+    for (const auto& name : names) {
+        try {
+            netns::remove(name);
+        } catch (const std::exception& e) {
+            problems.push_back(e.what());
+        }
+    }
+    state::Journal::remove(rec.lab);
+    if (!problems.empty()) throw LabError("lab " + rec.lab + ": " + join(problems, "; "));
+}
+
+CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr,
+                            Expect expect, const ping::ProbeResult& p) {
+    CheckResult r;
+    r.from = from;
+    r.to = to;
+    r.address = addr.to_string();
+    r.expect = expect;
+    r.sent = p.sent;
+    r.received = p.received;
+    r.rtt_min = p.rtt_min();
+    r.rtt_avg = p.rtt_avg();
+    r.rtt_max = p.rtt_max();
+    r.reason = p.reason;
+    r.ok = expect == Expect::reachable ? p.received > 0 : p.received == 0;
+    return r;
+}
+
+std::string read_text_file(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::string tail(const std::string& text, std::size_t max_lines) {
+    std::size_t pos = text.size();
+    std::size_t lines = 0;
+    while (pos > 0 && lines <= max_lines) {
+        pos = text.rfind('\n', pos - 1);
+        if (pos == std::string::npos) return text;
+        ++lines;
+    }
+    return text.substr(pos + 1);
+}
+
+}  // namespace
+
+nlohmann::json to_json(const CheckResult& r) {
+    return Json{{"from", r.from},         {"to", r.to},           {"address", r.address},
+                {"expect", to_string(r.expect)}, {"ok", r.ok},    {"sent", r.sent},
+                {"received", r.received}, {"rtt_min_ms", r.rtt_min}, {"rtt_avg_ms", r.rtt_avg},
+                {"rtt_max_ms", r.rtt_max}, {"reason", r.reason}};
+}
+
+bool UpResult::checks_ok() const {
+    return std::all_of(checks.begin(), checks.end(), [](const CheckResult& c) { return c.ok; });
+}
+
+void require_privileges() {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (::syscall(SYS_capget, &header, data) != 0) throw_last_errno("reading our capabilities");
+    auto has = [&](int cap) { return (data[cap / 32].effective >> (cap % 32)) & 1u; };
+    std::vector<std::string> missing;
+    if (!has(CAP_NET_ADMIN)) missing.push_back("CAP_NET_ADMIN");
+    if (!has(CAP_SYS_ADMIN)) missing.push_back("CAP_SYS_ADMIN");
+    if (!missing.empty())
+        throw LabError("labctl needs " + join(missing, " and ") +
+                       " to build labs (namespaces and interfaces); run it as root, e.g. with sudo",
+                       EPERM);
+}
+
+Lab::Lab(Topology topo, std::string topology_text) : topo_(std::move(topo)), text_(std::move(topology_text)) {}
+
+Lab Lab::from_file(const std::string& path) {
+    Topology t = load_file(path);
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return Lab(std::move(t), ss.str());
+}
+
+Lab Lab::from_text(const std::string& text, const std::string& source) {
+    return Lab(load_text(text, source), text);
+}
+
+Lab Lab::attach(const std::string& name) {
+    if (!valid_lab_name(name)) throw LabError("\"" + name + "\" is not a lab name");
+    auto rec = state::Journal::load(name);
+    if (!rec || !rec->complete) throw LabError("lab " + name + " is not up");
+    std::string text = state::Journal::topology_text(name);
+    return Lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
+}
+
+bool Lab::is_up() const {
+    auto rec = state::Journal::load(topo_.name);
+    return rec && rec->complete;
+}
+
+const Node& Lab::node(const std::string& name) const {
+    auto n = topo_.find_node(name);
+    if (!n) throw LabError("lab " + topo_.name + " has no node \"" + name + "\"");
+    return topo_.nodes[*n];
+}
+
+UpResult Lab::up(bool verify) {
+    require_privileges();
+    // Missing kernel features are found before anything of the lab is touched.
+    auto missing = rtnl::missing_features(realize::features_needed(topo_));
+    if (!missing.empty()) {
+        std::vector<std::string> why;
+        for (auto f : missing) why.push_back(rtnl::missing_feature_message(f));
+        throw LabError("lab " + topo_.name + " cannot be built here: " + join(why, "; "), EOPNOTSUPP);
+    }
+    if (text_.empty()) text_ = "{}";
+
+    UpResult result;
+    state::LabLock lock(topo_.name);
+    if (auto rec = state::Journal::load(topo_.name)) {
+        if (rec->complete)
+            throw LabError("lab " + topo_.name + " is already up; run `labctl down " + topo_.name + "` first",
+                           EEXIST);
+        teardown(*rec);
+        result.notes.push_back("removed the leftovers of an interrupted `up` of lab " + topo_.name);
+    }
+    for (const auto& n : topo_.nodes)
+        if (netns::exists(n.netns))
+            throw LabError("namespace " + n.netns + " already exists and is not part of lab " + topo_.name +
+                               " (labctl never touches it); remove it or rename the lab",
+                           EEXIST);
+
+    auto journal = state::Journal::begin(topo_.name, topo_.source, text_);
+    realize::Realized r;
+    std::vector<state::RecordedDaemon> daemons;
+    realize::Plan plan;
+    auto undo_all = [&] {
+        auto rec = state::Journal::load(topo_.name);
+        if (rec) teardown(*rec);
+    };
+    plan.add({"creating namespaces", [&] { realize::create_namespaces(topo_, journal, r); }, undo_all});
+    plan.add({"configuring links, addresses and routes", [&] { realize::configure(topo_, r); }, {}});
+    plan.add({"waiting for links", [&] { realize::wait_links(topo_, r, kLinkTimeout); }, {}});
+    plan.add({"running exec commands",
+              [&] {
+                  std::string logs;
+                  for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
+                      const Node& node = topo_.nodes[n];
+                      for (std::size_t i = 0; i < node.exec.size(); ++i) {
+                          if (logs.empty()) logs = journal.log_dir();
+                          proc::Command cmd{node.netns, node.exec[i].argv, {}, r.namespaces[n].fd.get(), node.name};
+                          auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout));
+                          std::ofstream(logs + "/" + node.name + ".exec." + std::to_string(i) + ".log")
+                              << res.out << res.err;
+                          if (res.timed_out || res.returncode != 0) {
+                              std::string what = res.timed_out ? "ran longer than 30 s"
+                                                 : res.returncode < 0
+                                                     ? "was killed by signal " + std::to_string(-res.returncode)
+                                                     : "exited with " + std::to_string(res.returncode);
+                              std::string output = tail(res.out + res.err, 10);
+                              throw LabError(node.name + ": exec \"" + node.exec[i].display() + "\" " + what +
+                                             (output.empty() ? "" : "; its output ends:\n" + output));
+                          }
+                      }
+                  }
+              },
+              {}});
+    plan.add({"starting daemons",
+              [&] {
+                  std::string logs;
+                  for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
+                      const Node& node = topo_.nodes[n];
+                      for (std::size_t i = 0; i < node.daemons.size(); ++i) {
+                          if (logs.empty()) logs = journal.log_dir();
+                          std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
+                          proc::Command cmd{node.netns, node.daemons[i], {}, r.namespaces[n].fd.get(), node.name};
+                          auto id = proc::start_daemon(cmd, log);
+                          state::RecordedDaemon d{node.name, node.daemons[i], id.pid, id.start_time, log};
+                          journal.daemon_started(d);
+                      }
+                  }
+              },
+              {}});
+    try {
+        plan.run();
+    } catch (const KernelError& e) {
+        if (!plan.undo_errors().empty())
+            throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
+                           e.errno_value());
+        throw;
+    } catch (const LabError& e) {
+        if (!plan.undo_errors().empty())
+            throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
+                           e.errno_value());
+        throw;
+    }
+    journal.complete();
+    if (verify) result.checks = this->verify(false);
+    return result;
+}
+
+std::vector<CheckResult> Lab::verify(bool all_pairs) {
+    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    std::vector<netns::NetnsHandle> ns;
+    ns.reserve(topo_.nodes.size());
+    for (const auto& n : topo_.nodes) ns.push_back(netns::open(n.netns));
+
+    struct Want {
+        std::string from, to;
+        IpAddress addr;
+        Expect expect;
+    };
+    std::vector<ping::Probe> probes;
+    std::vector<Want> wants;
+    if (!all_pairs) {
+        for (const auto& c : topo_.checks) {
+            ping::Probe p;
+            p.netns_fd = ns[c.from_node].fd.get();
+            if (c.from_interface) p.bind_ifname = topo_.nodes[c.from_node].interfaces[*c.from_interface].name;
+            p.destination = c.to;
+            p.count = c.count;
+            p.timeout = std::chrono::milliseconds(c.timeout_ms);
+            p.stop_at_first_reply = true;
+            probes.push_back(p);
+            wants.push_back({c.from_text, c.to_text, c.to, c.expect});
+        }
+    } else {
+        for (std::size_t a = 0; a < topo_.nodes.size(); ++a) {
+            for (std::size_t b = 0; b < topo_.nodes.size(); ++b) {
+                if (a == b) continue;
+                auto addr = topo_.nodes[b].first_address(AF_INET);
+                if (!addr) addr = topo_.nodes[b].first_address(AF_INET6);
+                if (!addr) continue;
+                ping::Probe p;
+                p.netns_fd = ns[a].fd.get();
+                p.destination = *addr;
+                probes.push_back(p);
+                wants.push_back({topo_.nodes[a].name, topo_.nodes[b].name, *addr, Expect::reachable});
+            }
+        }
+    }
+    auto results = ping::run(probes);
+    std::vector<CheckResult> out;
+    out.reserve(results.size());
+    for (std::size_t i = 0; i < results.size(); ++i)
+        out.push_back(to_check_result(wants[i].from, wants[i].to, wants[i].addr, wants[i].expect, results[i]));
+    return out;
+}
+
+PingOutcome Lab::ping(const std::string& from, const std::string& to, int count, std::chrono::milliseconds timeout,
+                      std::chrono::milliseconds interval, const std::function<void(const ping::Reply&)>& on_reply) {
+    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    std::string from_node = from.substr(0, from.find(':'));
+    const Node& src = node(from_node);
+    ping::Probe p;
+    if (from.find(':') != std::string::npos) {
+        std::string ifname = from.substr(from.find(':') + 1);
+        if (!src.find_interface(ifname)) throw LabError("node " + from_node + " has no interface \"" + ifname + "\"");
+        p.bind_ifname = ifname;
+    }
+    // The target resolves as a check's does: first address, IPv4 before IPv6.
+    std::optional<IpAddress> addr = IpAddress::parse(to);
+    if (!addr) {
+        std::string to_node = to.substr(0, to.find(':'));
+        const Node& dst = node(to_node);
+        if (to.find(':') != std::string::npos) {
+            auto i = dst.find_interface(to.substr(to.find(':') + 1));
+            if (!i) throw LabError("node " + to_node + " has no interface \"" + to.substr(to.find(':') + 1) + "\"");
+            for (const auto& pr : dst.interfaces[*i].addresses)
+                if (!addr || (addr->family == AF_INET6 && pr.address.family == AF_INET)) addr = pr.address;
+        } else {
+            addr = dst.first_address(AF_INET);
+            if (!addr) addr = dst.first_address(AF_INET6);
+        }
+        if (!addr) throw LabError(to + " has no address to ping");
+    }
+    netns::NetnsHandle ns = netns::open(src.netns);
+    p.netns_fd = ns.fd.get();
+    p.destination = *addr;
+    p.count = count;
+    p.interval = interval;
+    p.timeout = timeout;
+    p.stop_at_first_reply = false;
+    auto results = ping::run({p}, [&](std::size_t, const ping::Reply& r) {
+        if (on_reply) on_reply(r);
+    });
+    return {addr->to_string(), results.at(0)};
+}
+
+ExecResult Lab::exec(const std::string& node_name, const std::vector<std::string>& argv,
+                     const std::optional<std::string>& input, std::optional<std::chrono::milliseconds> timeout) {
+    const Node& n = node(node_name);
+    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    if (argv.empty()) throw LabError("exec needs a command");
+    auto r = proc::run(proc::Command{n.netns, argv, {}, -1, n.name}, input, timeout);
+    return {r.returncode, r.out, r.err, r.timed_out};
+}
+
+int Lab::exec_interactive(const std::string& node_name, const std::vector<std::string>& argv) {
+    const Node& n = node(node_name);
+    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    if (argv.empty()) throw LabError("exec needs a command");
+    return proc::run_interactive(proc::Command{n.netns, argv, {}, -1, n.name});
+}
+
+nlohmann::json Lab::status() const {
+    Json out{{"name", topo_.name}, {"description", topo_.description}};
+    auto rec = state::Journal::load(topo_.name);
+    out["up"] = rec && rec->complete;
+    out["state"] = !rec ? "down" : rec->complete ? "up" : "incomplete";
+    if (rec) {
+        out["source"] = rec->source;
+        out["started"] = rec->started;
+        out["state_dir"] = state::state_root() + "/" + topo_.name;
+    }
+    Json nodes = Json::array();
+    for (const auto& node : topo_.nodes) {
+        Json jn{{"name", node.name}, {"kind", to_string(node.kind)}, {"namespace", node.netns}};
+        Json ifaces = Json::array();
+        bool present = rec && netns::identity(node.netns).has_value();
+        jn["present"] = present;
+        if (present) {
+            try {
+                auto ns = netns::open(node.netns);
+                auto h = rtnl::Handle::open_in(ns);
+                auto links = rtnl::link_dump(h);
+                auto addrs = rtnl::addr_dump(h);
+                for (const auto& l : links) {
+                    Json addresses = Json::array();
+                    for (const auto& a : addrs)
+                        if (a.ifindex == l.ifindex) addresses.push_back(a.prefix.to_string());
+                    static const char* oper[] = {"unknown", "notpresent", "down", "lowerlayerdown",
+                                                 "testing", "dormant", "up"};
+                    std::string master;
+                    for (const auto& m : links)
+                        if (m.ifindex == l.master) master = m.name;
+                    Json ji{{"name", l.name},
+                            {"kind", l.kind.empty() ? (l.name == "lo" ? "loopback" : "") : l.kind},
+                            {"state", l.operstate < 7 ? oper[l.operstate] : "unknown"},
+                            {"mtu", l.mtu},
+                            {"mac", mac_to_string(l.mac)},
+                            {"addresses", addresses}};
+                    if (!master.empty()) ji["master"] = master;
+                    ifaces.push_back(ji);
+                }
+            } catch (const std::exception& e) {
+                jn["error"] = e.what();
+            }
+        }
+        jn["interfaces"] = ifaces;
+        Json daemons = Json::array();
+        if (rec)
+            for (const auto& d : rec->daemons)
+                if (d.node == node.name) {
+                    bool alive = false;
+                    try {
+                        alive = proc::is_same_process({d.pid, d.start_time});
+                    } catch (const std::exception&) {
+                    }
+                    daemons.push_back({{"argv", d.argv}, {"pid", d.pid}, {"running", alive}, {"log", d.log}});
+                }
+        jn["daemons"] = daemons;
+        nodes.push_back(jn);
+    }
+    out["nodes"] = nodes;
+    Json links = Json::array();
+    for (const auto& l : topo_.links) links.push_back({topo_.end_name(l.ends[0]), topo_.end_name(l.ends[1])});
+    out["links"] = links;
+    return out;
+}
+
+bool Lab::down() { return engine::down(topo_.name); }
+
+bool down(const std::string& name) {
+    if (!valid_lab_name(name)) throw LabError("\"" + name + "\" is not a lab name");
+    require_privileges();
+    state::LabLock lock(name);
+    auto rec = state::Journal::load(name);
+    if (!rec) return false;
+    teardown(*rec);
+    return true;
+}
+
+std::vector<std::string> down_all() {
+    require_privileges();
+    std::vector<std::string> removed, problems;
+    for (const auto& name : state::Journal::list()) {
+        if (!valid_lab_name(name)) continue;
+        try {
+            if (down(name)) removed.push_back(name);
+        } catch (const std::exception& e) {
+            problems.push_back(e.what());
+        }
+    }
+    if (!problems.empty()) throw LabError(join(problems, "; "));
+    return removed;
+}
+
+nlohmann::json status_all() {
+    Json labs = Json::array();
+    struct stat st {};
+    if (::stat(state::state_root().c_str(), &st) != 0) return labs;
+    for (const auto& name : state::Journal::list()) {
+        auto rec = state::Journal::load(name);
+        if (!rec) continue;
+        Json j{{"name", name},
+               {"state", rec->complete ? "up" : "incomplete"},
+               {"nodes", rec->namespaces.size()},
+               {"daemons", rec->daemons.size()},
+               {"source", rec->source},
+               {"started", rec->started}};
+        labs.push_back(j);
+    }
+    return labs;
+}
+
+std::string lab_name_of(const std::string& arg) {
+    struct stat st {};
+    if (::stat(arg.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        // The name only: `down` of a lab whose file has since become invalid must work.
+        Json doc = Json::parse(read_text_file(arg), nullptr, false);
+        if (doc.is_object() && doc.contains("name") && doc["name"].is_string() &&
+            valid_lab_name(doc["name"].get<std::string>()))
+            return doc["name"].get<std::string>();
+        return load_file(arg).name;  // throws TopologyError saying what is wrong
+    }
+    if (valid_lab_name(arg)) return arg;
+    throw TopologyError(arg, {{"", "neither a topology file nor a lab name"}});
+}
+
+}  // namespace labctl::engine

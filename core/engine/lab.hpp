@@ -1,0 +1,110 @@
+#pragma once
+// The Lab facade: up, down, status, verify, ping, exec. The only API the CLI and the
+// Python module use. Nothing here prints or exits; every failure is an exception:
+//   TopologyError  bad input (nothing touched)
+//   LabError       the operation failed or was refused (what `up` made is removed again)
+//   KernelError    a kernel call failed (likewise), with its errno
+
+#include <chrono>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ping/ping.hpp"
+#include "topology/model.hpp"
+
+namespace labctl::engine {
+
+struct CheckResult {
+    std::string from;     // as written ("h1", "h1:eth0")
+    std::string to;       // as written
+    std::string address;  // what was pinged
+    topology::Expect expect = topology::Expect::reachable;
+    bool ok = false;      // the outcome matched `expect`
+    int sent = 0, received = 0;
+    double rtt_min = 0, rtt_avg = 0, rtt_max = 0;  // ms; 0 without replies
+    std::string reason;   // why it was not answered ("Network is unreachable (ENETUNREACH)")
+};
+
+nlohmann::json to_json(const CheckResult& r);
+
+struct UpResult {
+    std::vector<CheckResult> checks;  // empty with verify=false
+    std::vector<std::string> notes;   // e.g. leftovers of an interrupted up were removed
+    bool checks_ok() const;
+};
+
+struct ExecResult {
+    int returncode = 0;
+    std::string out, err;
+    bool timed_out = false;
+};
+
+struct PingOutcome {
+    std::string address;
+    ping::ProbeResult result;
+};
+
+class Lab {
+public:
+    // A lab described by a validated topology; touches nothing.
+    explicit Lab(topology::Topology topo, std::string topology_text = {});
+    // Loads and validates FILE. Throws TopologyError.
+    static Lab from_file(const std::string& path);
+    // Validates JSON text; `source` names it in messages. Throws TopologyError.
+    static Lab from_text(const std::string& text, const std::string& source);
+    // A running lab, from its state directory. Throws LabError when it is not up.
+    static Lab attach(const std::string& name);
+
+    const topology::Topology& topology() const noexcept { return topo_; }
+    const std::string& name() const noexcept { return topo_.name; }
+
+    // Builds the lab, then (with verify) runs its checks. A failed check is reported in
+    // the result, the lab stays up. Throws LabError/KernelError after removing everything
+    // it made.
+    UpResult up(bool verify = true);
+    // True when the lab's journal says it is up.
+    bool is_up() const;
+    // The topology's checks, or every node to every other node's first address.
+    // Throws LabError when the lab is not up.
+    std::vector<CheckResult> verify(bool all_pairs = false);
+    // Echo requests from a node (or node:ifname) to a node, node:ifname or address.
+    // `on_reply` sees each reply as it comes. Throws LabError for unknown names.
+    PingOutcome ping(const std::string& from, const std::string& to, int count = 3,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(1000),
+                     std::chrono::milliseconds interval = std::chrono::milliseconds(200),
+                     const std::function<void(const ping::Reply&)>& on_reply = {});
+    // Runs argv in the node, output captured. Throws LabError for an unknown node.
+    ExecResult exec(const std::string& node, const std::vector<std::string>& argv,
+                    const std::optional<std::string>& input = std::nullopt,
+                    std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+    // Runs argv in the node with our stdin/stdout/stderr; returns its exit code.
+    int exec_interactive(const std::string& node, const std::vector<std::string>& argv);
+    // The same as `labctl status LAB --json`.
+    nlohmann::json status() const;
+    // Removes the lab. Returns false when there was nothing to remove.
+    bool down();
+
+private:
+    const topology::Node& node(const std::string& name) const;
+    topology::Topology topo_;
+    std::string text_;
+};
+
+// Removes the lab named `name` from its journal: processes, namespaces, state. Idempotent:
+// false when there was nothing. Never touches a namespace whose identity differs from the
+// recorded one (LabError after removing the rest). Throws LabError/KernelError.
+bool down(const std::string& name);
+// Every lab with state; down of each. Returns the names removed.
+std::vector<std::string> down_all();
+// The labs labctl knows of, as `labctl status --json`.
+nlohmann::json status_all();
+// The name of the lab in FILE, or ARG itself when it is a lab name. Throws TopologyError
+// when ARG is neither.
+std::string lab_name_of(const std::string& file_or_lab);
+// Throws LabError unless we have CAP_NET_ADMIN and CAP_SYS_ADMIN.
+void require_privileges();
+
+}  // namespace labctl::engine

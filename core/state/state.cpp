@@ -1,0 +1,301 @@
+#include "state/state.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+
+namespace labctl::state {
+
+namespace {
+
+using Json = nlohmann::json;
+
+// Opens (creating when absent) a directory that must be ours: not a symlink, owned by
+// our euid, not writable by others. Relative to `parent` (AT_FDCWD for absolute paths).
+UniqueFd open_private_dir(int parent, const std::string& name, const std::string& shown) {
+    if (::mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_last_errno("state directory " + shown + ": creating");
+    UniqueFd fd(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ELOOP || errno == ENOTDIR)
+            throw LabError("state directory " + shown + " is a symlink or not a directory; refusing to use it");
+        throw_last_errno("state directory " + shown + ": opening");
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_last_errno("state directory " + shown + ": stat");
+    if (st.st_uid != ::geteuid())
+        throw LabError("state directory " + shown + " belongs to uid " + std::to_string(st.st_uid) +
+                       ", not to us; refusing to use it");
+    if (st.st_mode & 022)
+        throw LabError("state directory " + shown + " is writable by others (mode " +
+                       std::to_string(st.st_mode & 0777) + "); refusing to use it");
+    return fd;
+}
+
+UniqueFd open_root() {
+    std::string root = state_root();
+    // Parents of the root (e.g. /run) are the system's; only the root itself is checked.
+    auto slash = root.find_last_of('/');
+    std::string parent = slash == 0 ? "/" : root.substr(0, slash);
+    UniqueFd pfd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!pfd) throw_last_errno("state directory " + parent + ": opening");
+    return open_private_dir(pfd.get(), root.substr(slash + 1), root);
+}
+
+void write_all(int fd, const std::string& text, const std::string& what) {
+    std::size_t done = 0;
+    while (done < text.size()) {
+        ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_last_errno(what);
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+std::string read_all(int fd, const std::string& what) {
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_last_errno(what);
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    return text;
+}
+
+// Removes everything under dirfd (no symlink is followed: unlinkat removes the link).
+void remove_tree(int dirfd, const std::string& shown) {
+    UniqueFd dup(::dup(dirfd));
+    if (!dup) throw_last_errno(shown + ": dup");
+    DIR* d = ::fdopendir(dup.get());
+    if (!d) throw_last_errno(shown + ": reading");
+    dup.release();
+    std::vector<std::pair<std::string, bool>> entries;
+    while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n == "." || n == "..") continue;
+        entries.emplace_back(n, e->d_type == DT_DIR);
+    }
+    ::closedir(d);
+    for (const auto& [n, is_dir] : entries) {
+        if (is_dir) {
+            UniqueFd sub(::openat(dirfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (sub) remove_tree(sub.get(), shown + "/" + n);
+            if (::unlinkat(dirfd, n.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+                throw_last_errno(shown + "/" + n + ": removing");
+        } else if (::unlinkat(dirfd, n.c_str(), 0) != 0 && errno != ENOENT) {
+            throw_last_errno(shown + "/" + n + ": removing");
+        }
+    }
+}
+
+}  // namespace
+
+std::string state_root() {
+    const char* env = ::getenv("LABCTL_STATE_DIR");
+    std::string root = env && *env ? env : "/run/labctl";
+    while (root.size() > 1 && root.back() == '/') root.pop_back();
+    if (root.empty() || root[0] != '/') throw LabError("LABCTL_STATE_DIR must be an absolute path");
+    return root;
+}
+
+LabLock::LabLock(const std::string& lab) {
+    UniqueFd root = open_root();
+    UniqueFd locks = open_private_dir(root.get(), "locks", state_root() + "/locks");
+    std::string shown = state_root() + "/locks/" + lab + ".lock";
+    fd_.reset(::openat(locks.get(), (lab + ".lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd_) {
+        if (errno == ELOOP) throw LabError(shown + " is a symlink; refusing to use it");
+        throw_last_errno(shown + ": opening");
+    }
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) throw_last_errno(shown + ": stat");
+    if (st.st_uid != ::geteuid() || !S_ISREG(st.st_mode))
+        throw LabError(shown + " is not a regular file of ours; refusing to use it");
+    while (::flock(fd_.get(), LOCK_EX) != 0) {
+        if (errno != EINTR) throw_last_errno(shown + ": locking");
+    }
+}
+
+Journal::Journal(std::string lab, std::string dir, UniqueFd fd)
+    : lab_(std::move(lab)), dir_(std::move(dir)), fd_(std::move(fd)) {}
+
+Journal Journal::begin(const std::string& lab, const std::string& source, const std::string& topology_text) {
+    UniqueFd root = open_root();
+    std::string dir = state_root() + "/" + lab;
+    UniqueFd labdir = open_private_dir(root.get(), lab, dir);
+    UniqueFd topo(::openat(labdir.get(), "topology.json", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!topo) throw_last_errno(dir + "/topology.json: creating");
+    write_all(topo.get(), topology_text, dir + "/topology.json: writing");
+    UniqueFd fd(::openat(labdir.get(), "journal", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) {
+        if (errno == EEXIST) throw LabError("lab " + lab + " already has a journal in " + dir);
+        throw_last_errno(dir + "/journal: creating");
+    }
+    Journal j(lab, dir, std::move(fd));
+    Json rec = {{"event", "begin"},
+                {"lab", lab},
+                {"source", source},
+                {"pid", ::getpid()},
+                {"time", std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count()}};
+    j.append(rec.dump());
+    return j;
+}
+
+Journal Journal::reopen(const std::string& lab) {
+    UniqueFd root = open_root();
+    std::string dir = state_root() + "/" + lab;
+    UniqueFd labdir = open_private_dir(root.get(), lab, dir);
+    UniqueFd fd(::openat(labdir.get(), "journal", O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) throw_last_errno(dir + "/journal: opening");
+    return Journal(lab, dir, std::move(fd));
+}
+
+void Journal::append(const std::string& json_line) {
+    // One write() per record: a crash leaves whole records and at most one torn line.
+    write_all(fd_.get(), json_line + "\n", dir_ + "/journal: writing");
+}
+
+void Journal::netns_intent(const std::vector<std::string>& names) {
+    append(Json{{"event", "netns-intent"}, {"names", names}}.dump());
+}
+
+void Journal::netns_created(const std::vector<RecordedNetns>& namespaces) {
+    Json list = Json::array();
+    for (const auto& n : namespaces)
+        list.push_back({{"name", n.name}, {"dev", static_cast<std::uint64_t>(n.dev)},
+                        {"ino", static_cast<std::uint64_t>(n.ino)}});
+    append(Json{{"event", "netns-created"}, {"namespaces", list}}.dump());
+}
+
+void Journal::daemon_started(const RecordedDaemon& d) {
+    append(Json{{"event", "daemon"},
+                {"node", d.node},
+                {"argv", d.argv},
+                {"pid", d.pid},
+                {"start_time", d.start_time},
+                {"log", d.log}}
+               .dump());
+}
+
+void Journal::complete() { append(Json{{"event", "up"}}.dump()); }
+
+std::string Journal::log_dir() {
+    std::string dir = dir_ + "/logs";
+    UniqueFd labdir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!labdir) throw_last_errno(dir_ + ": opening");
+    open_private_dir(labdir.get(), "logs", dir);
+    return dir;
+}
+
+std::optional<LabRecord> Journal::load(const std::string& lab) {
+    UniqueFd root = open_root();
+    UniqueFd labdir(::openat(root.get(), lab.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!labdir) {
+        if (errno == ENOENT) return std::nullopt;
+        throw_last_errno(state_root() + "/" + lab + ": opening");
+    }
+    LabRecord rec;
+    rec.lab = lab;
+    UniqueFd fd(::openat(labdir.get(), "journal", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOENT) return rec;  // a directory without journal: nothing was made
+        throw_last_errno(state_root() + "/" + lab + "/journal: opening");
+    }
+    std::string text = read_all(fd.get(), state_root() + "/" + lab + "/journal: reading");
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        auto nl = text.find('\n', pos);
+        if (nl == std::string::npos) break;  // torn last record
+        Json r = Json::parse(text.substr(pos, nl - pos), nullptr, false);
+        pos = nl + 1;
+        if (!r.is_object() || !r.contains("event")) continue;
+        std::string ev = r["event"].get<std::string>();
+        if (ev == "begin") {
+            rec.source = r.value("source", "");
+            rec.pid = r.value("pid", 0);
+            rec.started = r.value("time", 0LL);
+        } else if (ev == "netns-intent") {
+            for (const auto& n : r["names"]) {
+                std::string name = n.get<std::string>();
+                bool known = std::any_of(rec.namespaces.begin(), rec.namespaces.end(),
+                                         [&](const RecordedNetns& x) { return x.name == name; });
+                if (!known) rec.namespaces.push_back({name, 0, 0});
+            }
+        } else if (ev == "netns-created") {
+            for (const auto& n : r["namespaces"]) {
+                std::string name = n["name"].get<std::string>();
+                auto it = std::find_if(rec.namespaces.begin(), rec.namespaces.end(),
+                                       [&](const RecordedNetns& x) { return x.name == name; });
+                if (it == rec.namespaces.end()) it = rec.namespaces.insert(rec.namespaces.end(), {name, 0, 0});
+                it->dev = static_cast<dev_t>(n["dev"].get<std::uint64_t>());
+                it->ino = static_cast<ino_t>(n["ino"].get<std::uint64_t>());
+            }
+        } else if (ev == "daemon") {
+            RecordedDaemon d;
+            d.node = r.value("node", "");
+            d.argv = r.value("argv", std::vector<std::string>{});
+            d.pid = r.value("pid", 0);
+            d.start_time = r.value("start_time", 0ULL);
+            d.log = r.value("log", "");
+            rec.daemons.push_back(d);
+        } else if (ev == "up") {
+            rec.complete = true;
+        }
+    }
+    return rec;
+}
+
+std::vector<std::string> Journal::list() {
+    UniqueFd root = open_root();
+    UniqueFd dup(::dup(root.get()));
+    DIR* d = ::fdopendir(dup.get());
+    if (!d) throw_last_errno(state_root() + ": reading");
+    dup.release();
+    std::vector<std::string> labs;
+    while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n == "." || n == ".." || n == "locks" || e->d_type != DT_DIR) continue;
+        labs.push_back(n);
+    }
+    ::closedir(d);
+    std::sort(labs.begin(), labs.end());
+    return labs;
+}
+
+std::string Journal::topology_text(const std::string& lab) {
+    UniqueFd root = open_root();
+    std::string shown = state_root() + "/" + lab + "/topology.json";
+    UniqueFd labdir(::openat(root.get(), lab.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!labdir) throw_last_errno(state_root() + "/" + lab + ": opening");
+    UniqueFd fd(::openat(labdir.get(), "topology.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) throw_last_errno(shown + ": opening");
+    return read_all(fd.get(), shown + ": reading");
+}
+
+void Journal::remove(const std::string& lab) {
+    UniqueFd root = open_root();
+    UniqueFd labdir(::openat(root.get(), lab.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!labdir) {
+        if (errno == ENOENT) return;
+        throw_last_errno(state_root() + "/" + lab + ": opening");
+    }
+    remove_tree(labdir.get(), state_root() + "/" + lab);
+    if (::unlinkat(root.get(), lab.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+        throw_last_errno(state_root() + "/" + lab + ": removing");
+}
+
+}  // namespace labctl::state

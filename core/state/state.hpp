@@ -1,0 +1,102 @@
+#pragma once
+// A lab's state directory and journal, and the per-lab lock.
+//
+// Layout under the state root (/run/labctl, or $LABCTL_STATE_DIR), every directory
+// mode 0700 and owned by us; symlinks are never followed:
+//   locks/<lab>.lock     flock()ed while an up/down/verify of the lab runs; never removed,
+//                        so two processes never hold locks on different files of one name
+//   <lab>/journal        JSON lines, appended BEFORE each object is created
+//   <lab>/topology.json  the topology the lab was built from
+//   <lab>/logs/          output of node exec commands and daemons
+// The journal is what `down` works from: never the topology file, never name patterns.
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/unique_fd.hpp"
+
+namespace labctl::state {
+
+// $LABCTL_STATE_DIR or /run/labctl.
+std::string state_root();
+
+// The lab's lock, held until destroyed. Blocks while another process holds it (up and
+// down of one lab serialize). The fd is close-on-exec: children never inherit it.
+// Throws KernelError; LabError when a path is a symlink or not ours.
+class LabLock {
+public:
+    explicit LabLock(const std::string& lab);
+    LabLock(LabLock&&) = default;
+    LabLock& operator=(LabLock&&) = default;
+
+private:
+    UniqueFd fd_;
+};
+
+struct RecordedNetns {
+    std::string name;
+    dev_t dev = 0;
+    ino_t ino = 0;  // 0 while only intended (up killed before it was made)
+};
+
+struct RecordedDaemon {
+    std::string node;
+    std::vector<std::string> argv;
+    pid_t pid = 0;
+    unsigned long long start_time = 0;
+    std::string log;
+};
+
+// What the journal says about a lab.
+struct LabRecord {
+    std::string lab;
+    std::string source;         // the topology file it came from ("" for text/dict)
+    pid_t pid = 0;              // the labctl process that ran `up`
+    long long started = 0;      // unix time of `up`
+    bool complete = false;      // `up` finished
+    std::vector<RecordedNetns> namespaces;
+    std::vector<RecordedDaemon> daemons;
+};
+
+// The journal of one lab; created by begin(), read by load(), removed by remove().
+class Journal {
+public:
+    // Starts a new journal (and state directory) for `lab`, saving the topology text.
+    // Throws KernelError, LabError (symlinks, foreign owner, a journal already there).
+    static Journal begin(const std::string& lab, const std::string& source, const std::string& topology_text);
+    // The record of `lab`, nullopt when it has no state directory. A torn last line
+    // (a crash while appending) is ignored. Throws KernelError, LabError.
+    static std::optional<LabRecord> load(const std::string& lab);
+    // Every lab with a state directory, sorted. Throws KernelError.
+    static std::vector<std::string> list();
+    // Reopens the journal of an existing lab to append. Throws KernelError.
+    static Journal reopen(const std::string& lab);
+    // The saved topology text. Throws KernelError.
+    static std::string topology_text(const std::string& lab);
+    // Removes the lab's state directory. A missing one is fine. Throws KernelError.
+    static void remove(const std::string& lab);
+
+    // Appended before the namespaces are made.
+    void netns_intent(const std::vector<std::string>& names);
+    // Appended once they exist: their identities.
+    void netns_created(const std::vector<RecordedNetns>& namespaces);
+    void daemon_started(const RecordedDaemon& daemon);
+    void complete();
+
+    // The lab's log directory (created on first use), e.g. /run/labctl/lab/logs.
+    std::string log_dir();
+    const std::string& dir() const noexcept { return dir_; }
+
+private:
+    Journal(std::string lab, std::string dir, UniqueFd fd);
+    void append(const std::string& json_line);
+
+    std::string lab_;
+    std::string dir_;
+    UniqueFd fd_;
+};
+
+}  // namespace labctl::state
