@@ -110,15 +110,15 @@ std::string read_text_file(const std::string& path) {
     return ss.str();
 }
 
+// The last `max_lines` lines of `text`.
 std::string tail(const std::string& text, std::size_t max_lines) {
-    std::size_t pos = text.size();
-    std::size_t lines = 0;
-    while (pos > 0 && lines <= max_lines) {
-        pos = text.rfind('\n', pos - 1);
-        if (pos == std::string::npos) return text;
-        ++lines;
-    }
-    return text.substr(pos + 1);
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::size_t first = lines.size() > max_lines ? lines.size() - max_lines : 0;
+    std::string out;
+    for (std::size_t i = first; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
+    return out;
 }
 
 }  // namespace
