@@ -1,5 +1,6 @@
 #include "cli/commands.hpp"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -134,7 +135,15 @@ engine::Lab lab_for(const std::string& target) {
 
 }  // namespace
 
+// SIGINT/SIGTERM/SIGHUP during `up`: finish the current step, then remove what was
+// built (a second signal changes nothing: the removal is not interrupted).
+extern "C" void on_interrupt(int) { engine::interrupt_flag().store(true); }
+
 int run_up(const Options& o) {
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
     return guarded("up", [&] {
         auto lab = engine::Lab::from_file(o.file);
         auto result = lab.up(!o.no_verify);

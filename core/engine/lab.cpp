@@ -134,6 +134,11 @@ bool UpResult::checks_ok() const {
     return std::all_of(checks.begin(), checks.end(), [](const CheckResult& c) { return c.ok; });
 }
 
+std::atomic<bool>& interrupt_flag() {
+    static std::atomic<bool> flag{false};
+    return flag;
+}
+
 void require_privileges() {
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2]{};
@@ -259,7 +264,7 @@ UpResult Lab::up(bool verify) {
               },
               {}});
     try {
-        plan.run();
+        plan.run(&interrupt_flag());
     } catch (const KernelError& e) {
         if (!plan.undo_errors().empty())
             throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),

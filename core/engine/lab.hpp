@@ -5,6 +5,7 @@
 //   LabError       the operation failed or was refused (what `up` made is removed again)
 //   KernelError    a kernel call failed (likewise), with its errno
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -104,6 +105,9 @@ nlohmann::json status_all();
 // The name of the lab in FILE, or ARG itself when it is a lab name. Throws TopologyError
 // when ARG is neither.
 std::string lab_name_of(const std::string& file_or_lab);
+// Set (e.g. from a SIGINT/SIGTERM handler: the store is async-signal-safe) to make a
+// running `up` stop before its next step and remove what it built.
+std::atomic<bool>& interrupt_flag();
 // Throws LabError unless we have CAP_NET_ADMIN and CAP_SYS_ADMIN.
 void require_privileges();
 

@@ -1,16 +1,27 @@
 #include "realize/plan.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <exception>
+
+#include "base/error.hpp"
 
 namespace labctl::realize {
 
-void Plan::run() {
+void Plan::run(const std::atomic<bool>* cancel) {
     std::size_t begun = 0;
     try {
-        for (; begun < steps_.size(); ++begun) steps_[begun].run();
+        for (; begun < steps_.size(); ++begun) {
+            if (cancel && cancel->load()) {
+                --begun;  // nothing of this step was done; undo from the previous one
+                throw LabError("interrupted before " + steps_[begun + 1].what + "; removed what was built", EINTR);
+            }
+            steps_[begun].run();
+        }
     } catch (...) {
         auto original = std::current_exception();
-        for (std::size_t i = std::min(begun + 1, steps_.size()); i-- > 0;) {
+        // begun may have wrapped to SIZE_MAX when cancelled before the first step.
+        for (std::size_t i = begun == static_cast<std::size_t>(-1) ? 0 : std::min(begun + 1, steps_.size()); i-- > 0;) {
             if (!steps_[i].undo) continue;
             try {
                 steps_[i].undo();

@@ -3,6 +3,7 @@
 // when one throws, undoes the steps begun so far (the failing one included: it may have
 // done part of its work) in reverse order, then rethrows.
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -20,7 +21,9 @@ public:
     void add(Step step) { steps_.push_back(std::move(step)); }
     // Runs every step. On an exception: undoes (errors of undo are collected into
     // `undo_errors`, never thrown over the original), then rethrows the original.
-    void run();
+    // When `cancel` becomes true (a signal handler sets it), the next step is not begun:
+    // LabError("interrupted") is thrown and everything undone.
+    void run(const std::atomic<bool>* cancel = nullptr);
     const std::vector<std::string>& undo_errors() const noexcept { return undo_errors_; }
 
 private:

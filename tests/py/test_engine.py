@@ -222,3 +222,22 @@ def test_sigkill_during_up_then_up_again_works(labs):
     assert len([n for n in netns_list() if n.startswith(name + "-")]) == 151
     assert run_labctl("down", name).returncode == 0
     assert not [n for n in netns_list() if n.startswith(name + "-")]
+
+
+@pytest.mark.parametrize("sig,times", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
+def test_interrupted_up_rolls_back_by_itself(labs, sig, times):
+    path, name = labs.write(star(200))
+    p = subprocess.Popen([LABCTL, "up", str(path), "--no-verify"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)
+    for _ in range(times):
+        p.send_signal(sig)
+        time.sleep(0.02)
+    out, err = p.communicate(timeout=120)
+    mine = [n for n in netns_list() if n.startswith(name + "-")]
+    if p.returncode == 0:  # the signal came after the lab was complete: it stays up
+        assert len(mine) == 201
+    else:
+        assert p.returncode == 3 and "interrupted" in err, err
+        assert not mine
+        assert not os.path.exists(f"/run/labctl/{name}")
