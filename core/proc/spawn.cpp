@@ -195,8 +195,17 @@ void reset_signals() {
     dfl.sa_handler = SIG_DFL;
     ::sigemptyset(&dfl.sa_mask);
     for (int sig = 1; sig < NSIG; ++sig) {
-        // SIGKILL/SIGSTOP cannot be changed and glibc reserves 32/33: EINVAL, harmless.
-        if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+        if (sig == SIGKILL || sig == SIGSTOP) continue;  // cannot be changed
+        if (::sigaction(sig, &dfl, nullptr) == 0) continue;
+        // glibc refuses its reserved signals (32, 33) with EINVAL, yet an ignored
+        // disposition of theirs is inherited across exec: reset them with the raw call.
+        struct {
+            void* handler;
+            unsigned long flags;
+            void* restorer;
+            unsigned long mask;
+        } kernel_dfl{};  // the kernel's struct sigaction (x86-64, arm64): SIG_DFL is 0
+        ::syscall(SYS_rt_sigaction, sig, &kernel_dfl, nullptr, sizeof kernel_dfl.mask);
     }
     sigset_t none;
     ::sigemptyset(&none);
