@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include <gtest/gtest.h>
@@ -358,13 +359,23 @@ TEST(RtnlVeth, SentFromTheRootNamespaceSocket) {
     auto a = t.make();
     auto b = t.make();
     auto root = rtnl::Handle::open_here();
-    // Both ends are in test namespaces: nothing is created in the root namespace.
-    rtnl::VethSpec s{.a = {.name = "x0"}, .a_netns_fd = a.fd.get(), .b = {.name = "y0"}, .b_netns_fd = b.fd.get()};
-    auto m = rtnl::veth_add(s);
-    nl::request(root.socket(), m, "creating veth x0 <-> y0");
     auto ha = rtnl::Handle::open_in(a);
     auto hb = rtnl::Handle::open_in(b);
-    EXPECT_TRUE(find_link(rtnl::link_dump(ha), "x0"));
+    auto br = rtnl::bridge_add({.name = "br0", .ifindex = 3, .up = true}, false);
+    nl::request(ha.socket(), br, "a: br0");
+    // Both ends are in test namespaces: nothing is created in the root namespace. The
+    // master index is looked up in the end's own namespace, not the sender's.
+    rtnl::VethSpec s{.a = {.name = "x0", .ifindex = 9, .up = true, .master_ifindex = 3},
+                     .a_netns_fd = a.fd.get(),
+                     .b = {.name = "y0", .ifindex = 9},
+                     .b_netns_fd = b.fd.get()};
+    auto m = rtnl::veth_add(s);
+    nl::request(root.socket(), m, "creating veth x0 <-> y0");
+    const auto* x0 = find_link(rtnl::link_dump(ha), "x0");
+    ASSERT_TRUE(x0);
+    EXPECT_EQ(x0->ifindex, 9);
+    EXPECT_EQ(x0->master, 3);
+    EXPECT_TRUE(x0->flags & IFF_UP);
     EXPECT_TRUE(find_link(rtnl::link_dump(hb), "y0"));
     EXPECT_FALSE(find_link(rtnl::link_dump(root), "x0"));
     EXPECT_FALSE(find_link(rtnl::link_dump(root), "y0"));
@@ -435,6 +446,11 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
         std::cout << "[ message ] " << e.what() << "\n";
     }
     EXPECT_FALSE(run("ip link show vm1 2>/dev/null").find("vm1") != std::string::npos);  // not in root
+    // Removable like any link (what rollback does).
+    nl::Batch del;
+    del.add(rtnl::link_del(tap->ifindex), "vm1: delete");
+    del.run_or_throw(h.socket());
+    EXPECT_FALSE(find_link(rtnl::link_dump(h), "vm1"));
 }
 
 TEST(RtnlSysctl, WritesFollowTheThreadsNamespace) {
@@ -548,6 +564,76 @@ TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
     EXPECT_EQ(rtnl::missing_feature_message(Feature::netem),
               "link impairments need the netem qdisc (CONFIG_NET_SCH_NETEM); this kernel has none");
     EXPECT_EQ(testing::run("ip netns list").find("labctl-probe-"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace labctl
+
+namespace labctl {
+namespace {
+
+// The floor program's shape (KERNEL-NOTES): namespaces with a socket each, all veths in
+// one batch from the switch's namespace (ports created up and enslaved, explicit
+// indexes), then one batch per host. Prints the phases; LABCTL_STAR_N sets the size.
+TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
+    LABCTL_REQUIRE_ROOT();
+    const char* env = std::getenv("LABCTL_STAR_N");
+    const int n = env ? std::atoi(env) : 200;
+    using clock = std::chrono::steady_clock;
+    auto ms = [](clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+
+    TestNamespaces t;
+    std::vector<std::string> names;
+    for (int i = 0; i <= n; ++i) names.push_back(testing::random_name());
+    for (auto& name : names) t.track(name);
+    const auto t0 = clock::now();
+    std::vector<nl::Socket> sockets;
+    // LABCTL_STAR_QUIET=1: no IPv6 DAD or router solicitations on new interfaces, and no
+    // bridge netfilter in the switch, to measure what the multicast storm costs.
+    const bool quiet = std::getenv("LABCTL_STAR_QUIET") != nullptr;
+    auto ns = netns::create_many(names, [&](std::size_t i) {
+        sockets.push_back(nl::Socket::open_route());
+        if (!quiet) return;
+        rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
+        rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
+        if (i == 0) rtnl::sysctl_write_here("net.ipv6.conf.default.disable_ipv6", "1");
+    });
+    const auto t1 = clock::now();
+
+    nl::Batch sw;
+    sw.add(rtnl::bridge_add({.name = "br0", .ifindex = 2, .up = true}, false), "sw: br0");
+    for (int i = 1; i <= n; ++i) {
+        rtnl::VethSpec s;
+        s.a = {.name = "p" + std::to_string(i), .ifindex = 100 + i, .up = true, .master_ifindex = 2};
+        s.b = {.name = "eth0", .ifindex = 2};
+        s.b_netns_fd = ns[i].fd.get();
+        sw.add(rtnl::veth_add(s), "sw: veth p" + std::to_string(i));
+    }
+    sw.run_or_throw(sockets[0]);
+    const auto t2 = clock::now();
+
+    for (int i = 1; i <= n; ++i) {
+        nl::Batch h;
+        h.add(rtnl::link_set(1, {.up = true}), "lo up");
+        h.add(rtnl::link_set(2, {.up = true}), "eth0 up");
+        const std::string addr = "10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "/16";
+        h.add(rtnl::addr_add(2, *IpPrefix::parse(addr)), "addr " + addr);
+        h.run_or_throw(sockets[i]);
+    }
+    const auto t3 = clock::now();
+    for (int i = 1; i <= n; ++i) {
+        rtnl::Handle h(std::move(sockets[i]));
+        rtnl::wait_operstate_up(h, {2}, std::chrono::milliseconds(5000));
+    }
+    const auto t4 = clock::now();
+    const std::string last = "10.1." + std::to_string(n / 256) + "." + std::to_string(n % 256);
+    EXPECT_NE(run("ip netns exec " + names[1] + " ping -c1 -W2 " + last + " 2>&1").find("1 received"),
+              std::string::npos);
+    for (auto& name : names) netns::remove(name);
+    const auto t5 = clock::now();
+    std::cout << "[ timing ] star of " << n << ": namespaces+sockets " << ms(t1 - t0) << " ms, veths "
+              << ms(t2 - t1) << " ms, host batches " << ms(t3 - t2) << " ms, operstate " << ms(t4 - t3)
+              << " ms; total up " << ms(t4 - t0) << " ms; remove " << ms(t5 - t4) << " ms\n";
 }
 
 }  // namespace
