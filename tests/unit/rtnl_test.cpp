@@ -638,3 +638,32 @@ TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
 
 }  // namespace
 }  // namespace labctl
+
+namespace labctl {
+namespace {
+
+// The kernel fact behind veth_add's refusal of b.up (KERNEL-NOTES): a peer created with
+// IFF_UP fails. Built by patching the peer's ifinfomsg of a valid request.
+TEST(RtnlVeth, KernelFactPeerCannotBeCreatedUp) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto h = rtnl::Handle::open_in(ns);
+    auto m = rtnl::veth_add({.a = {.name = "u0"}, .b = {.name = "u1"}});
+    auto tb = nl::parse_attrs(m.hdr(), sizeof(ifinfomsg), IFLA_MAX);
+    auto info = nl::parse_nested(tb[IFLA_LINKINFO], IFLA_INFO_MAX);
+    auto data = nl::parse_nested(info[IFLA_INFO_DATA], VETH_INFO_MAX);
+    auto* peer = static_cast<ifinfomsg*>(mnl_attr_get_payload(data[VETH_INFO_PEER]));
+    peer->ifi_flags = IFF_UP;
+    peer->ifi_change = IFF_UP;
+    try {
+        nl::request(h.socket(), m, "veth with peer up");
+        ADD_FAILURE() << "the kernel now accepts a veth peer created up";
+    } catch (const KernelError& e) {
+        std::cout << "[ fact ] " << e.what() << "\n";
+    }
+    EXPECT_EQ(rtnl::link_dump(h).size(), 1u);  // nothing left behind
+}
+
+}  // namespace
+}  // namespace labctl
