@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <set>
 #include <stdexcept>
@@ -125,6 +127,23 @@ TEST(NetnsRunIn, CallerThreadNeverChangesNamespace) {
     netns::run_in_each({&h, &h2}, [&](std::size_t) { seen.push_back(thread_netns_inode()); });
     EXPECT_EQ(seen, (std::vector<ino_t>{h.ino, h2.ino}));
     EXPECT_EQ(thread_netns_inode(), before);
+}
+
+// The tests' own safety net: a test process that dies still removes its namespaces.
+TEST(NetnsTestSupport, CrashRemovesTestNamespaces) {
+    LABCTL_REQUIRE_ROOT();
+    const std::string name = random_name();
+    EXPECT_DEATH(
+        {
+            TestNamespaces t;
+            t.track(name);
+            netns::create(name);
+            if (netns::exists(name)) std::fputs("created\n", stderr);
+            std::abort();
+        },
+        "created");
+    EXPECT_FALSE(netns::exists(name));
+    netns::remove(name);
 }
 
 TEST(NetnsWorker, RunsJobsInsideAndRethrows) {

@@ -270,10 +270,11 @@ TEST(RtnlSysctl, KeysMapToProcSysNet) {
 
 // --- privileged -----------------------------------------------------------------------
 
-const rtnl::LinkInfo* find_link(const std::vector<rtnl::LinkInfo>& links, const std::string& name) {
+// A copy: dumps are temporaries.
+std::optional<rtnl::LinkInfo> find_link(const std::vector<rtnl::LinkInfo>& links, const std::string& name) {
     for (const auto& l : links)
-        if (l.name == name) return &l;
-    return nullptr;
+        if (l.name == name) return l;
+    return std::nullopt;
 }
 
 TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
@@ -297,8 +298,8 @@ TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
     auto lb = rtnl::link_dump(hb);
     auto lc = rtnl::link_dump(hc);
     EXPECT_EQ(lc.size(), 1u);  // only lo: nothing landed in the sender's namespace
-    const auto* ea = find_link(la, "eth0");
-    const auto* eb = find_link(lb, "eth0");
+    auto ea = find_link(la, "eth0");
+    auto eb = find_link(lb, "eth0");
     ASSERT_TRUE(ea && eb);
     EXPECT_EQ(ea->ifindex, 10);
     EXPECT_EQ(eb->ifindex, 20);
@@ -367,7 +368,7 @@ TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
     nl::Batch change;
     change.add(rtnl::link_set(10, {.mtu = 1400u, .mac = rtnl::Mac{2, 0xbb, 0, 0, 0, 9}}), "a: eth0 mtu/mac");
     change.run_or_throw(ha.socket());
-    const auto* changed = find_link(rtnl::link_dump(ha), "eth0");
+    auto changed = find_link(rtnl::link_dump(ha), "eth0");
     ASSERT_TRUE(changed);
     EXPECT_EQ(changed->mtu, 1400u);
     EXPECT_EQ(changed->mac, (rtnl::Mac{2, 0xbb, 0, 0, 0, 9}));
@@ -391,7 +392,7 @@ TEST(RtnlVeth, SentFromTheRootNamespaceSocket) {
                      .b_netns_fd = b.fd.get()};
     auto m = rtnl::veth_add(s);
     nl::request(root.socket(), m, "creating veth x0 <-> y0");
-    const auto* x0 = find_link(rtnl::link_dump(ha), "x0");
+    auto x0 = find_link(rtnl::link_dump(ha), "x0");
     ASSERT_TRUE(x0);
     EXPECT_EQ(x0->ifindex, 9);
     EXPECT_EQ(x0->master, 3);
@@ -420,7 +421,7 @@ TEST(RtnlBridge, PortsForwardAtOnce) {
     build.run_or_throw(hs.socket());
     auto links = rtnl::link_dump(hs);
     for (const char* p : {"p1", "p2"}) {
-        const auto* l = find_link(links, p);
+        auto l = find_link(links, p);
         ASSERT_TRUE(l) << p;
         EXPECT_EQ(l->master, 2);
         EXPECT_TRUE(l->flags & IFF_UP);
@@ -447,7 +448,7 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     rtnl::tuntap_create(ns, "tun1", false, std::nullopt, std::nullopt);
     auto h = rtnl::Handle::open_in(ns);
     auto links = rtnl::link_dump(h);
-    const auto* tap = find_link(links, "vm1");
+    auto tap = find_link(links, "vm1");
     ASSERT_TRUE(tap);
     EXPECT_EQ(tap->kind, "tun");
     EXPECT_TRUE(find_link(links, "tun1"));
