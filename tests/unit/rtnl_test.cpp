@@ -444,12 +444,13 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     LABCTL_REQUIRE_ROOT();
     TestNamespaces t;
     auto ns = t.make();
-    rtnl::tuntap_create(ns, "vm1", true, 1000u, 1001u);
+    rtnl::tuntap_create(ns, "vm1", true, 1000u, 1001u, 42);
     rtnl::tuntap_create(ns, "tun1", false, std::nullopt, std::nullopt);
     auto h = rtnl::Handle::open_in(ns);
     auto links = rtnl::link_dump(h);
     auto tap = find_link(links, "vm1");
     ASSERT_TRUE(tap);
+    EXPECT_EQ(tap->ifindex, 42);
     EXPECT_EQ(tap->kind, "tun");
     EXPECT_TRUE(find_link(links, "tun1"));
     // `ip netns exec` mounts a /sys of that namespace.
@@ -467,6 +468,12 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
         std::cout << "[ message ] " << e.what() << "\n";
     }
     EXPECT_FALSE(run("ip link show vm1 2>/dev/null").find("vm1") != std::string::npos);  // not in root
+    // A bridge port like any other (a switch's TAP).
+    nl::Batch port;
+    port.add(rtnl::bridge_add({.name = "br0", .ifindex = 2, .up = true}, false), "br0");
+    port.add(rtnl::link_set(42, {.up = true, .master_ifindex = 2}), "vm1: master br0");
+    port.run_or_throw(h.socket());
+    EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 2);
     // Removable like any link (what rollback does).
     nl::Batch del;
     del.add(rtnl::link_del(tap->ifindex), "vm1: delete");
