@@ -470,10 +470,10 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     EXPECT_FALSE(run("ip link show vm1 2>/dev/null").find("vm1") != std::string::npos);  // not in root
     // A bridge port like any other (a switch's TAP).
     nl::Batch port;
-    port.add(rtnl::bridge_add({.name = "br0", .ifindex = 2, .up = true}, false), "br0");
-    port.add(rtnl::link_set(42, {.up = true, .master_ifindex = 2}), "vm1: master br0");
+    port.add(rtnl::bridge_add({.name = "br0", .ifindex = 50, .up = true}, false), "br0");
+    port.add(rtnl::link_set(42, {.up = true, .master_ifindex = 50}), "vm1: master br0");
     port.run_or_throw(h.socket());
-    EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 2);
+    EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 50);
     // Removable like any link (what rollback does).
     nl::Batch del;
     del.add(rtnl::link_del(tap->ifindex), "vm1: delete");
