@@ -131,7 +131,8 @@ struct RouteSpec {
 // proto boot, scope link when there is no gateway). std::invalid_argument when
 // neither via nor oif is given, or the families differ.
 nl::Message route_add(const RouteSpec& route);
-// = ip route del ... (same fields)
+// = ip route del {DST|default} [via GW] [dev OIF] [metric N]: unset fields match any
+// route (only the destination is needed).
 nl::Message route_del(const RouteSpec& route);
 
 // --- qdiscs --------------------------------------------------------------------------

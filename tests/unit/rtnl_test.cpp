@@ -364,6 +364,18 @@ TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
     EXPECT_NE(run("ip netns exec " + a.name + " ping -c1 -W2 10.0.1.1 2>&1").find("1 received"), std::string::npos);
     EXPECT_NE(run("ip netns exec " + a.name + " ping -c1 -W2 fd00:1::1 2>&1").find("1 received"), std::string::npos);
 
+    // Undo what was added (rollback's requests), then the routes and addresses are gone.
+    nl::Batch undo;
+    undo.add(rtnl::route_del({.dst = prefix("10.99.0.0/16"), .via = IpAddress::parse("10.0.1.1")}), "a: del route");
+    undo.add(rtnl::route_del({.dst = prefix("fd00:99::/48")}), "a: del route6");
+    undo.add(rtnl::addr_del(10, prefix("fd00:1::10/64")), "a: del fd00:1::10/64");
+    undo.run_or_throw(ha.socket());
+    for (const auto& r : rtnl::route_dump(ha)) {
+        EXPECT_NE(r.dst, prefix("10.99.0.0/16"));
+        EXPECT_NE(r.dst, prefix("fd00:99::/48"));
+    }
+    for (const auto& ad : rtnl::addr_dump(ha)) EXPECT_NE(ad.prefix, prefix("fd00:1::10/64"));
+
     // MTU and MAC changes.
     nl::Batch change;
     change.add(rtnl::link_set(10, {.mtu = 1400u, .mac = rtnl::Mac{2, 0xbb, 0, 0, 0, 9}}), "a: eth0 mtu/mac");
