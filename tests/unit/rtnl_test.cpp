@@ -486,6 +486,14 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     port.add(rtnl::link_set(42, {.up = true, .master_ifindex = 50}), "vm1: master br0");
     port.run_or_throw(h.socket());
     EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 50);
+    // No program attached: no carrier, so never operationally up; the wait says which.
+    try {
+        rtnl::wait_operstate_up(h, {42}, std::chrono::milliseconds(100));
+        FAIL();
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), ETIMEDOUT);
+        EXPECT_NE(std::string(e.what()).find("ifindex 42"), std::string::npos) << e.what();
+    }
     // Removable like any link (what rollback does).
     nl::Batch del;
     del.add(rtnl::link_del(tap->ifindex), "vm1: delete");
