@@ -175,11 +175,26 @@ private:
     UniqueFd fd_;
 };
 
-// Connects a:ifa and b:ifb with a veth pair created directly in the two namespaces.
+// Kernel fact: a device that just came up drops what it is given (noop qdisc) until the
+// link watcher, which may take up to a second, makes it operational.
+void wait_operational(const TestNetns& ns, const std::string& ifname) {
+    const auto give_up = Clock::now() + 5s;
+    while (sh("ip -n " + ns.name() + " -o link show dev " + ifname + " | grep -q 'state UP'") !=
+           0) {
+        if (Clock::now() > give_up)
+            throw std::runtime_error(ns.name() + ": " + ifname + " never became operational");
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+// Connects a:ifa and b:ifb with a veth pair created directly in the two namespaces, and
+// waits until both ends are operational.
 void veth(const TestNetns& a, const std::string& ifa, const TestNetns& b, const std::string& ifb) {
     a.ip("link add " + ifa + " type veth peer name " + ifb + " netns " + b.name());
     a.ip("link set " + ifa + " up");
     b.ip("link set " + ifb + " up");
+    wait_operational(a, ifa);
+    wait_operational(b, ifb);
 }
 
 IpAddress addr(const std::string& text) {
@@ -478,6 +493,7 @@ TEST_F(PingTest, ManyNamespacesAtOnce) {
         hosts.back()->ip("addr add 10.2.0." + std::to_string(i + 10) + "/24 dev eth0");
     }
     b_->ip("addr add 10.2.0.1/24 dev br0");
+    wait_operational(*b_, "br0");
     for (int i = 0; i < 20; ++i) {
         Probe p;
         p.netns_fd = hosts[i]->fd();
@@ -532,6 +548,10 @@ TEST_F(PingTest, AllPairsOfHundredNamespaces) {
         const std::string net = "10.3." + std::to_string(i) + ".";
         ip_batch(hosts[i]->name(), {"link set eth0 up", "addr add " + net + "2/24 dev eth0",
                                     "route add default via " + net + "1"});
+    }
+    for (int i = 0; i < kHosts; ++i) {
+        wait_operational(*hosts[i], "eth0");
+        wait_operational(*b_, "h" + std::to_string(i));
     }
     std::vector<Probe> probes;
     for (int i = 0; i < kHosts; ++i)
