@@ -11,8 +11,11 @@
 
 #include <sys/types.h>
 
+#include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <exception>
+#include <mutex>
 #include <functional>
 #include <optional>
 #include <string>
@@ -101,5 +104,47 @@ auto run_in(const NetnsHandle& ns, F&& fn) -> std::invoke_result_t<F&> {
 // namespaces. Stops at and rethrows the first exception. Throws KernelError when a
 // setns fails.
 void run_in_each(const std::vector<const NetnsHandle*>& namespaces, const std::function<void(std::size_t)>& fn);
+
+// A thread living inside one namespace, running jobs one at a time: for repeated work
+// in the same namespace without a new thread (and setns) per call.
+class NetnsWorker {
+public:
+    // Starts the thread and joins it to `ns`. Throws KernelError when setns fails.
+    explicit NetnsWorker(const NetnsHandle& ns);
+    NetnsWorker(const NetnsWorker&) = delete;
+    NetnsWorker& operator=(const NetnsWorker&) = delete;
+    // Lets queued jobs finish, then ends the thread.
+    ~NetnsWorker();
+
+    // Runs `fn` on the worker, waits, returns its result or rethrows its exception.
+    // Safe to call from several threads (jobs run one after another).
+    template <class F>
+    auto run(F&& fn) -> std::invoke_result_t<F&> {
+        using R = std::invoke_result_t<F&>;
+        if constexpr (std::is_void_v<R>) {
+            run_job([&] { fn(); });
+        } else {
+            std::optional<R> result;
+            run_job([&] { result.emplace(fn()); });
+            return std::move(*result);
+        }
+    }
+
+private:
+    struct Job {
+        const std::function<void()>* fn;
+        std::exception_ptr failure;
+        bool done = false;
+    };
+    void run_job(const std::function<void()>& fn);
+    void loop();
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::condition_variable finished_;
+    std::deque<Job*> jobs_;
+    bool stop_ = false;
+    std::thread thread_;
+};
 
 }  // namespace labctl::netns

@@ -27,7 +27,8 @@ struct mnl_socket;
 
 namespace labctl::nl {
 
-// A NETLINK_ROUTE socket. Movable, not copyable; closed by the destructor.
+// A NETLINK_ROUTE socket. Movable, not copyable; closed by the destructor. Not for use
+// by two threads at once (acks are matched by sequence number on one reader).
 class Socket {
 public:
     // Opens a NETLINK_ROUTE socket in the CALLING THREAD's network namespace (open it
@@ -42,6 +43,7 @@ public:
     Socket& operator=(const Socket&) = delete;
     ~Socket();
 
+    // The kernel-assigned port id and the fd. Throw nothing.
     std::uint32_t portid() const;
     int fd() const;
     mnl_socket* get() const noexcept { return sock_; }
@@ -76,7 +78,8 @@ private:
 };
 
 // One netlink request over its own growing buffer. Pointers into it (hdr(), header<T>())
-// are valid until the next put.
+// are valid until the next put. The put_* functions throw std::length_error for an
+// attribute over 64 KiB (netlink's 16-bit length), else only std::bad_alloc.
 class Message {
 public:
     // nlmsg_type = type, nlmsg_flags = flags | NLM_F_REQUEST. Seq and portid are set when

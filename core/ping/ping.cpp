@@ -9,7 +9,7 @@
 //   CAP_SYS_ADMIN to build labs at all).
 // - With raw sockets we choose the identifier, so ONE socket per (namespace, family, bind
 //   interface) carries every probe from there: a 100-node all-pairs run (9,900 probes) needs
-//   about 200 fds, not 9,900. Each probe gets an identifier unique in its namespace; a reply
+//   100 to 200 fds, not 9,900. Each probe gets an identifier unique in its namespace; a reply
 //   counts only if identifier, sequence, source address and all 56 payload bytes (which
 //   carry a per-run random token) match, so neither our other probes nor another pinger in
 //   the same namespace (every raw ICMP socket there sees every reply) can be mistaken for it.
@@ -103,9 +103,7 @@ constexpr auto kMinSendPatience = std::chrono::milliseconds(50);
 int family_slot(int family) { return family == AF_INET ? 0 : 1; }
 
 struct Namespace {
-    int fd = -1;
-    dev_t dev = 0;
-    ino_t ino = 0;
+    int fd = -1;  // the first of the caller's fds naming it
     std::vector<std::size_t> sockets;
     std::uint16_t next_id = 0;
     std::size_t ids_used = 0;
@@ -310,8 +308,6 @@ void PingRun::plan() {
         if (ns_new) {
             Namespace ns;
             ns.fd = probe.netns_fd;
-            ns.dev = st.st_dev;
-            ns.ino = st.st_ino;
             ns.next_id = static_cast<std::uint16_t>(random());
             namespaces_.push_back(std::move(ns));
         }
@@ -373,7 +369,7 @@ void PingRun::open_sockets() {
     // entering a namespace and opening a socket take microseconds.
     const std::size_t thread_count = std::min<std::size_t>(namespaces_.size(), 4);
     std::vector<std::exception_ptr> failures(thread_count);
-    std::vector<std::thread> threads;
+    std::vector<std::jthread> threads;  // joined on every way out, exceptions included
     threads.reserve(thread_count);
     for (std::size_t t = 0; t < thread_count; ++t) {
         threads.emplace_back([this, t, thread_count, &failures] {
@@ -389,7 +385,7 @@ void PingRun::open_sockets() {
             }
         });
     }
-    for (auto& thread : threads) thread.join();
+    threads.clear();  // joins
     for (auto& failure : failures)
         if (failure) std::rethrow_exception(failure);
 }

@@ -83,17 +83,22 @@ nl::Message route_msg(std::uint16_t type, std::uint16_t flags, const RouteSpec& 
     if (family != AF_INET && family != AF_INET6) throw std::invalid_argument("route without a family");
     if ((r.dst && r.dst->address.family != family) || (r.via && r.via->family != family))
         throw std::invalid_argument("route mixes address families");
-    if (!r.via && !r.oif) throw std::invalid_argument("route needs a gateway or an output interface");
+    if (type == RTM_NEWROUTE && !r.via && !r.oif)
+        throw std::invalid_argument("route needs a gateway or an output interface");
     nl::Message m(type, flags);
     auto& rtm = m.header<rtmsg>();
     rtm.rtm_family = static_cast<unsigned char>(family);
     rtm.rtm_dst_len = static_cast<unsigned char>(r.dst ? r.dst->length : 0);
     rtm.rtm_table = RT_TABLE_MAIN;
-    rtm.rtm_protocol = RTPROT_BOOT;
-    rtm.rtm_type = RTN_UNICAST;
-    // As ip route: without a gateway the destination is on the link.
-    rtm.rtm_scope = r.via ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
-    if (type == RTM_DELROUTE) rtm.rtm_scope = RT_SCOPE_NOWHERE;  // ip route del: match any scope
+    if (type == RTM_DELROUTE) {
+        // As ip route del: protocol and type 0 and scope NOWHERE match any route.
+        rtm.rtm_scope = RT_SCOPE_NOWHERE;
+    } else {
+        rtm.rtm_protocol = RTPROT_BOOT;
+        rtm.rtm_type = RTN_UNICAST;
+        // As ip route add: without a gateway the destination is on the link.
+        rtm.rtm_scope = r.via ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
+    }
     if (r.dst && r.dst->length > 0) m.put_bytes(RTA_DST, r.dst->address.bytes.data(), r.dst->address.size());
     if (r.via) m.put_bytes(RTA_GATEWAY, r.via->bytes.data(), r.via->size());
     if (r.oif) m.put_u32(RTA_OIF, static_cast<std::uint32_t>(r.oif));

@@ -131,7 +131,8 @@ struct RouteSpec {
 // proto boot, scope link when there is no gateway). std::invalid_argument when
 // neither via nor oif is given, or the families differ.
 nl::Message route_add(const RouteSpec& route);
-// = ip route del ... (same fields)
+// = ip route del {DST|default} [via GW] [dev OIF] [metric N]: unset fields match any
+// route (only the destination is needed).
 nl::Message route_del(const RouteSpec& route);
 
 // --- qdiscs --------------------------------------------------------------------------
@@ -165,13 +166,14 @@ nl::Message qdisc_del_root(int ifindex);
 // A persistent TUN or TAP device in `ns` (opened from a thread inside it):
 // = ip tuntap add dev NAME mode tap|tun [user UID] [group GID]   (IFF_NO_PI)
 // Fails with EBUSY when a device of that name exists (IFF_TUN_EXCL: never attaches to
-// someone else's device). Throws KernelError ("tap vm1: TUNSETIFF: ...") or
-// std::invalid_argument for a bad name.
+// someone else's device). `ifindex` (0: the kernel picks) is set with TUNSETIFINDEX,
+// so no lookup is needed afterwards. Throws KernelError ("tap vm1: creating
+// (TUNSETIFF): ...") or std::invalid_argument for a bad name.
 void tuntap_create(const netns::NetnsHandle& ns, const std::string& name, bool tap,
-                   std::optional<std::uint32_t> owner, std::optional<std::uint32_t> group);
+                   std::optional<std::uint32_t> owner, std::optional<std::uint32_t> group, int ifindex = 0);
 // The same from a thread already inside the namespace.
 void tuntap_create_here(const std::string& name, bool tap, std::optional<std::uint32_t> owner,
-                        std::optional<std::uint32_t> group);
+                        std::optional<std::uint32_t> group, int ifindex = 0);
 
 // --- sysctls ---------------------------------------------------------------------------
 

@@ -16,12 +16,18 @@
 namespace labctl::rtnl {
 
 void tuntap_create_here(const std::string& name, bool tap, std::optional<std::uint32_t> owner,
-                        std::optional<std::uint32_t> group) {
+                        std::optional<std::uint32_t> group, int ifindex) {
     check_ifname(name);
     const std::string what = std::string(tap ? "tap " : "tun ") + name;
     // /dev/net/tun creates the device in the namespace of the task that opens it.
     UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
     if (!fd) throw_last_errno(what + ": opening /dev/net/tun");
+    if (ifindex > 0) {
+        // Applies to the device the next TUNSETIFF creates on this fd.
+        const unsigned int index = static_cast<unsigned int>(ifindex);
+        if (::ioctl(fd.get(), TUNSETIFINDEX, &index) != 0)
+            throw_last_errno(what + ": choosing ifindex " + std::to_string(ifindex) + " (TUNSETIFINDEX)");
+    }
     ifreq ifr{};
     std::memcpy(ifr.ifr_name, name.data(), name.size());
     // IFF_TUN_EXCL: fail with EBUSY instead of attaching to an existing device.
@@ -37,8 +43,8 @@ void tuntap_create_here(const std::string& name, bool tap, std::optional<std::ui
 }
 
 void tuntap_create(const netns::NetnsHandle& ns, const std::string& name, bool tap,
-                   std::optional<std::uint32_t> owner, std::optional<std::uint32_t> group) {
-    netns::run_in(ns, [&] { tuntap_create_here(name, tap, owner, group); });
+                   std::optional<std::uint32_t> owner, std::optional<std::uint32_t> group, int ifindex) {
+    netns::run_in(ns, [&] { tuntap_create_here(name, tap, owner, group, ifindex); });
 }
 
 std::string sysctl_path(const std::string& key) {

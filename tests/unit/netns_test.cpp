@@ -2,7 +2,11 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
 #include <set>
 #include <stdexcept>
 
@@ -122,6 +126,43 @@ TEST(NetnsRunIn, CallerThreadNeverChangesNamespace) {
     std::vector<ino_t> seen;
     netns::run_in_each({&h, &h2}, [&](std::size_t) { seen.push_back(thread_netns_inode()); });
     EXPECT_EQ(seen, (std::vector<ino_t>{h.ino, h2.ino}));
+    EXPECT_EQ(thread_netns_inode(), before);
+}
+
+// The tests' own safety net: a test process that dies still removes its namespaces.
+TEST(NetnsTestSupport, CrashRemovesTestNamespaces) {
+    LABCTL_REQUIRE_ROOT();
+    const std::string name = random_name();
+    EXPECT_DEATH(
+        {
+            TestNamespaces t;
+            t.track(name);
+            netns::create(name);
+            if (netns::exists(name)) std::fputs("created\n", stderr);
+            std::abort();
+        },
+        "created");
+    EXPECT_FALSE(netns::exists(name));
+    netns::remove(name);
+}
+
+TEST(NetnsWorker, RunsJobsInsideAndRethrows) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto h = t.make();
+    const ino_t before = thread_netns_inode();
+    netns::NetnsWorker w(h);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(w.run([] { return thread_netns_inode(); }), h.ino);
+    EXPECT_THROW(w.run([] { throw std::runtime_error("x"); }), std::runtime_error);
+    EXPECT_EQ(w.run([] { return 42; }), 42);
+    std::vector<std::thread> callers;
+    std::atomic<int> inside{0};
+    for (int i = 0; i < 4; ++i)
+        callers.emplace_back([&] {
+            if (w.run([] { return thread_netns_inode(); }) == h.ino) ++inside;
+        });
+    for (auto& c : callers) c.join();
+    EXPECT_EQ(inside, 4);
     EXPECT_EQ(thread_netns_inode(), before);
 }
 

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include <gtest/gtest.h>
@@ -213,9 +214,9 @@ TEST(RtnlEncode, NetemOptions) {
                                return MNL_CB_OK;
                            },
                            &nt);
-    ASSERT_TRUE(nt[TCA_NETEM_LATENCY64] && nt[TCA_NETEM_JITTER64] && nt[TCA_NETEM_RATE] && nt[TCA_NETEM_REORDER]);
-    EXPECT_EQ(mnl_attr_get_u64(nt[TCA_NETEM_LATENCY64]), 10'000'000u);
-    EXPECT_EQ(mnl_attr_get_u64(nt[TCA_NETEM_JITTER64]), 2'000'000u);
+    ASSERT_TRUE(nt[TCA_NETEM_RATE] && nt[TCA_NETEM_REORDER]);
+    EXPECT_FALSE(nt[TCA_NETEM_LATENCY64]);  // only for delays beyond 32-bit ticks
+    EXPECT_EQ(q->jitter, 2'000'000u / 64);
     EXPECT_EQ(static_cast<const tc_netem_rate*>(mnl_attr_get_payload(nt[TCA_NETEM_RATE]))->rate, 12'500'000u);
 
     rtnl::Netem rate_only{.rate_mbit = 8};
@@ -229,6 +230,26 @@ TEST(RtnlEncode, NetemOptions) {
 
     EXPECT_THROW(rtnl::netem_add(4, {}), std::invalid_argument);
     EXPECT_THROW(rtnl::netem_add(4, {.loss_pct = 101}), std::invalid_argument);
+}
+
+// The bytes tc (iproute2 6.1) sends for
+//   tc qdisc add dev IFINDEX3 root netem limit 1000 delay 10ms 2ms loss 1.5% reorder 25% rate 100mbit
+// captured with strace: tcmsg, TCA_KIND, TCA_OPTIONS (qopt + REORDER + RATE).
+TEST(RtnlEncode, NetemMatchesIproute2Bytes) {
+    const std::vector<std::uint8_t> tc = {
+        0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00,
+        0x00, 0x00, 0x0a, 0x00, 0x01, 0x00, 0x6e, 0x65, 0x74, 0x65, 0x6d, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x02, 0x00,
+        0x5a, 0x62, 0x02, 0x00, 0xe8, 0x03, 0x00, 0x00, 0x3d, 0x0a, 0xd7, 0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x12, 0x7a, 0x00, 0x00, 0x0c, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00,
+        0x14, 0x00, 0x06, 0x00, 0x20, 0xbc, 0xbe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00};
+    auto m = rtnl::netem_add(
+        3, {.delay_ms = 10, .jitter_ms = 2, .loss_pct = 1.5, .reorder_pct = 25, .rate_mbit = 100, .limit_packets = 1000});
+    EXPECT_EQ(m.hdr()->nlmsg_type, RTM_NEWQDISC);
+    EXPECT_EQ(m.hdr()->nlmsg_flags, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL);
+    const auto* payload = static_cast<const std::uint8_t*>(mnl_nlmsg_get_payload(m.hdr()));
+    const std::vector<std::uint8_t> ours(payload, payload + mnl_nlmsg_get_payload_len(m.hdr()));
+    EXPECT_EQ(ours, tc);
 }
 
 TEST(RtnlSysctl, KeysMapToProcSysNet) {
@@ -249,10 +270,11 @@ TEST(RtnlSysctl, KeysMapToProcSysNet) {
 
 // --- privileged -----------------------------------------------------------------------
 
-const rtnl::LinkInfo* find_link(const std::vector<rtnl::LinkInfo>& links, const std::string& name) {
+// A copy: dumps are temporaries.
+std::optional<rtnl::LinkInfo> find_link(const std::vector<rtnl::LinkInfo>& links, const std::string& name) {
     for (const auto& l : links)
-        if (l.name == name) return &l;
-    return nullptr;
+        if (l.name == name) return l;
+    return std::nullopt;
 }
 
 TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
@@ -276,8 +298,8 @@ TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
     auto lb = rtnl::link_dump(hb);
     auto lc = rtnl::link_dump(hc);
     EXPECT_EQ(lc.size(), 1u);  // only lo: nothing landed in the sender's namespace
-    const auto* ea = find_link(la, "eth0");
-    const auto* eb = find_link(lb, "eth0");
+    auto ea = find_link(la, "eth0");
+    auto eb = find_link(lb, "eth0");
     ASSERT_TRUE(ea && eb);
     EXPECT_EQ(ea->ifindex, 10);
     EXPECT_EQ(eb->ifindex, 20);
@@ -342,11 +364,23 @@ TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
     EXPECT_NE(run("ip netns exec " + a.name + " ping -c1 -W2 10.0.1.1 2>&1").find("1 received"), std::string::npos);
     EXPECT_NE(run("ip netns exec " + a.name + " ping -c1 -W2 fd00:1::1 2>&1").find("1 received"), std::string::npos);
 
+    // Undo what was added (rollback's requests), then the routes and addresses are gone.
+    nl::Batch undo;
+    undo.add(rtnl::route_del({.dst = prefix("10.99.0.0/16"), .via = IpAddress::parse("10.0.1.1")}), "a: del route");
+    undo.add(rtnl::route_del({.dst = prefix("fd00:99::/48")}), "a: del route6");
+    undo.add(rtnl::addr_del(10, prefix("fd00:1::10/64")), "a: del fd00:1::10/64");
+    undo.run_or_throw(ha.socket());
+    for (const auto& r : rtnl::route_dump(ha)) {
+        EXPECT_NE(r.dst, prefix("10.99.0.0/16"));
+        EXPECT_NE(r.dst, prefix("fd00:99::/48"));
+    }
+    for (const auto& ad : rtnl::addr_dump(ha)) EXPECT_NE(ad.prefix, prefix("fd00:1::10/64"));
+
     // MTU and MAC changes.
     nl::Batch change;
     change.add(rtnl::link_set(10, {.mtu = 1400u, .mac = rtnl::Mac{2, 0xbb, 0, 0, 0, 9}}), "a: eth0 mtu/mac");
     change.run_or_throw(ha.socket());
-    const auto* changed = find_link(rtnl::link_dump(ha), "eth0");
+    auto changed = find_link(rtnl::link_dump(ha), "eth0");
     ASSERT_TRUE(changed);
     EXPECT_EQ(changed->mtu, 1400u);
     EXPECT_EQ(changed->mac, (rtnl::Mac{2, 0xbb, 0, 0, 0, 9}));
@@ -358,13 +392,23 @@ TEST(RtnlVeth, SentFromTheRootNamespaceSocket) {
     auto a = t.make();
     auto b = t.make();
     auto root = rtnl::Handle::open_here();
-    // Both ends are in test namespaces: nothing is created in the root namespace.
-    rtnl::VethSpec s{.a = {.name = "x0"}, .a_netns_fd = a.fd.get(), .b = {.name = "y0"}, .b_netns_fd = b.fd.get()};
-    auto m = rtnl::veth_add(s);
-    nl::request(root.socket(), m, "creating veth x0 <-> y0");
     auto ha = rtnl::Handle::open_in(a);
     auto hb = rtnl::Handle::open_in(b);
-    EXPECT_TRUE(find_link(rtnl::link_dump(ha), "x0"));
+    auto br = rtnl::bridge_add({.name = "br0", .ifindex = 3, .up = true}, false);
+    nl::request(ha.socket(), br, "a: br0");
+    // Both ends are in test namespaces: nothing is created in the root namespace. The
+    // master index is looked up in the end's own namespace, not the sender's.
+    rtnl::VethSpec s{.a = {.name = "x0", .ifindex = 9, .up = true, .master_ifindex = 3},
+                     .a_netns_fd = a.fd.get(),
+                     .b = {.name = "y0", .ifindex = 9},
+                     .b_netns_fd = b.fd.get()};
+    auto m = rtnl::veth_add(s);
+    nl::request(root.socket(), m, "creating veth x0 <-> y0");
+    auto x0 = find_link(rtnl::link_dump(ha), "x0");
+    ASSERT_TRUE(x0);
+    EXPECT_EQ(x0->ifindex, 9);
+    EXPECT_EQ(x0->master, 3);
+    EXPECT_TRUE(x0->flags & IFF_UP);
     EXPECT_TRUE(find_link(rtnl::link_dump(hb), "y0"));
     EXPECT_FALSE(find_link(rtnl::link_dump(root), "x0"));
     EXPECT_FALSE(find_link(rtnl::link_dump(root), "y0"));
@@ -389,7 +433,7 @@ TEST(RtnlBridge, PortsForwardAtOnce) {
     build.run_or_throw(hs.socket());
     auto links = rtnl::link_dump(hs);
     for (const char* p : {"p1", "p2"}) {
-        const auto* l = find_link(links, p);
+        auto l = find_link(links, p);
         ASSERT_TRUE(l) << p;
         EXPECT_EQ(l->master, 2);
         EXPECT_TRUE(l->flags & IFF_UP);
@@ -412,12 +456,13 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     LABCTL_REQUIRE_ROOT();
     TestNamespaces t;
     auto ns = t.make();
-    rtnl::tuntap_create(ns, "vm1", true, 1000u, 1001u);
+    rtnl::tuntap_create(ns, "vm1", true, 1000u, 1001u, 42);
     rtnl::tuntap_create(ns, "tun1", false, std::nullopt, std::nullopt);
     auto h = rtnl::Handle::open_in(ns);
     auto links = rtnl::link_dump(h);
-    const auto* tap = find_link(links, "vm1");
+    auto tap = find_link(links, "vm1");
     ASSERT_TRUE(tap);
+    EXPECT_EQ(tap->ifindex, 42);
     EXPECT_EQ(tap->kind, "tun");
     EXPECT_TRUE(find_link(links, "tun1"));
     // `ip netns exec` mounts a /sys of that namespace.
@@ -435,6 +480,25 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
         std::cout << "[ message ] " << e.what() << "\n";
     }
     EXPECT_FALSE(run("ip link show vm1 2>/dev/null").find("vm1") != std::string::npos);  // not in root
+    // A bridge port like any other (a switch's TAP).
+    nl::Batch port;
+    port.add(rtnl::bridge_add({.name = "br0", .ifindex = 50, .up = true}, false), "br0");
+    port.add(rtnl::link_set(42, {.up = true, .master_ifindex = 50}), "vm1: master br0");
+    port.run_or_throw(h.socket());
+    EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 50);
+    // No program attached: no carrier, so never operationally up; the wait says which.
+    try {
+        rtnl::wait_operstate_up(h, {42}, std::chrono::milliseconds(100));
+        FAIL();
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), ETIMEDOUT);
+        EXPECT_NE(std::string(e.what()).find("ifindex 42"), std::string::npos) << e.what();
+    }
+    // Removable like any link (what rollback does).
+    nl::Batch del;
+    del.add(rtnl::link_del(tap->ifindex), "vm1: delete");
+    del.run_or_throw(h.socket());
+    EXPECT_FALSE(find_link(rtnl::link_dump(h), "vm1"));
 }
 
 TEST(RtnlSysctl, WritesFollowTheThreadsNamespace) {
@@ -548,6 +612,105 @@ TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
     EXPECT_EQ(rtnl::missing_feature_message(Feature::netem),
               "link impairments need the netem qdisc (CONFIG_NET_SCH_NETEM); this kernel has none");
     EXPECT_EQ(testing::run("ip netns list").find("labctl-probe-"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace labctl
+
+namespace labctl {
+namespace {
+
+// The floor program's shape (KERNEL-NOTES): namespaces with a socket each, all veths in
+// one batch from the switch's namespace (ports created up and enslaved, explicit
+// indexes), then one batch per host. Prints the phases; LABCTL_STAR_N sets the size.
+TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
+    LABCTL_REQUIRE_ROOT();
+    const char* env = std::getenv("LABCTL_STAR_N");
+    const int n = env ? std::atoi(env) : 200;
+    using clock = std::chrono::steady_clock;
+    auto ms = [](clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+
+    TestNamespaces t;
+    std::vector<std::string> names;
+    for (int i = 0; i <= n; ++i) names.push_back(testing::random_name());
+    for (auto& name : names) t.track(name);
+    const auto t0 = clock::now();
+    std::vector<nl::Socket> sockets;
+    // LABCTL_STAR_QUIET=1: no IPv6 DAD or router solicitations on new interfaces, and no
+    // bridge netfilter in the switch, to measure what the multicast storm costs.
+    const bool quiet = std::getenv("LABCTL_STAR_QUIET") != nullptr;
+    auto ns = netns::create_many(names, [&](std::size_t i) {
+        sockets.push_back(nl::Socket::open_route());
+        if (!quiet) return;
+        rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
+        rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
+        if (i == 0) rtnl::sysctl_write_here("net.ipv6.conf.default.disable_ipv6", "1");
+    });
+    const auto t1 = clock::now();
+
+    nl::Batch sw;
+    sw.add(rtnl::bridge_add({.name = "br0", .ifindex = 2, .up = true}, false), "sw: br0");
+    for (int i = 1; i <= n; ++i) {
+        rtnl::VethSpec s;
+        s.a = {.name = "p" + std::to_string(i), .ifindex = 100 + i, .up = true, .master_ifindex = 2};
+        s.b = {.name = "eth0", .ifindex = 2};
+        s.b_netns_fd = ns[i].fd.get();
+        sw.add(rtnl::veth_add(s), "sw: veth p" + std::to_string(i));
+    }
+    sw.run_or_throw(sockets[0]);
+    const auto t2 = clock::now();
+
+    for (int i = 1; i <= n; ++i) {
+        nl::Batch h;
+        h.add(rtnl::link_set(1, {.up = true}), "lo up");
+        h.add(rtnl::link_set(2, {.up = true}), "eth0 up");
+        const std::string addr = "10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "/16";
+        h.add(rtnl::addr_add(2, *IpPrefix::parse(addr)), "addr " + addr);
+        h.run_or_throw(sockets[i]);
+    }
+    const auto t3 = clock::now();
+    for (int i = 1; i <= n; ++i) {
+        rtnl::Handle h(std::move(sockets[i]));
+        rtnl::wait_operstate_up(h, {2}, std::chrono::milliseconds(5000));
+    }
+    const auto t4 = clock::now();
+    const std::string last = "10.1." + std::to_string(n / 256) + "." + std::to_string(n % 256);
+    EXPECT_NE(run("ip netns exec " + names[1] + " ping -c1 -W2 " + last + " 2>&1").find("1 received"),
+              std::string::npos);
+    for (auto& name : names) netns::remove(name);
+    const auto t5 = clock::now();
+    std::cout << "[ timing ] star of " << n << ": namespaces+sockets " << ms(t1 - t0) << " ms, veths "
+              << ms(t2 - t1) << " ms, host batches " << ms(t3 - t2) << " ms, operstate " << ms(t4 - t3)
+              << " ms; total up " << ms(t4 - t0) << " ms; remove " << ms(t5 - t4) << " ms\n";
+}
+
+}  // namespace
+}  // namespace labctl
+
+namespace labctl {
+namespace {
+
+// The kernel fact behind veth_add's refusal of b.up (KERNEL-NOTES): a peer created with
+// IFF_UP fails. Built by patching the peer's ifinfomsg of a valid request.
+TEST(RtnlVeth, KernelFactPeerCannotBeCreatedUp) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto h = rtnl::Handle::open_in(ns);
+    auto m = rtnl::veth_add({.a = {.name = "u0"}, .b = {.name = "u1"}});
+    auto tb = nl::parse_attrs(m.hdr(), sizeof(ifinfomsg), IFLA_MAX);
+    auto info = nl::parse_nested(tb[IFLA_LINKINFO], IFLA_INFO_MAX);
+    auto data = nl::parse_nested(info[IFLA_INFO_DATA], VETH_INFO_MAX);
+    auto* peer = static_cast<ifinfomsg*>(mnl_attr_get_payload(data[VETH_INFO_PEER]));
+    peer->ifi_flags = IFF_UP;
+    peer->ifi_change = IFF_UP;
+    try {
+        nl::request(h.socket(), m, "veth with peer up");
+        ADD_FAILURE() << "the kernel now accepts a veth peer created up";
+    } catch (const KernelError& e) {
+        std::cout << "[ fact ] " << e.what() << "\n";
+    }
+    EXPECT_EQ(rtnl::link_dump(h).size(), 1u);  // nothing left behind
 }
 
 }  // namespace
