@@ -146,6 +146,8 @@ int run_up(const Options& o) {
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
     return guarded("up", [&] {
         auto lab = engine::Lab::from_file(o.file);
+        if (!o.no_verify)
+            for (const auto& w : lab.host_limit_warnings(false)) std::cerr << "labctl up: warning: " << w << "\n";
         auto result = lab.up(!o.no_verify);
         for (const auto& note : result.notes) std::cerr << "labctl up: " << note << "\n";
         bool ok = result.checks_ok();
@@ -224,6 +226,7 @@ int run_status(const Options& o) {
 int run_verify(const Options& o) {
     return guarded("verify", [&] {
         auto lab = lab_for(o.target);
+        for (const auto& w : lab.host_limit_warnings(o.all_pairs)) std::cerr << "labctl verify: warning: " << w << "\n";
         auto checks = lab.verify(o.all_pairs);
         if (o.json)
             std::cout << nlohmann::json{{"lab", lab.name()}, {"checks", checks_json(checks)}, {"ok", all_ok(checks)}}.dump(2)

@@ -1,11 +1,13 @@
 #include "engine/lab.hpp"
 
 #include <linux/capability.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <sys/stat.h>
@@ -121,6 +123,16 @@ std::string tail(const std::string& text, std::size_t max_lines) {
     return out;
 }
 
+// A lab holds a namespace fd and a netlink socket per node, and the pinger a socket
+// per namespace: 1,000 nodes need more than the usual soft limit of 1,024 fds.
+void raise_fd_limit() {
+    struct rlimit rl {};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 }  // namespace
 
 nlohmann::json to_json(const CheckResult& r) {
@@ -188,6 +200,7 @@ const Node& Lab::node(const std::string& name) const {
 
 UpResult Lab::up(bool verify) {
     require_privileges();
+    raise_fd_limit();
     // Missing kernel features are found before anything of the lab is touched.
     auto missing = rtnl::missing_features(realize::features_needed(topo_));
     if (!missing.empty()) {
@@ -283,6 +296,7 @@ UpResult Lab::up(bool verify) {
 
 std::vector<CheckResult> Lab::verify(bool all_pairs) {
     if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    raise_fd_limit();
     std::vector<netns::NetnsHandle> ns;
     ns.reserve(topo_.nodes.size());
     for (const auto& n : topo_.nodes) ns.push_back(netns::open(n.netns));
@@ -452,6 +466,63 @@ nlohmann::json Lab::status() const {
 }
 
 bool Lab::down() { return engine::down(topo_.name); }
+
+namespace {
+
+// Layer-2 segments: interfaces joined by a veth link or by a bridge are in one segment.
+// Returns, per segment, how many interfaces in it have an address.
+std::vector<std::size_t> addressed_per_segment(const Topology& topo) {
+    std::vector<std::size_t> base(topo.nodes.size() + 1, 0);
+    for (std::size_t n = 0; n < topo.nodes.size(); ++n) base[n + 1] = base[n] + topo.nodes[n].interfaces.size();
+    std::vector<std::size_t> parent(base.back());
+    for (std::size_t i = 0; i < parent.size(); ++i) parent[i] = i;
+    auto find = [&](std::size_t x) {
+        while (parent[x] != x) x = parent[x] = parent[parent[x]];
+        return x;
+    };
+    auto join = [&](std::size_t a, std::size_t b) { parent[find(a)] = find(b); };
+    for (const auto& l : topo.links)
+        join(base[l.ends[0].node] + l.ends[0].interface, base[l.ends[1].node] + l.ends[1].interface);
+    for (std::size_t n = 0; n < topo.nodes.size(); ++n)
+        for (std::size_t i = 0; i < topo.nodes[n].interfaces.size(); ++i)
+            if (auto m = topo.nodes[n].interfaces[i].master) join(base[n] + i, base[n] + *m);
+    std::map<std::size_t, std::size_t> count;
+    for (std::size_t n = 0; n < topo.nodes.size(); ++n)
+        for (std::size_t i = 0; i < topo.nodes[n].interfaces.size(); ++i) {
+            const auto& iface = topo.nodes[n].interfaces[i];
+            if (!iface.addresses.empty() && iface.type != InterfaceType::loopback) ++count[find(base[n] + i)];
+        }
+    std::vector<std::size_t> out;
+    for (const auto& [seg, k] : count) out.push_back(k);
+    return out;
+}
+
+long read_long(const std::string& path) {
+    std::ifstream f(path);
+    long v = -1;
+    f >> v;
+    return f ? v : -1;
+}
+
+}  // namespace
+
+std::vector<std::string> Lab::host_limit_warnings(bool all_pairs) const {
+    // The neighbour (ARP/ND) table limit is shared by all namespaces of the host.
+    long limit = read_long("/proc/sys/net/ipv4/neigh/default/gc_thresh3");
+    if (limit <= 0) return {};
+    std::size_t need = 0;
+    if (all_pairs) {
+        for (auto k : addressed_per_segment(topo_)) need += k * (k - 1);
+    } else {
+        need = 2 * topo_.checks.size();
+    }
+    if (need <= static_cast<std::size_t>(limit)) return {};
+    return {"lab " + topo_.name + (all_pairs ? ": pinging all pairs needs about " : ": its checks need about ") +
+            std::to_string(need) + " neighbour (ARP/ND) entries, and this host allows " + std::to_string(limit) +
+            " for all namespaces together; pings beyond that are lost (\"neighbor table overflow\"). Raise "
+            "net.ipv4.neigh.default.gc_thresh3 and net.ipv6.neigh.default.gc_thresh3 (with gc_thresh2 below "
+            "them) to at least " + std::to_string(need + need / 4) + " first."};
+}
 
 bool down(const std::string& name) {
     if (!valid_lab_name(name)) throw LabError("\"" + name + "\" is not a lab name");

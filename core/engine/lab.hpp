@@ -87,6 +87,9 @@ public:
     nlohmann::json status() const;
     // Removes the lab. Returns false when there was nothing to remove.
     bool down();
+    // Host limits the lab's checks (or --all-pairs) will meet, each as a sentence that
+    // names the host setting to raise. labctl never changes host settings itself.
+    std::vector<std::string> host_limit_warnings(bool all_pairs) const;
 
 private:
     const topology::Node& node(const std::string& name) const;

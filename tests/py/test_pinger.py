@@ -137,3 +137,18 @@ def test_verify_all_pairs(routed):
     assert pairs[("h1", "h2")] and pairs[("h2", "h1")]
     assert not pairs[("h1", "h9")]
     assert r.returncode == 1
+
+
+def test_all_pairs_beyond_the_neighbour_limit_is_announced(labs):
+    from labfix import star
+    limit = int(open("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read())
+    n = 2
+    while n * (n - 1) <= limit:
+        n += 1
+    path, name = labs.write(star(n))
+    assert run_labctl("up", path, "--no-verify").returncode == 0
+    # The warning comes before any ping; the result itself is not the point here.
+    r = run_labctl("verify", name, "--all-pairs", timeout=300)
+    assert "gc_thresh3" in r.stderr and f"allows {limit}" in r.stderr
+    assert run_labctl("verify", name).returncode == 0
+    assert "warning" not in run_labctl("verify", name).stderr
