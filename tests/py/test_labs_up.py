@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, run_labctl
+from conftest import LABCTL, ROOT
 
 LABS = sorted(p.parent.name for p in (ROOT / "labs").glob("*/topology.json"))
 
@@ -34,7 +34,7 @@ def lab(request, tmp_path):
         pytest.skip(f"namespaces of a lab named {name} already exist on this machine")
 
     def labctl(*args, timeout=120):
-        return subprocess.run([os.environ.get("LABCTL", str(ROOT / "build" / "labctl")), *map(str, args)],
+        return subprocess.run([LABCTL, *map(str, args)],
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
     r = labctl("up", f"labs/{name}/topology.json")
