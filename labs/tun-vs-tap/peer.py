@@ -172,7 +172,11 @@ def serve(fd: int, mode: str, mac: bytes, ip: bytes, quiet: bool) -> None:
         reply = tap_reply(data, mac, ip) if mode == "tap" else tun_reply(data, ip)
         if reply is None:
             continue
-        os.write(fd, reply)
+        try:
+            os.write(fd, reply)
+        except OSError as e:  # e.g. EIO while the device is down: drop it, as a wire would
+            print(f"peer: sending a reply: {e.strerror}", file=sys.stderr, flush=True)
+            continue
         if not quiet:
             print(describe(mode, data, reply), flush=True)
 
