@@ -97,3 +97,21 @@ def test_tun_vs_tap_daemons_name_the_shipped_peer():
     for d in daemons:
         # Daemons run in the caller's directory: the path works from the repository root.
         assert (ROOT / d[1]).is_file(), d
+
+
+@pytest.mark.parametrize("lab", LABS, ids=ids)
+def test_readme_commands_name_this_lab_and_its_nodes(lab):
+    """`labctl exec|ping LAB NODE`, `ip netns exec LAB-NODE` and `ip -n LAB-NODE` in a
+    README name this lab and nodes it has (the scratch namespace of tun-vs-tap aside)."""
+    nodes = set(json.loads((lab / "topology.json").read_text())["nodes"])
+    text = (lab / "README.md").read_text()
+    for m in re.finditer(r"labctl (exec|ping|status|verify|down) ([a-z][a-z0-9-]*)(?: (\S+))?", text):
+        verb, name, node = m.groups()
+        assert name == lab.name, m.group(0)
+        if verb in ("exec", "ping"):
+            assert node.startswith("$") or node.split(":")[0] in nodes, m.group(0)
+    for m in re.finditer(r"ip (?:netns exec|-n) (\S+)", text):
+        ns = m.group(1)
+        if ns == "scratch":
+            continue
+        assert ns.startswith(lab.name + "-") and ns[len(lab.name) + 1:] in nodes, m.group(0)
