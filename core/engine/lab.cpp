@@ -377,6 +377,7 @@ PingOutcome Lab::ping(const std::string& from, const std::string& to, int count,
     p.interval = interval;
     p.timeout = timeout;
     p.stop_at_first_reply = false;
+    p.stop_on_error = false;
     auto results = ping::run({p}, [&](std::size_t, const ping::Reply& r) {
         if (on_reply) on_reply(r);
     });

@@ -134,6 +134,7 @@ struct ProbeState {
     Clock::time_point start;
     Clock::time_point due;  // of the one live timer: the next request, or the deadline
     bool done = false;
+    std::string last_error;  // of a probe that goes on after errors
     sockaddr_storage destination{};
     socklen_t destination_size = 0;
 };
@@ -256,7 +257,9 @@ private:
     void send_request(std::size_t p);
     void read_replies(Socket& s);
     void read_errors(Socket& s);
-    void finish(std::size_t p, bool refused, std::string reason);
+    // Ends probe p; a refusal of a probe that does not stop on errors only records the
+    // reason, unless `always` (its interface is unusable: nothing could ever be sent).
+    void finish(std::size_t p, bool refused, std::string reason, bool always = false);
     void schedule(std::size_t p, Clock::time_point at) {
         states_[p].due = at;
         timers_.push({at, p});
@@ -398,7 +401,7 @@ void PingRun::start() {
         const Socket& s = sockets_[st.socket];
         st.start = now;
         if (!s.setup_error.empty()) {
-            finish(p, true, s.setup_error);
+            finish(p, true, s.setup_error, true);
             continue;
         }
         const IpAddress& dst = probes_[p].destination;
@@ -418,15 +421,20 @@ void PingRun::start() {
     }
 }
 
-void PingRun::finish(std::size_t p, bool refused, std::string reason) {
+void PingRun::finish(std::size_t p, bool refused, std::string reason, bool always) {
     ProbeState& st = states_[p];
     if (st.done) return;
+    if (refused && !probes_[p].stop_on_error && !always) {
+        // Like ping(8): note the error and go on with the next request.
+        st.last_error = std::move(reason);
+        return;
+    }
     st.done = true;
     --active_;
     ProbeResult& r = results_[p];
     r.refused = refused;
     r.reason = std::move(reason);
-    if (!refused && r.received == 0) r.reason = "No reply";
+    if (!refused && r.received == 0) r.reason = st.last_error.empty() ? "No reply" : st.last_error;
 }
 
 void PingRun::on_timer(std::size_t p) {
@@ -470,6 +478,11 @@ void PingRun::send_request(std::size_t p) {
     }
     if (err != 0) {
         finish(p, true, describe_errno(err));
+        if (probe.stop_on_error) return;
+        // Not sent, but its turn is used: the next request keeps the schedule.
+        ++st.next_seq;
+        if (st.next_seq <= probe.count) schedule(p, st.start + seq * probe.interval);
+        else schedule(p, Clock::now() + probe.timeout);
         return;
     }
     st.sent_at[seq - 1] = sent_at;

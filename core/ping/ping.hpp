@@ -24,6 +24,9 @@ struct Probe {
     std::chrono::milliseconds interval{100};
     std::chrono::milliseconds timeout{1000};  // after the LAST request sent
     bool stop_at_first_reply = true;          // checks: a reachable pair stops at its first reply
+    // Checks end a probe at the first refusal or ICMP error (the contract); `labctl ping`
+    // keeps sending like ping(8) does, and the last error becomes the reason.
+    bool stop_on_error = true;
 };
 
 struct Reply {

@@ -87,16 +87,6 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
             // (on a bridge of hundreds of ports their multicast drops packets).
             rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
             rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
-            // A switch that has no IPv6 address of its own takes no part in IPv6: its
-            // ports send no MLD reports or neighbour solicitations into the LAN.
-            bool v6 = std::any_of(node.interfaces.begin(), node.interfaces.end(), [](const Interface& x) {
-                return std::any_of(x.addresses.begin(), x.addresses.end(),
-                                   [](const IpPrefix& p) { return p.address.family == AF_INET6; });
-            });
-            if (node.kind == NodeKind::switch_ && !v6) {
-                rtnl::sysctl_write_here("net.ipv6.conf.default.disable_ipv6", "1");
-                rtnl::sysctl_write_here("net.ipv6.conf.all.disable_ipv6", "1");
-            }
             if (node.kind == NodeKind::router) {
                 // "all" also sets "default", so interfaces made later forward too.
                 rtnl::sysctl_write_here("net.ipv4.ip_forward", "1");

@@ -401,11 +401,29 @@ TEST_F(PingTest, BindToInterface) {
     EXPECT_EQ(results[3].received, 1) << results[3].reason;
 }
 
+TEST_F(PingTest, GoingOnAfterErrorsLikePing) {
+    auto p = probe_from_a("203.0.113.9");
+    p.stop_on_error = false;
+    p.stop_at_first_reply = false;
+    p.count = 3;
+    p.interval = 50ms;
+    p.timeout = 100ms;
+    auto r = run({p})[0];
+    EXPECT_FALSE(r.refused);
+    EXPECT_EQ(r.received, 0);
+    EXPECT_EQ(r.reason, "Network is unreachable (ENETUNREACH)");
+    // and a reachable destination is unaffected by the flag
+    auto ok = probe_from_a("10.0.0.2");
+    ok.stop_on_error = false;
+    EXPECT_EQ(run({ok})[0].received, 1);
+}
+
 TEST_F(PingTest, LinkLocalNeedsTheInterface) {
     a_->ip("addr add fe80::1/64 dev eth0 nodad");
     b_->ip("addr add fe80::2/64 dev eth0 nodad");
     auto bound = probe_from_a("fe80::2");
     bound.bind_ifname = "eth0";
+    bound.count = 10;  // neighbour discovery right after the addresses appear may drop the first
     auto results = run({bound});  // the scope of the destination is the bound interface
     EXPECT_EQ(results[0].received, 1) << results[0].reason;
 }
