@@ -40,3 +40,6 @@ check ping_netem ip netns exec vma ping -c 3 -i 0.2 -W 2 10.99.0.2
 
 ip netns del vma
 ip netns del vmb
+
+# pytest inside the VM, from the repository (read-only: no cache, no bytecode).
+check pytest_inside /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/vm/guest_pytest_checks.py

@@ -52,6 +52,10 @@ def test_stock_kernel_has(guest_checks, name):
     passed(guest_checks, name)
 
 
+def test_pytest_runs_inside(guest_checks):
+    assert "7 passed" in passed(guest_checks, "pytest_inside")
+
+
 def test_vlan_device_is_802_1q_id_10(guest_checks):
     assert "vlan protocol 802.1Q id 10" in passed(guest_checks, "vlan")
 
@@ -60,24 +64,26 @@ def test_bridge_filters_vlans(guest_checks):
     assert "vlan_filtering 1" in passed(guest_checks, "bridge_vlan_filtering")
 
 
-def rtt_avg_ms(ping_output):
-    m = re.search(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/", ping_output)
+def rtt_ms(ping_output):
+    """(min, avg) round trip in ms from ping's summary line."""
+    m = re.search(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/", ping_output)
     assert m, f"no rtt summary in: {ping_output}"
-    return float(m[1])
+    return float(m[1]), float(m[2])
 
 
 def test_netem_delays_both_ends(guest_checks):
     assert "netem" in passed(guest_checks, "netem_show")
-    plain = rtt_avg_ms(passed(guest_checks, "ping_plain"))
-    delayed = rtt_avg_ms(passed(guest_checks, "ping_netem"))
-    # 40 ms of netem delay on each end of the veth pair: about 80 ms round trip (the
-    # emulated CPU adds a few ms, never takes any away).
-    assert 78 <= delayed <= 200, f"rtt {delayed} ms with 2 x 40 ms netem delay (without: {plain} ms)"
-    assert delayed - plain >= 70
+    plain_min, _ = rtt_ms(passed(guest_checks, "ping_plain"))
+    delayed_min, delayed_avg = rtt_ms(passed(guest_checks, "ping_netem"))
+    # 40 ms of netem delay on each end of the veth pair: at least 80 ms round trip;
+    # the emulated CPU adds a few ms (more on a busy host), never takes any away.
+    assert delayed_min >= 80, f"rtt min {delayed_min} ms with 2 x 40 ms netem delay"
+    assert delayed_avg <= 200, f"rtt avg {delayed_avg} ms with 2 x 40 ms netem delay"
+    assert plain_min < 40, f"rtt min {plain_min} ms without netem"
 
 
 def test_kernel_has_sees_this_kernel():
-    # Whatever this kernel has, the answers must be booleans and tun is everywhere here.
+    # Whatever this kernel has, the answers are booleans; unknown names are errors.
     for feature in ("netem", "tbf", "vlan", "bridge_vlan_filtering", "dummy", "tun"):
         assert isinstance(vmrun.kernel_has(feature), bool)
     with pytest.raises(ValueError):
