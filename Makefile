@@ -13,7 +13,7 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
         iproute2 iputils-ping python3-pyroute2
 
-.PHONY: all deps build test unit pytest up down install bench clean
+.PHONY: all deps build test unit pytest vm-test up down install bench clean
 
 all: build
 
@@ -41,7 +41,11 @@ pytest: build
 	PYTHONPATH=$(BUILD)/python LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) -m pytest -q tests/py
 
-test: unit pytest
+# Tests of kernel features this kernel lacks run in a VM with a stock kernel (tests/vm).
+vm-test: build
+	BUILD=$(abspath $(BUILD)) tests/vm/kernel-tests
+
+test: unit pytest vm-test
 
 up: build
 	$(BUILD)/labctl up $(LAB)

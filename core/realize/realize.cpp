@@ -200,14 +200,6 @@ void configure(const Topology& topo, Realized& r) {
                                   " qdisc on " + node.interfaces[end.interface].name);
         for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
             const Interface& iface = node.interfaces[i];
-            if (iface.type == InterfaceType::vlan) {
-                auto c = common(iface, idx[i]);
-                c.up = iface.up;
-                if (is_port(node, iface)) c.master_ifindex = idx[*iface.master];
-                links.add(rtnl::vlan_add(c, idx[iface.parent], iface.vlan_id),
-                          node.name + ": creating vlan " + iface.name + " on " + node.interfaces[iface.parent].name);
-                continue;
-            }
             bool settable = iface.type == InterfaceType::veth || iface.type == InterfaceType::tap ||
                             iface.type == InterfaceType::tun || iface.type == InterfaceType::dummy;
             if (!settable || done[n][i]) continue;
@@ -219,6 +211,16 @@ void configure(const Topology& topo, Realized& r) {
             if (iface.up) change.up = true;
             if (!change.up && !change.master_ifindex && !change.mtu && !change.mac) continue;
             links.add(rtnl::link_set(idx[i], change), node.name + ": setting up " + iface.name);
+        }
+        // vlans after their parents are up: a vlan created up on a down parent is ENETDOWN.
+        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
+            const Interface& iface = node.interfaces[i];
+            if (iface.type != InterfaceType::vlan) continue;
+            auto c = common(iface, idx[i]);
+            c.up = iface.up && node.interfaces[iface.parent].up;
+            if (is_port(node, iface)) c.master_ifindex = idx[*iface.master];
+            links.add(rtnl::vlan_add(c, idx[iface.parent], iface.vlan_id),
+                      node.name + ": creating vlan " + iface.name + " on " + node.interfaces[iface.parent].name);
         }
         // Bridge VLANs: a port's default VLAN 1 makes way for its pvid and tagged VLANs.
         if (node.kind == NodeKind::switch_ && node.vlan_filtering) {
