@@ -262,6 +262,23 @@ int run_ping(const Options& o) {
     });
 }
 
+int run_doctor(const Options& o) {
+    return guarded("doctor", [&] {
+        auto features = engine::kernel_features();
+        if (o.json) {
+            nlohmann::json a = nlohmann::json::array();
+            for (const auto& f : features)
+                a.push_back({{"feature", f.name}, {"config", f.config}, {"used_for", f.used_for}, {"present", f.present}});
+            std::cout << a.dump(2) << "\n";
+        } else {
+            for (const auto& f : features)
+                std::cout << (f.present ? "yes  " : "NO   ") << pad(f.name, 24) << pad(f.config, 30) << f.used_for << "\n";
+        }
+        bool all = std::all_of(features.begin(), features.end(), [](const auto& f) { return f.present; });
+        return all ? kExitOk : kExitCheckFailed;
+    });
+}
+
 int run_exec(const Options& o) {
     try {
         auto lab = engine::Lab::attach(engine::lab_name_of(o.target));

@@ -29,5 +29,6 @@ int run_status(const Options& o);
 int run_verify(const Options& o);
 int run_ping(const Options& o);
 int run_exec(const Options& o);
+int run_doctor(const Options& o);
 
 }  // namespace labctl::cli

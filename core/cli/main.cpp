@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
     exec->add_option("COMMAND", o.command, "Command and arguments (after --)")->required();
     exec->prefix_command(false);
 
+    auto* doctor = app.add_subcommand("doctor", "List the kernel features labs may use and whether this kernel has them");
+    doctor->add_flag("--json", o.json, "Print JSON");
+
     auto* graph = app.add_subcommand("graph", "Draw the lab with Graphviz");
     graph->add_option("FILE", o.file, "Topology file")->required();
     graph->add_option("-o,--output", o.output, "OUT.dot, OUT.svg or OUT.png (default: DOT on stdout)");
@@ -79,5 +82,6 @@ int main(int argc, char** argv) {
     if (verify->parsed()) return run_verify(o);
     if (ping->parsed()) return run_ping(o);
     if (exec->parsed()) return run_exec(o);
+    if (doctor->parsed()) return run_doctor(o);
     return kExitUsage;
 }

@@ -568,6 +568,28 @@ nlohmann::json status_all() {
     return labs;
 }
 
+std::vector<KernelFeature> kernel_features() {
+    require_privileges();
+    using F = rtnl::Feature;
+    const std::vector<std::pair<F, std::string>> all = {
+        {F::veth, "links"},
+        {F::bridge, "switches and bridge interfaces"},
+        {F::tuntap, "tap and tun interfaces"},
+        {F::netem, "link impairments (delay, jitter, loss, duplicate, reorder)"},
+        {F::tbf, "rate limits (impair.rate_mbit alone)"},
+        {F::vlan_8021q, "vlan interfaces"},
+        {F::bridge_vlan_filtering, "switches with vlan_filtering"},
+        {F::dummy, "dummy interfaces"}};
+    std::vector<F> wanted;
+    for (const auto& [f, use] : all) wanted.push_back(f);
+    auto missing = rtnl::missing_features(wanted);
+    std::vector<KernelFeature> out;
+    for (const auto& [f, use] : all)
+        out.push_back({rtnl::feature_name(f), rtnl::feature_config(f), use,
+                       std::find(missing.begin(), missing.end(), f) == missing.end()});
+    return out;
+}
+
 std::string lab_name_of(const std::string& arg) {
     struct stat st {};
     if (::stat(arg.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {

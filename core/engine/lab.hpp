@@ -111,6 +111,15 @@ std::string lab_name_of(const std::string& file_or_lab);
 // Set (e.g. from a SIGINT/SIGTERM handler: the store is async-signal-safe) to make a
 // running `up` stop before its next step and remove what it built.
 std::atomic<bool>& interrupt_flag();
+// What this kernel can do for labs: every feature labctl may use, tried for real in a
+// throw-away namespace. Throws LabError without privileges.
+struct KernelFeature {
+    std::string name;    // "the netem qdisc"
+    std::string config;  // "CONFIG_NET_SCH_NETEM"
+    std::string used_for;
+    bool present = false;
+};
+std::vector<KernelFeature> kernel_features();
 // Throws LabError unless we have CAP_NET_ADMIN and CAP_SYS_ADMIN.
 void require_privileges();
 
