@@ -156,7 +156,7 @@ class _SharedLabs:
             try:
                 _bring_up(self.registry, lab, verify)
                 self.labs[key] = (lab, None)
-            except Error as e:
+            except BaseException as e:  # also Ctrl-C: close() removes what came up
                 self.labs[key] = (lab, e)
                 raise
         lab, error = self.labs[key]

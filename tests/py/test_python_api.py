@@ -99,6 +99,25 @@ def test_a_dict_keeps_its_key_order(names):
     lab.down()
 
 
+def test_the_stub_names_what_the_module_has():
+    """_core.pyi (what editors see) and _core (what runs) name the same things."""
+    import ast
+    import pathlib
+    from labctl import _core
+
+    stub = ast.parse((pathlib.Path(_core.__file__).parent / "_core.pyi").read_text())
+    for item in stub.body:
+        if isinstance(item, ast.ClassDef):
+            cls = getattr(_core, item.name)
+            for member in item.body:
+                if isinstance(member, ast.FunctionDef):
+                    assert hasattr(cls, member.name), f"{item.name}.{member.name}"
+            public = {n for n in vars(cls) if not n.startswith("_")}
+            assert public <= {m.name for m in item.body if isinstance(m, ast.FunctionDef)}, item.name
+        elif isinstance(item, ast.FunctionDef):
+            assert callable(getattr(_core, item.name)), item.name
+
+
 # --- the whole life of a lab -------------------------------------------------------------
 
 def test_up_ping_verify_exec_status_down(names):
