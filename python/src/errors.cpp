@@ -6,7 +6,11 @@
 //   labctl::TopologyError  -> labctl.TopologyError(message, errors=[(pointer, message)], file)
 //   labctl::LabError       -> labctl.LabError(message, errno or None)
 //   labctl::KernelError    -> labctl.LabError(message, errno, kernel_message)
+//   std::system_error      -> labctl.LabError(message, errno) (a thread or a process that
+//                             could not be started, from the standard library or Boost)
 #include <pybind11/pybind11.h>
+
+#include <system_error>
 
 #include "base/error.hpp"
 #include "bindings.hpp"
@@ -46,6 +50,12 @@ void init_errors(py::module_&) {
         } catch (const labctl::LabError& e) {
             if (e.errno_value() != 0)
                 raise("LabError", e.what(), e.errno_value());
+            else
+                raise("LabError", e.what(), py::none());
+        } catch (const std::system_error& e) {
+            const auto& cat = e.code().category();
+            if (cat == std::generic_category() || cat == std::system_category())
+                raise("LabError", e.what(), e.code().value());
             else
                 raise("LabError", e.what(), py::none());
         }
