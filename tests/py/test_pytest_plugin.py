@@ -215,3 +215,27 @@ def test_ctrl_c_removes_the_lab(pytester, names, fixture):
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
     assert not lab_namespaces(a)
+
+
+def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, names):
+    name = names("s")
+    nodes = {"sw": {"kind": "switch"}}
+    for i in range(1, 40):
+        nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.1.0.{i}/24"]}}}
+    topo = {"name": name, "nodes": nodes,
+            "links": [{"endpoints": [f"sw:p{i}", f"h{i}:eth0"]} for i in range(1, 40)]}
+    (pytester.path / "star.json").write_text(json.dumps(topo))
+    pytester.makepyfile(test_user="""
+        import os, signal, threading, time, pytest
+
+        @pytest.fixture
+        def interrupt_soon():
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+        @pytest.mark.lab("star.json")
+        def test_interrupted(interrupt_soon, lab):
+            time.sleep(10)
+    """)
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert not lab_namespaces(name)
