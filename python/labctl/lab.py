@@ -189,13 +189,13 @@ class Lab:
         again, ``.errno`` says why) or the lab is already up; :class:`labctl.CheckFailed`
         when a check fails (the lab stays up, ``.results`` has every result).
         """
-        self._owned = True
+        was_owned, self._owned = self._owned, True
         try:
             result = self._lab.up(verify)
         except CheckFailed:
             raise
         except Error:
-            self._owned = False  # rolled back, or refused: nothing of ours is up
+            self._owned = was_owned  # rolled back, or refused: nothing new of ours is up
             raise
         self.notes = list(result.notes)
         checks = [CheckResult._from_core(c) for c in result.checks]

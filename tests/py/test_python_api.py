@@ -241,6 +241,9 @@ def test_a_second_up_of_the_same_lab_is_refused(names):
         other.up()
     assert info.value.errno == errno.EEXIST and "already up" in str(info.value)
     assert lab.is_up  # the refused one removed nothing
+    with pytest.raises(labctl.LabError):
+        lab.up()  # twice from the same object: refused, and the object still owns its lab
+    assert lab._owned and lab.is_up
     lab.down()
 
 
