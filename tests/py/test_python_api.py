@@ -316,7 +316,8 @@ def python_keeps_running(call):
         worker.join()
     during = [t for t in beats if start <= t <= end]
     gaps = [b - a for a, b in zip([start] + during, during + [end])]
-    assert len(during) > 10, f"{end - start:.2f}s, counter beat {len(during)} times"
+    if end - start > 0.3:
+        assert len(during) > 10, f"{end - start:.2f}s, counter beat {len(during)} times"
     assert max(gaps) < max(0.3, (end - start) / 4), f"longest pause {max(gaps):.2f}s of {end - start:.2f}s"
     return result, end - start
 
