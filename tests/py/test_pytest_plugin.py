@@ -1,0 +1,241 @@
+"""labctl.pytest_plugin used the way a user would: generated test files run by
+`python3 -m pytest -p labctl.pytest_plugin` in a subprocess (pytester)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import labctl
+from labhelpers import lab_namespaces, pair, unique_name
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def importable_labctl(monkeypatch):
+    """The inner pytest runs elsewhere: give it the labctl this session imported."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(labctl.__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([package_dir, os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.fixture
+def names():
+    made = []
+
+    def new(tag="p"):
+        made.append(unique_name(tag))
+        return made[-1]
+
+    yield new
+    for name in made:
+        labctl.down(name)
+
+
+def run(pytester, *args, timeout=300):
+    return pytester.runpytest_subprocess("-p", "labctl.pytest_plugin", "-p", "no:cacheprovider",
+                                         *args, timeout=timeout)
+
+
+def write_topology(pytester, relpath, name, **kw):
+    path = pytester.path / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(pair(name, **kw)))
+    return path
+
+
+def test_marker_brings_the_lab_up_and_removes_it(pytester, names):
+    a, b = names(), names()
+    write_topology(pytester, "labs/a.json", a)
+    write_topology(pytester, "b.json", b)
+    pytester.makepyfile(test_user=f"""
+        import os, pytest
+
+        @pytest.mark.lab("labs/a.json")
+        def test_a(lab):
+            assert lab.name == {a!r} and lab.is_up
+            assert lab.ping("h1", "h2", count=1).ok
+            assert os.path.exists("/run/netns/{a}-h1")
+
+        @pytest.mark.lab("b.json", verify=False)
+        def test_b(lab):
+            assert lab.name == {b!r} and lab.exec("h2", ["true"]).returncode == 0
+
+        def test_without_marker(lab):
+            pass
+    """)
+    result = run(pytester)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*the `lab` fixture needs @pytest.mark.lab(TOPOLOGY)*"])
+    assert not lab_namespaces(a) and not lab_namespaces(b)
+    # The marker is registered: --strict-markers accepts it.
+    assert "@pytest.mark.lab(topology" in run(pytester, "--markers").stdout.str()
+
+
+def test_a_failing_test_still_removes_its_lab(pytester, names):
+    a, b, c = names(), names(), names()
+    write_topology(pytester, "a.json", a)
+    write_topology(pytester, "c.json", c, checks=[{"from": "h1", "to": "h2", "expect": "unreachable"}])
+    pytester.makepyfile(test_user=f"""
+        import pytest
+
+        @pytest.mark.lab("a.json")
+        def test_fails(lab):
+            assert lab.ping("h1", "203.0.113.9", count=1, timeout=0.2).ok
+
+        @pytest.mark.lab("a.json")
+        def test_errors(lab):
+            raise RuntimeError("boom")
+
+        def test_factory_fails(lab_factory):
+            lab_factory({pair(b)!r})
+            assert False
+
+        @pytest.mark.lab("c.json")
+        def test_check_fails(lab):
+            pass
+    """)
+    result = run(pytester)
+    result.assert_outcomes(failed=3, errors=1)
+    result.stdout.fnmatch_lines(["*CheckFailed*1 of 1 checks failed*"])
+    assert "kept lab" not in result.stdout.str()
+    for name in (a, b, c):
+        assert not lab_namespaces(name), name
+
+
+def test_labctl_keep_keeps_only_failed_labs(pytester, names):
+    a, b, c, d = names(), names(), names(), names()
+    write_topology(pytester, "a.json", a)
+    write_topology(pytester, "b.json", b)
+    write_topology(pytester, "d.json", d, checks=[{"from": "h1", "to": "h2", "expect": "unreachable"}])
+    pytester.makepyfile(test_user=f"""
+        import pytest
+
+        @pytest.mark.lab("a.json")
+        def test_fails(lab):
+            assert False
+
+        @pytest.mark.lab("b.json")
+        def test_passes(lab):
+            pass
+
+        def test_factory_fails(lab_factory):
+            lab_factory({pair(c)!r})
+            assert False
+
+        @pytest.mark.lab("d.json")
+        def test_check_fails(lab):
+            pass
+    """)
+    try:
+        result = run(pytester, "--labctl-keep")
+        result.assert_outcomes(failed=2, passed=1, errors=1)
+        out = result.stdout.str()
+        for kept in (a, c, d):
+            assert f"kept lab {kept} up" in out and f"labctl down {kept}" in out
+            assert labctl.Lab.attach(kept).is_up
+            assert len(lab_namespaces(kept)) == 2
+        assert b not in out and not lab_namespaces(b)
+    finally:
+        for kept in (a, c, d):
+            labctl.down(kept)
+    assert not any(lab_namespaces(n) for n in (a, b, c, d))
+
+
+def test_lab_factory_builds_from_dicts_and_files(pytester, names):
+    a, b, c = names(), names(), names()
+    write_topology(pytester, "sub/b.json", b)
+    pytester.makepyfile(test_user=f"""
+        import labctl
+
+        def test_factory(lab_factory):
+            one = lab_factory({pair(a)!r})
+            two = lab_factory("sub/b.json", verify=False)
+            three = lab_factory({pair(c)!r}, up=False)
+            assert one.is_up and two.is_up and not three.is_up
+            assert one.ping("h1", "h2", count=1).ok and two.ping("h2", "h1", count=1).ok
+            three.up()
+            assert three.is_up
+    """)
+    run(pytester).assert_outcomes(passed=1)
+    assert not any(lab_namespaces(n) for n in (a, b, c))
+
+
+def test_module_scope_shares_one_lab(pytester, names):
+    a, b = names(), names()
+    write_topology(pytester, "a.json", a)
+    write_topology(pytester, "b.json", b)
+    pytester.makepyfile(test_shared=f"""
+        import os, pytest
+
+        pytestmark = pytest.mark.lab("a.json", scope="module")
+        seen = []
+
+        def inode():
+            return os.stat("/run/netns/{a}-h1").st_ino
+
+        def test_one(lab):
+            lab.exec("h1", ["ip", "addr", "add", "10.0.0.99/32", "dev", "lo"], check=True)
+            seen.append(inode())
+
+        def test_two(lab):
+            assert "10.0.0.99" in lab.exec("h1", ["ip", "-br", "addr", "show", "lo"]).stdout
+            seen.append(inode())
+            assert seen[0] == seen[1]
+    """, test_other=f"""
+        import os, pytest
+
+        @pytest.mark.lab("b.json")
+        def test_function_scope(lab):
+            assert not os.path.exists("/run/netns/{a}-h1")  # module a's lab is gone by now
+    """)
+    run(pytester, "test_shared.py", "test_other.py").assert_outcomes(passed=3)
+    assert not lab_namespaces(a) and not lab_namespaces(b)
+
+
+@pytest.mark.parametrize("fixture", ["lab", "lab_factory"])
+def test_ctrl_c_removes_the_lab(pytester, names, fixture):
+    a = names()
+    write_topology(pytester, "a.json", a)
+    get = "lab" if fixture == "lab" else "lab_factory('a.json')"
+    pytester.makepyfile(test_user=f"""
+        import os, signal, time, pytest
+
+        @pytest.mark.lab("a.json")
+        def test_interrupted({fixture}):
+            the_lab = {get}
+            assert the_lab.is_up
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+            time.sleep(5)
+    """)
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    assert not lab_namespaces(a)
+
+
+def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, names):
+    name = names("s")
+    nodes = {"sw": {"kind": "switch"}}
+    for i in range(1, 40):
+        nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.1.0.{i}/24"]}}}
+    topo = {"name": name, "nodes": nodes,
+            "links": [{"endpoints": [f"sw:p{i}", f"h{i}:eth0"]} for i in range(1, 40)]}
+    (pytester.path / "star.json").write_text(json.dumps(topo))
+    pytester.makepyfile(test_user="""
+        import os, signal, threading, time, pytest
+
+        @pytest.fixture
+        def interrupt_soon():
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+        @pytest.mark.lab("star.json")
+        def test_interrupted(interrupt_soon, lab):
+            time.sleep(10)
+    """)
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert not lab_namespaces(name)
