@@ -30,7 +30,9 @@ using Json = nlohmann::json;
 
 constexpr auto kExecTimeout = std::chrono::seconds(30);
 constexpr auto kStopGrace = std::chrono::milliseconds(2000);
-constexpr auto kLinkTimeout = std::chrono::seconds(10);
+// linkwatch (which sets operstate and activates the qdisc) needs the RTNL lock; a host
+// busy destroying many namespaces (cleanup_net) can hold it for seconds.
+constexpr auto kLinkTimeout = std::chrono::seconds(30);
 
 bool valid_lab_name(const std::string& s) {
     static const std::regex re("^[a-z][a-z0-9-]{0,15}$");
