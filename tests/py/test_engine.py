@@ -241,3 +241,22 @@ def test_interrupted_up_rolls_back_by_itself(labs, sig, times):
         assert p.returncode == 3 and "interrupted" in err, err
         assert not mine
         assert not os.path.exists(f"/run/labctl/{name}")
+
+
+def test_pyroute2_sees_what_ip_sees(labs):
+    """A second, independent witness (pyroute2 speaks netlink itself)."""
+    pyroute2 = pytest.importorskip("pyroute2")
+    path, name = labs.write(ROUTED)
+    assert run_labctl("up", path, "--no-verify").returncode == 0
+    ns = pyroute2.NetNS(f"{name}-r1")
+    try:
+        links = {l.get_attr("IFLA_IFNAME"): l for l in ns.get_links()}
+        assert links["eth2"].get_attr("IFLA_MTU") == 9000
+        assert links["eth1"].get_attr("IFLA_OPERSTATE") == "UP"
+        addrs = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ns.get_addr()}
+        assert {("10.1.1.1", 24), ("fd00:1::1", 64), ("10.1.12.1", 30), ("192.0.2.1", 32)} <= addrs
+        routes = [(r.get_attr("RTA_DST"), r["dst_len"], r.get_attr("RTA_GATEWAY"), r.get_attr("RTA_PRIORITY"))
+                  for r in ns.get_routes(family=2)]
+        assert ("10.1.3.0", 24, "10.1.12.2", 20) in routes
+    finally:
+        ns.close()
