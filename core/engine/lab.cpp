@@ -278,18 +278,18 @@ UpResult Lab::up(bool verify) {
                   }
               },
               {}});
+    // A failure to remove what was built is said together with the failure itself.
+    auto with_undo_errors = [&](const auto& e) {
+        if (plan.undo_errors().empty()) throw;
+        throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
+                       e.errno_value());
+    };
     try {
         plan.run(&interrupt_flag());
     } catch (const KernelError& e) {
-        if (!plan.undo_errors().empty())
-            throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
-                           e.errno_value());
-        throw;
+        with_undo_errors(e);
     } catch (const LabError& e) {
-        if (!plan.undo_errors().empty())
-            throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
-                           e.errno_value());
-        throw;
+        with_undo_errors(e);
     }
     journal.complete();
     if (verify) result.checks = this->verify(false);

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/error.hpp"
+#include "base/io.hpp"
 #include "base/unique_fd.hpp"
 
 extern char** environ;
@@ -133,20 +134,6 @@ std::string to_dot(const Topology& topo) {
     out += "}\n";
     return out;
 }
-
-namespace {
-
-void write_all(int fd, const std::string& text, const std::string& what) {
-    std::size_t done = 0;
-    while (done < text.size()) {
-        ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_last_errno(what);
-        done += static_cast<std::size_t>(n);
-    }
-}
-
-}  // namespace
 
 void render(const Topology& topo, const std::string& path) {
     auto dot_pos = path.rfind('.');

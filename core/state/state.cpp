@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "base/io.hpp"
 
 namespace labctl::state {
 
@@ -49,29 +50,6 @@ UniqueFd open_root() {
     UniqueFd pfd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!pfd) throw_last_errno("state directory " + parent + ": opening");
     return open_private_dir(pfd.get(), root.substr(slash + 1), root);
-}
-
-void write_all(int fd, const std::string& text, const std::string& what) {
-    std::size_t done = 0;
-    while (done < text.size()) {
-        ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_last_errno(what);
-        done += static_cast<std::size_t>(n);
-    }
-}
-
-std::string read_all(int fd, const std::string& what) {
-    std::string text;
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_last_errno(what);
-        if (n == 0) break;
-        text.append(buf, static_cast<std::size_t>(n));
-    }
-    return text;
 }
 
 // Removes everything under dirfd (no symlink is followed: unlinkat removes the link).

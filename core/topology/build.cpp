@@ -9,11 +9,7 @@
 
 namespace labctl::topology {
 
-namespace {
-
-using Json = nlohmann::ordered_json;
-
-std::string token(const std::string& key) {
+std::string pointer_token(const std::string& key) {
     std::string out;
     for (char c : key) {
         if (c == '~') out += "~0";
@@ -22,6 +18,12 @@ std::string token(const std::string& key) {
     }
     return out;
 }
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+std::string token(const std::string& key) { return pointer_token(key); }
 
 std::string quote(const std::string& s) { return "\"" + s + "\""; }
 

@@ -10,6 +10,9 @@
 
 namespace labctl::topology {
 
+// A key as one RFC 6901 JSON pointer token ("a/b" -> "a~1b", "~" -> "~0").
+std::string pointer_token(const std::string& key);
+
 // Builds the model from a parsed document, appending a problem for every rule broken.
 // Values of the wrong JSON type are skipped silently: the schema has reported them.
 // The returned model is meaningful only when no problem was added.

@@ -89,16 +89,6 @@ bool starts_with(const std::string& s, const std::string& prefix) {
     return s.compare(0, prefix.size(), prefix) == 0;
 }
 
-std::string escape_pointer_token(const std::string& token) {
-    std::string out;
-    for (char c : token) {
-        if (c == '~') out += "~0";
-        else if (c == '/') out += "~1";
-        else out += c;
-    }
-    return out;
-}
-
 // The part of the schema that describes the value at `tokens`, or null.
 const nlohmann::json* schema_at(const nlohmann::json& root, const std::vector<std::string>& tokens) {
     auto deref = [&](const nlohmann::json* node) -> const nlohmann::json* {
@@ -242,7 +232,7 @@ std::vector<TopologyProblem> schema_problems(const nlohmann::json& doc) {
             message = friendly(schema_doc, message, schema_at(schema_doc, tokens), value);
         }
         std::string pointer;
-        for (const auto& t : tokens) pointer += "/" + escape_pointer_token(t);
+        for (const auto& t : tokens) pointer += "/" + pointer_token(t);
         raw.push_back({pointer, message});
     }
 
