@@ -265,7 +265,8 @@ void configure(const Topology& topo, Realized& r) {
 }
 
 void wait_links(const Topology& topo, Realized& r, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<rtnl::OperstateWait> waits;
+    std::vector<std::size_t> node_of;
     for (std::size_t n = 0; n < topo.nodes.size(); ++n) {
         const Node& node = topo.nodes[n];
         std::vector<int> want;
@@ -278,12 +279,24 @@ void wait_links(const Topology& topo, Realized& r, std::chrono::milliseconds tim
             if (topo.interface(other).up) want.push_back(r.ifindex[n][i]);
         }
         if (want.empty()) continue;
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        try {
-            rtnl::wait_operstate_up(r.handles[n], want, std::max(left, std::chrono::milliseconds(1)));
-        } catch (const KernelError& e) {
-            throw e.prefixed(node.name);
-        }
+        waits.push_back({&r.handles[n], std::move(want)});
+        node_of.push_back(n);
+    }
+    if (waits.empty()) return;
+    std::vector<std::vector<int>> left;
+    try {
+        left = rtnl::wait_operstate_up_many(waits, timeout);
+    } catch (const KernelError& e) {
+        throw e.prefixed("waiting for links to come up");
+    }
+    for (std::size_t w = 0; w < waits.size(); ++w) {
+        if (left[w].empty()) continue;
+        std::string list;
+        for (int i : left[w]) list += (list.empty() ? "" : ", ") + std::to_string(i);
+        throw KernelError(ETIMEDOUT, "waiting for links to come up",
+                          "still not operationally up after " + std::to_string(timeout.count()) +
+                              " ms: ifindex " + list)
+            .prefixed(topo.nodes[node_of[w]].name);
     }
 }
 
