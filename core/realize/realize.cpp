@@ -130,13 +130,23 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
 void configure(const Topology& topo, Realized& r) {
     const std::size_t n_nodes = topo.nodes.size();
 
-    // Phase 2: bridges and dummies; lo up.
+    // Phase 2: bridges and dummies; lo up. A node without either gets lo up in its
+    // phase 4 batch instead: one round trip per namespace fewer (star 1000: 1000).
+    auto makes_devices = [](const Node& node) {
+        return std::any_of(node.interfaces.begin(), node.interfaces.end(), [](const Interface& i) {
+            return i.type == InterfaceType::bridge || i.type == InterfaceType::dummy;
+        });
+    };
+    auto lo_up = [](nl::Batch& batch, const Node& node) {
+        rtnl::LinkChange up;
+        up.up = true;
+        batch.add(rtnl::link_set(1, up), node.name + ": setting lo up");
+    };
     for (std::size_t n = 0; n < n_nodes; ++n) {
         const Node& node = topo.nodes[n];
+        if (!makes_devices(node)) continue;
         nl::Batch batch;
-        rtnl::LinkChange lo_up;
-        lo_up.up = true;
-        batch.add(rtnl::link_set(1, lo_up), node.name + ": setting lo up");
+        lo_up(batch, node);
         for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
             const Interface& iface = node.interfaces[i];
             auto c = common(iface, r.ifindex[n][i]);
@@ -190,6 +200,7 @@ void configure(const Topology& topo, Realized& r) {
         const Node& node = topo.nodes[n];
         const auto& idx = r.ifindex[n];
         nl::Batch links;
+        if (!makes_devices(node)) lo_up(links, node);
         // Qdiscs go on before the link comes up (the main end of an impaired link was
         // created down for that reason): no packet leaves unimpaired.
         for (const auto& link : topo.links)
