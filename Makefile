@@ -54,6 +54,13 @@ up: build
 down: build
 	$(BUILD)/labctl down $(LAB)
 
+# Benchmarks (bench/README.md): N list, repetitions, topologies and tools are knobs.
+BENCH_N    ?= 10 100 1000 2000
+BENCH_REPS ?= 3
+bench: build
+	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
+	  $(PYTHON) bench/run.py
+
 install: build
 	cmake --install $(BUILD)
 

@@ -135,6 +135,22 @@ void raise_fd_limit() {
     }
 }
 
+// Building holds a namespace fd and a netlink socket per node at once (plus a few of
+// our own): refuse, before anything is touched, a lab that cannot fit the fd limit,
+// instead of failing half-way with EMFILE and rolling back.
+void require_fd_budget(const Topology& topo) {
+    constexpr rlim_t kSpare = 64;
+    const rlim_t need = 2 * static_cast<rlim_t>(topo.nodes.size()) + kSpare;
+    struct rlimit rl {};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
+    throw LabError("lab " + topo.name + " has " + std::to_string(topo.nodes.size()) +
+                       " nodes and needs about " + std::to_string(need) +
+                       " open files (a namespace and a netlink socket per node), but this process may open only " +
+                       std::to_string(rl.rlim_cur) + " (RLIMIT_NOFILE); raise the limit (ulimit -n " +
+                       std::to_string(need) + ") and run it again. Nothing was touched",
+                   EMFILE);
+}
+
 }  // namespace
 
 nlohmann::json to_json(const CheckResult& r) {
@@ -203,6 +219,7 @@ const Node& Lab::node(const std::string& name) const {
 UpResult Lab::up(bool verify) {
     require_privileges();
     raise_fd_limit();
+    require_fd_budget(topo_);
     // Missing kernel features are found before anything of the lab is touched.
     auto missing = rtnl::missing_features(realize::features_needed(topo_));
     if (!missing.empty()) {

@@ -5,12 +5,14 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 
 #include "base/error.hpp"
@@ -31,6 +33,15 @@ constexpr std::size_t kReceiveChunk = 64 * 1024;
 // does not ack at all (then we report instead of hanging).
 constexpr int kAckTimeoutMs = 5000;
 constexpr int kDumpAttempts = 10;
+// EBUSY and ENOBUFS answered by the kernel for one request are transient (a device
+// busy for a moment, memory pressure): such a request is sent again, at most
+// kTransientAttempts times in all, waiting 10, 20, 40 ms in between. Other errors
+// are final; so is a lost ack (ENOBUFS from an overrun socket), whose request may
+// have been applied.
+constexpr int kTransientAttempts = 4;
+constexpr auto kTransientBackoff = std::chrono::milliseconds(10);
+
+bool is_transient(int err) { return err == EBUSY || err == ENOBUFS; }
 
 void set_buffer(int fd, int force_opt, int opt, int size) {
     // SO_*BUFFORCE ignores net.core.{r,w}mem_max but needs CAP_NET_ADMIN.
@@ -144,6 +155,9 @@ int errno_from_name(std::string_view name) {
 }
 
 constexpr const char* kInjected = "injected fault";
+
+void query_once(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
+                const std::string& context);
 
 }  // namespace
 
@@ -265,6 +279,7 @@ void Batch::add(Message&& msg, std::string context) {
 
 std::vector<Result> Batch::run(Socket& sock) const {
     std::vector<Result> results(entries_.size());
+    std::vector<bool> ack_lost(entries_.size(), false);
     std::vector<std::uint8_t> out;
     out.reserve(kBatchBufferSize);
     std::vector<std::uint8_t> in;
@@ -289,6 +304,7 @@ std::vector<Result> Batch::run(Socket& sock) const {
                     results[index].kernel_message =
                         overrun ? "acknowledgement lost (netlink receive buffer overrun); outcome unknown"
                                 : "no acknowledgement from the kernel";
+                    ack_lost[index] = true;
                 }
                 pending.clear();
                 break;
@@ -306,26 +322,42 @@ std::vector<Result> Batch::run(Socket& sock) const {
         }
     };
 
-    for (std::size_t i = 0; i < entries_.size(); ++i) {
-        const auto& entry = entries_[i];
-        results[i].context = entry.context;
-        if (int fault = injected_fault()) {
-            results[i].error = fault;
-            results[i].kernel_message = kInjected;
-            continue;
+    auto send_some = [&](const std::vector<std::size_t>& which) {
+        for (std::size_t i : which) {
+            const auto& entry = entries_[i];
+            results[i] = Result{0, {}, entry.context};
+            if (int fault = injected_fault()) {
+                results[i].error = fault;
+                results[i].kernel_message = kInjected;
+                continue;
+            }
+            const std::size_t len = entry.msg.size();
+            if (!out.empty() && out.size() + len > kBatchBufferSize) flush();
+            const std::size_t at = out.size();
+            out.insert(out.end(), reinterpret_cast<const std::uint8_t*>(entry.msg.hdr()),
+                       reinterpret_cast<const std::uint8_t*>(entry.msg.hdr()) + len);
+            auto* nlh = reinterpret_cast<nlmsghdr*>(out.data() + at);
+            nlh->nlmsg_flags |= NLM_F_ACK;
+            nlh->nlmsg_seq = sock.next_seq();
+            nlh->nlmsg_pid = 0;
+            pending.emplace(nlh->nlmsg_seq, i);
         }
-        const std::size_t len = entry.msg.size();
-        if (!out.empty() && out.size() + len > kBatchBufferSize) flush();
-        const std::size_t at = out.size();
-        out.insert(out.end(), reinterpret_cast<const std::uint8_t*>(entry.msg.hdr()),
-                   reinterpret_cast<const std::uint8_t*>(entry.msg.hdr()) + len);
-        auto* nlh = reinterpret_cast<nlmsghdr*>(out.data() + at);
-        nlh->nlmsg_flags |= NLM_F_ACK;
-        nlh->nlmsg_seq = sock.next_seq();
-        nlh->nlmsg_pid = 0;
-        pending.emplace(nlh->nlmsg_seq, i);
+        flush();
+    };
+
+    std::vector<std::size_t> todo(entries_.size());
+    for (std::size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+    for (int attempt = 0;; ++attempt) {
+        send_some(todo);
+        // Only requests the kernel answered with a transient error are sent again: a
+        // lost ack says nothing about whether the request was applied.
+        std::vector<std::size_t> again;
+        for (std::size_t i : todo)
+            if (is_transient(results[i].error) && !ack_lost[i]) again.push_back(i);
+        if (again.empty() || attempt + 1 >= kTransientAttempts) break;
+        std::this_thread::sleep_for(kTransientBackoff * (1 << attempt));
+        todo = std::move(again);
     }
-    flush();
     return results;
 }
 
@@ -340,6 +372,21 @@ void request(Socket& sock, Message& msg, const std::string& context) {
 
 void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
            const std::string& context) {
+    for (int attempt = 0;; ++attempt) {
+        try {
+            query_once(sock, msg, each, context);
+            return;
+        } catch (const KernelError& e) {
+            if (!is_transient(e.errno_value()) || attempt + 1 >= kTransientAttempts) throw;
+        }
+        std::this_thread::sleep_for(kTransientBackoff * (1 << attempt));
+    }
+}
+
+namespace {
+
+void query_once(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
+                const std::string& context) {
     if (int fault = injected_fault()) throw KernelError(fault, context, kInjected);
     nlmsghdr* out = msg.hdr();
     out->nlmsg_flags |= NLM_F_ACK;
@@ -364,6 +411,8 @@ void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)
         }
     }
 }
+
+}  // namespace
 
 void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
           const std::string& context) {

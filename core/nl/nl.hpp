@@ -151,8 +151,11 @@ public:
     bool empty() const noexcept { return entries_.empty(); }
     void clear() noexcept { entries_.clear(); }
 
-    // Sends everything; one Result per request, in the order added. A request whose ack
-    // was lost (receive buffer overrun) gets ENOBUFS: its outcome is unknown. Throws
+    // Sends everything; one Result per request, in the order added. A request the
+    // kernel answers with a transient error (EBUSY, ENOBUFS) is sent again after the
+    // rest, at most 4 times in all with 10/20/40 ms pauses; its Result is the last
+    // answer. A request whose ack was lost (receive buffer overrun) gets ENOBUFS and is
+    // not sent again: its outcome is unknown. Throws
     // KernelError only when the socket itself fails (sendto/recv errors other than
     // ENOBUFS, EINTR).
     std::vector<Result> run(Socket& sock) const;
@@ -168,11 +171,13 @@ private:
     std::vector<Entry> entries_;
 };
 
-// One request with NLM_F_ACK. Throws KernelError(errno, context, extack).
+// One request with NLM_F_ACK; EBUSY and ENOBUFS answers are retried as in Batch::run.
+// Throws KernelError(errno, context, extack).
 void request(Socket& sock, Message& msg, const std::string& context);
 
 // One request whose answer is one or more messages (e.g. RTM_GETLINK for one ifindex):
-// `each` sees every message up to the ack. Throws KernelError.
+// `each` sees every message up to the ack. EBUSY and ENOBUFS answers are retried as in
+// Batch::run. Throws KernelError.
 void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
            const std::string& context);
 
@@ -191,7 +196,7 @@ std::vector<const nlattr*> parse_nested(const nlattr* nest, std::uint16_t max_ty
 
 // Test hook for reliability work: when active, a fraction of the requests made through
 // Batch/request/query fail with one of `errnos` WITHOUT being sent (kernel_message
-// "injected fault"). Also read once from the environment:
+// "injected fault"), as if the kernel had answered so (transient ones are retried). Also read once from the environment:
 // LABCTL_NL_FAULTS="EEXIST,EBUSY:0.05:42" (errnos by name or number : fraction : seed).
 struct FaultInjection {
     double fraction = 0;

@@ -130,13 +130,23 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
 void configure(const Topology& topo, Realized& r) {
     const std::size_t n_nodes = topo.nodes.size();
 
-    // Phase 2: bridges and dummies; lo up.
+    // Phase 2: bridges and dummies; lo up. A node without either gets lo up in its
+    // phase 4 batch instead: one round trip per namespace fewer (star 1000: 1000).
+    auto makes_devices = [](const Node& node) {
+        return std::any_of(node.interfaces.begin(), node.interfaces.end(), [](const Interface& i) {
+            return i.type == InterfaceType::bridge || i.type == InterfaceType::dummy;
+        });
+    };
+    auto lo_up = [](nl::Batch& batch, const Node& node) {
+        rtnl::LinkChange up;
+        up.up = true;
+        batch.add(rtnl::link_set(1, up), node.name + ": setting lo up");
+    };
     for (std::size_t n = 0; n < n_nodes; ++n) {
         const Node& node = topo.nodes[n];
+        if (!makes_devices(node)) continue;
         nl::Batch batch;
-        rtnl::LinkChange lo_up;
-        lo_up.up = true;
-        batch.add(rtnl::link_set(1, lo_up), node.name + ": setting lo up");
+        lo_up(batch, node);
         for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
             const Interface& iface = node.interfaces[i];
             auto c = common(iface, r.ifindex[n][i]);
@@ -190,6 +200,7 @@ void configure(const Topology& topo, Realized& r) {
         const Node& node = topo.nodes[n];
         const auto& idx = r.ifindex[n];
         nl::Batch links;
+        if (!makes_devices(node)) lo_up(links, node);
         // Qdiscs go on before the link comes up (the main end of an impaired link was
         // created down for that reason): no packet leaves unimpaired.
         for (const auto& link : topo.links)
@@ -267,7 +278,8 @@ void configure(const Topology& topo, Realized& r) {
 }
 
 void wait_links(const Topology& topo, Realized& r, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<rtnl::OperstateWait> waits;
+    std::vector<std::size_t> node_of;
     for (std::size_t n = 0; n < topo.nodes.size(); ++n) {
         const Node& node = topo.nodes[n];
         std::vector<int> want;
@@ -280,12 +292,24 @@ void wait_links(const Topology& topo, Realized& r, std::chrono::milliseconds tim
             if (topo.interface(other).up) want.push_back(r.ifindex[n][i]);
         }
         if (want.empty()) continue;
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        try {
-            rtnl::wait_operstate_up(r.handles[n], want, std::max(left, std::chrono::milliseconds(1)));
-        } catch (const KernelError& e) {
-            throw e.prefixed(node.name);
-        }
+        waits.push_back({&r.handles[n], std::move(want)});
+        node_of.push_back(n);
+    }
+    if (waits.empty()) return;
+    std::vector<std::vector<int>> left;
+    try {
+        left = rtnl::wait_operstate_up_many(waits, timeout);
+    } catch (const KernelError& e) {
+        throw e.prefixed("waiting for links to come up");
+    }
+    for (std::size_t w = 0; w < waits.size(); ++w) {
+        if (left[w].empty()) continue;
+        std::string list;
+        for (int i : left[w]) list += (list.empty() ? "" : ", ") + std::to_string(i);
+        throw KernelError(ETIMEDOUT, "waiting for links to come up",
+                          "still not operationally up after " + std::to_string(timeout.count()) +
+                              " ms: ifindex " + list)
+            .prefixed(topo.nodes[node_of[w]].name);
     }
 }
 

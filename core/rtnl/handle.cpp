@@ -10,7 +10,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <thread>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <unordered_set>
+
+#include "base/unique_fd.hpp"
 
 #include "base/error.hpp"
 #include "rtnl/rtnl.hpp"
@@ -160,24 +165,131 @@ std::vector<RouteInfo> route_dump(Handle& h) {
     return out;
 }
 
-void wait_operstate_up(Handle& h, const std::vector<int>& ifindexes, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    auto pause = std::chrono::milliseconds(1);
-    for (;;) {
-        std::vector<int> waiting = ifindexes;
-        for (const auto& l : link_dump(h))
-            if (l.operstate == kOperUp) std::erase(waiting, l.ifindex);
-        if (waiting.empty()) return;
-        if (std::chrono::steady_clock::now() >= deadline) {
-            std::string list;
-            for (int i : waiting) list += (list.empty() ? "" : ", ") + std::to_string(i);
-            throw KernelError(ETIMEDOUT, "waiting for links to come up",
-                              "still not operationally up after " + std::to_string(timeout.count()) +
-                                  " ms: ifindex " + list);
+namespace {
+
+void set_link_group(Handle& h, bool join) {
+    const int group = RTNLGRP_LINK;
+    if (::setsockopt(h.socket().fd(), SOL_NETLINK, join ? NETLINK_ADD_MEMBERSHIP : NETLINK_DROP_MEMBERSHIP, &group,
+                     sizeof group) != 0 &&
+        join)
+        throw_last_errno("subscribing to link notifications");
+}
+
+// What one namespace still waits for; `left` counts the entries of `want` not yet up.
+struct Pending {
+    std::unordered_set<int> want;
+    std::size_t left() const { return want.size(); }
+};
+
+void mark_up(Pending& p, const LinkInfo& l) {
+    if (l.operstate == kOperUp) p.want.erase(l.ifindex);
+}
+
+}  // namespace
+
+std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<OperstateWait>& waits,
+                                                     std::chrono::milliseconds timeout) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + timeout;
+    std::vector<Pending> pending(waits.size());
+    std::vector<bool> joined(waits.size(), false);
+    UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    if (!ep) throw_last_errno("epoll_create1");
+    auto leave_all = [&] {
+        for (std::size_t i = 0; i < waits.size(); ++i)
+            if (joined[i]) set_link_group(*waits[i].handle, false);
+    };
+    auto redump = [&](std::size_t i) {
+        for (const auto& l : link_dump(*waits[i].handle)) mark_up(pending[i], l);
+    };
+    std::size_t open = 0;
+    try {
+        for (std::size_t i = 0; i < waits.size(); ++i) {
+            if (waits[i].ifindexes.empty()) continue;
+            pending[i].want.insert(waits[i].ifindexes.begin(), waits[i].ifindexes.end());
+            // Subscribed before the dump: no transition falls between the two.
+            set_link_group(*waits[i].handle, true);
+            joined[i] = true;
+            redump(i);
+            if (pending[i].left() == 0) continue;
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.u64 = i;
+            if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, waits[i].handle->socket().fd(), &ev) != 0)
+                throw_last_errno("epoll_ctl");
+            ++open;
         }
-        std::this_thread::sleep_for(pause);
-        pause = std::min(pause * 2, std::chrono::milliseconds(50));
+        std::vector<std::uint8_t> buf(64 * 1024);
+        std::vector<epoll_event> events(64);
+        while (open > 0) {
+            const auto now = Clock::now();
+            if (now >= deadline) break;
+            const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+            const int wait_ms = static_cast<int>(std::min<long long>(left_ms, 100));
+            const int n = ::epoll_wait(ep.get(), events.data(), static_cast<int>(events.size()), wait_ms);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                throw_last_errno("epoll_wait");
+            }
+            if (n == 0) {
+                // Quiet for 100 ms: a notification may have been read by a dump and
+                // dropped there; look again at every namespace still waiting.
+                for (std::size_t i = 0; i < waits.size(); ++i)
+                    if (joined[i] && pending[i].left() > 0) {
+                        redump(i);
+                        if (pending[i].left() == 0) {
+                            ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, waits[i].handle->socket().fd(), nullptr);
+                            --open;
+                        }
+                    }
+                continue;
+            }
+            for (int e = 0; e < n; ++e) {
+                const std::size_t i = events[static_cast<std::size_t>(e)].data.u64;
+                const int fd = waits[i].handle->socket().fd();
+                bool lost = false;
+                for (;;) {
+                    const ssize_t got = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+                    if (got < 0) {
+                        if (errno == EINTR) continue;
+                        if (errno == ENOBUFS) {
+                            lost = true;
+                            continue;
+                        }
+                        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                        throw_last_errno("reading link notifications");
+                    }
+                    int len = static_cast<int>(got);
+                    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, len);
+                         nlh = mnl_nlmsg_next(nlh, &len))
+                        if (nlh->nlmsg_type == RTM_NEWLINK) mark_up(pending[i], parse_link(nlh));
+                }
+                if (lost) redump(i);
+                if (pending[i].left() == 0) {
+                    ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
+                    --open;
+                }
+            }
+        }
+    } catch (...) {
+        leave_all();
+        throw;
     }
+    leave_all();
+    std::vector<std::vector<int>> out(waits.size());
+    for (std::size_t i = 0; i < waits.size(); ++i)
+        for (int x : waits[i].ifindexes)
+            if (pending[i].want.count(x)) out[i].push_back(x);
+    return out;
+}
+
+void wait_operstate_up(Handle& h, const std::vector<int>& ifindexes, std::chrono::milliseconds timeout) {
+    auto left = wait_operstate_up_many({OperstateWait{&h, ifindexes}}, timeout).at(0);
+    if (left.empty()) return;
+    std::string list;
+    for (int i : left) list += (list.empty() ? "" : ", ") + std::to_string(i);
+    throw KernelError(ETIMEDOUT, "waiting for links to come up",
+                      "still not operationally up after " + std::to_string(timeout.count()) + " ms: ifindex " + list);
 }
 
 }  // namespace labctl::rtnl

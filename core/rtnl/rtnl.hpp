@@ -233,9 +233,22 @@ struct RouteInfo {
 std::vector<RouteInfo> route_dump(Handle& h);
 
 // Waits until every listed link is IF_OPER_UP (veths get there once both ends are up;
-// the kernel's linkwatch may take up to ~1 s). Polls dumps with a growing interval.
-// Throws KernelError(ETIMEDOUT) naming the links still not up, or for a failed dump.
+// the kernel's linkwatch may take up to ~1 s). Throws KernelError(ETIMEDOUT) naming the
+// links still not up, or for a failed dump.
 void wait_operstate_up(Handle& h, const std::vector<int>& ifindexes, std::chrono::milliseconds timeout);
+
+// The same for many namespaces at once: subscribes each handle's socket to RTNLGRP_LINK,
+// dumps each once, then sleeps in epoll until notifications have brought every listed
+// link up (re-dumping a namespace only when its notifications were lost or none came
+// for 100 ms). No polling interval, no per-link round trip; O(links + notifications).
+// Returns, per wait, the ifindexes still not up at the deadline (all empty: success).
+// Throws KernelError for a failed dump or socket.
+struct OperstateWait {
+    Handle* handle;
+    std::vector<int> ifindexes;
+};
+std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<OperstateWait>& waits,
+                                                     std::chrono::milliseconds timeout);
 
 }  // namespace labctl::rtnl
 

@@ -20,13 +20,12 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Opens (creating when absent) a directory that must be ours: not a symlink, owned by
-// our euid, not writable by others. Relative to `parent` (AT_FDCWD for absolute paths).
-UniqueFd open_private_dir(int parent, const std::string& name, const std::string& shown) {
-    if (::mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST)
-        throw_last_errno("state directory " + shown + ": creating");
+// Opens an existing directory that must be ours: not a symlink, owned by our euid, not
+// writable by others. An empty fd when it does not exist. Relative to `parent`.
+UniqueFd open_existing_private_dir(int parent, const std::string& name, const std::string& shown) {
     UniqueFd fd(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
+        if (errno == ENOENT) return fd;
         if (errno == ELOOP || errno == ENOTDIR)
             throw LabError("state directory " + shown + " is a symlink or not a directory; refusing to use it");
         throw_last_errno("state directory " + shown + ": opening");
@@ -39,6 +38,15 @@ UniqueFd open_private_dir(int parent, const std::string& name, const std::string
     if (st.st_mode & 022)
         throw LabError("state directory " + shown + " is writable by others (mode " +
                        std::to_string(st.st_mode & 0777) + "); refusing to use it");
+    return fd;
+}
+
+// The same, created (mode 0700) when absent.
+UniqueFd open_private_dir(int parent, const std::string& name, const std::string& shown) {
+    if (::mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_last_errno("state directory " + shown + ": creating");
+    UniqueFd fd = open_existing_private_dir(parent, name, shown);
+    if (!fd) throw_last_errno("state directory " + shown + ": opening");
     return fd;
 }
 
@@ -181,11 +189,8 @@ std::string Journal::log_dir() {
 
 std::optional<LabRecord> Journal::load(const std::string& lab) {
     UniqueFd root = open_root();
-    UniqueFd labdir(::openat(root.get(), lab.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!labdir) {
-        if (errno == ENOENT) return std::nullopt;
-        throw_last_errno(state_root() + "/" + lab + ": opening");
-    }
+    UniqueFd labdir = open_existing_private_dir(root.get(), lab, state_root() + "/" + lab);
+    if (!labdir) return std::nullopt;
     LabRecord rec;
     rec.lab = lab;
     UniqueFd fd(::openat(labdir.get(), "journal", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -257,8 +262,8 @@ std::vector<std::string> Journal::list() {
 std::string Journal::topology_text(const std::string& lab) {
     UniqueFd root = open_root();
     std::string shown = state_root() + "/" + lab + "/topology.json";
-    UniqueFd labdir(::openat(root.get(), lab.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!labdir) throw_last_errno(state_root() + "/" + lab + ": opening");
+    UniqueFd labdir = open_existing_private_dir(root.get(), lab, state_root() + "/" + lab);
+    if (!labdir) throw KernelError(ENOENT, state_root() + "/" + lab + ": opening");
     UniqueFd fd(::openat(labdir.get(), "topology.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) throw_last_errno(shown + ": opening");
     return read_all(fd.get(), shown + ": reading");
@@ -266,11 +271,8 @@ std::string Journal::topology_text(const std::string& lab) {
 
 void Journal::remove(const std::string& lab) {
     UniqueFd root = open_root();
-    UniqueFd labdir(::openat(root.get(), lab.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!labdir) {
-        if (errno == ENOENT) return;
-        throw_last_errno(state_root() + "/" + lab + ": opening");
-    }
+    UniqueFd labdir = open_existing_private_dir(root.get(), lab, state_root() + "/" + lab);
+    if (!labdir) return;
     remove_tree(labdir.get(), state_root() + "/" + lab);
     if (::unlinkat(root.get(), lab.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
         throw_last_errno(state_root() + "/" + lab + ": removing");

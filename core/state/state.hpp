@@ -74,9 +74,10 @@ public:
     static std::vector<std::string> list();
     // Reopens the journal of an existing lab to append. Throws KernelError.
     static Journal reopen(const std::string& lab);
-    // The saved topology text. Throws KernelError.
+    // The saved topology text. Throws KernelError, LabError (symlink, foreign owner).
     static std::string topology_text(const std::string& lab);
-    // Removes the lab's state directory. A missing one is fine. Throws KernelError.
+    // Removes the lab's state directory. A missing one is fine. Throws KernelError,
+    // LabError (a symlink or a directory not ours: refused, nothing removed).
     static void remove(const std::string& lab);
 
     // Appended before the namespaces are made.

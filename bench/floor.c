@@ -1,0 +1,221 @@
+// The floor: only the kernel work of a star lab, nothing else.
+//
+//   floor up PREFIX N     namespaces PREFIX-sw and PREFIX-h1..hN; a bridge br0 in sw;
+//                         one veth pair per host (sw:pI <-> hI:eth0), each end born in
+//                         its namespace, the sw end up and enslaved; hI gets
+//                         10.(I/250).(I%250+1)... on eth0, eth0 and lo up.
+//   floor down PREFIX N   unmounts and unlinks those namespaces.
+//
+// As KERNEL-NOTES describes: per namespace the file, unshare, bind mount, the namespace
+// fd and one netlink socket opened inside it; then all veth pairs in as few sendto()s as
+// the socket buffer allows, interface indexes chosen here; then one send (and one
+// receive) per host namespace with its address and link-ups. Acks only for errors and
+// for the last message of each send.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/if.h>
+#include <linux/if_addr.h>
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NETNS_DIR "/run/netns"
+#define CHUNK (64 * 1024)
+
+static void die(const char* what) {
+    perror(what);
+    exit(1);
+}
+
+static void ns_path(char* out, size_t len, const char* prefix, int i) {
+    if (i == 0)
+        snprintf(out, len, NETNS_DIR "/%s-sw", prefix);
+    else
+        snprintf(out, len, NETNS_DIR "/%s-h%d", prefix, i);
+}
+
+// /run/netns a shared mount point, as iproute2 makes it.
+static void prepare_netns_dir(void) {
+    mkdir(NETNS_DIR, 0755);
+    if (mount("", NETNS_DIR, "none", MS_SHARED | MS_REC, NULL) == 0) return;
+    if (errno != EINVAL) die("mount --make-shared " NETNS_DIR);
+    if (mount(NETNS_DIR, NETNS_DIR, "none", MS_BIND | MS_REC, NULL) != 0) die("bind " NETNS_DIR);
+    if (mount("", NETNS_DIR, "none", MS_SHARED | MS_REC, NULL) != 0) die("make-shared " NETNS_DIR);
+}
+
+struct out {
+    char* buf;
+    size_t len;
+};
+
+// Sends the buffer in chunks on message boundaries, then waits for the ack of the
+// last message (which has NLM_F_ACK); any error ack on the way is fatal.
+static void send_and_wait(struct mnl_socket* nl, char* buf, size_t len, unsigned last_seq) {
+    size_t off = 0;
+    while (off < len) {
+        size_t end = off;
+        while (end < len) {
+            struct nlmsghdr* h = (struct nlmsghdr*)(buf + end);
+            if (end - off + h->nlmsg_len > CHUNK && end > off) break;
+            end += NLMSG_ALIGN(h->nlmsg_len);
+        }
+        if (mnl_socket_sendto(nl, buf + off, end - off) < 0) die("sendto");
+        off = end;
+    }
+    char rbuf[MNL_SOCKET_BUFFER_SIZE];
+    for (;;) {
+        ssize_t n = mnl_socket_recvfrom(nl, rbuf, sizeof rbuf);
+        if (n < 0) die("recv");
+        for (struct nlmsghdr* h = (struct nlmsghdr*)rbuf; mnl_nlmsg_ok(h, (int)n); h = mnl_nlmsg_next(h, (int*)&n)) {
+            if (h->nlmsg_type != NLMSG_ERROR) continue;
+            struct nlmsgerr* e = mnl_nlmsg_get_payload(h);
+            if (e->error) {
+                errno = -e->error;
+                fprintf(stderr, "request %u: ", h->nlmsg_seq);
+                die("kernel");
+            }
+            if (h->nlmsg_seq == last_seq) return;
+        }
+    }
+}
+
+static struct nlmsghdr* msg_start(struct out* o, size_t cap, int type, int flags, unsigned seq) {
+    if (o->len + 512 > cap) {
+        fprintf(stderr, "buffer too small\n");
+        exit(1);
+    }
+    struct nlmsghdr* h = mnl_nlmsg_put_header(o->buf + o->len);
+    h->nlmsg_type = type;
+    h->nlmsg_flags = NLM_F_REQUEST | flags;
+    h->nlmsg_seq = seq;
+    return h;
+}
+
+static void msg_end(struct out* o, struct nlmsghdr* h) { o->len += NLMSG_ALIGN(h->nlmsg_len); }
+
+static void link_up(struct out* o, size_t cap, int ifindex, int flags, unsigned seq) {
+    struct nlmsghdr* h = msg_start(o, cap, RTM_NEWLINK, flags, seq);
+    struct ifinfomsg* ifi = mnl_nlmsg_put_extra_header(h, sizeof *ifi);
+    ifi->ifi_index = ifindex;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
+    msg_end(o, h);
+}
+
+int main(int argc, char** argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s up|down PREFIX N\n", argv[0]);
+        return 2;
+    }
+    const char* prefix = argv[2];
+    int n = atoi(argv[3]);
+    char path[256];
+    if (strcmp(argv[1], "down") == 0) {
+        for (int i = 0; i <= n; ++i) {
+            ns_path(path, sizeof path, prefix, i);
+            umount2(path, MNT_DETACH);
+            if (unlink(path) != 0 && errno != ENOENT) die(path);
+        }
+        return 0;
+    }
+    if (strcmp(argv[1], "up") != 0) return 2;
+
+    int root = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (root < 0) die("open own netns");
+    prepare_netns_dir();
+    int* fds = calloc(n + 1, sizeof(int));
+    struct mnl_socket** socks = calloc(n + 1, sizeof(*socks));
+    for (int i = 0; i <= n; ++i) {
+        ns_path(path, sizeof path, prefix, i);
+        int f = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+        if (f < 0) die(path);
+        close(f);
+        if (unshare(CLONE_NEWNET) != 0) die("unshare");
+        if (mount("/proc/self/ns/net", path, "none", MS_BIND, NULL) != 0) die("bind mount");
+        fds[i] = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (fds[i] < 0) die("open netns");
+        socks[i] = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+        if (!socks[i] || mnl_socket_bind(socks[i], 0, MNL_SOCKET_AUTOPID) < 0) die("netlink socket");
+        int one = 1;
+        mnl_socket_setsockopt(socks[i], NETLINK_CAP_ACK, &one, sizeof one);
+    }
+    if (setns(root, CLONE_NEWNET) != 0) die("setns back");
+
+    // The switch: bridge br0 (index 2, STP off by default, forward_delay 0), lo up,
+    // and every veth pair with its switch end up and enslaved.
+    const int br = 2;
+    size_t cap = (size_t)(n + 4) * 512;
+    struct out o = {malloc(cap), 0};
+    unsigned seq = 0;
+    struct nlmsghdr* h = msg_start(&o, cap, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, ++seq);
+    struct ifinfomsg* ifi = mnl_nlmsg_put_extra_header(h, sizeof *ifi);
+    ifi->ifi_index = br;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
+    mnl_attr_put_strz(h, IFLA_IFNAME, "br0");
+    struct nlattr* li = mnl_attr_nest_start(h, IFLA_LINKINFO);
+    mnl_attr_put_strz(h, IFLA_INFO_KIND, "bridge");
+    struct nlattr* data = mnl_attr_nest_start(h, IFLA_INFO_DATA);
+    mnl_attr_put_u32(h, IFLA_BR_FORWARD_DELAY, 0);
+    mnl_attr_put_u32(h, IFLA_BR_STP_STATE, 0);
+    mnl_attr_nest_end(h, data);
+    mnl_attr_nest_end(h, li);
+    msg_end(&o, h);
+    link_up(&o, cap, 1, 0, ++seq);
+    for (int i = 1; i <= n; ++i) {
+        char name[IFNAMSIZ];
+        h = msg_start(&o, cap, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | (i == n ? NLM_F_ACK : 0), ++seq);
+        ifi = mnl_nlmsg_put_extra_header(h, sizeof *ifi);
+        ifi->ifi_index = 1000 + i;
+        ifi->ifi_flags = IFF_UP;
+        ifi->ifi_change = IFF_UP;
+        snprintf(name, sizeof name, "p%d", i);
+        mnl_attr_put_strz(h, IFLA_IFNAME, name);
+        mnl_attr_put_u32(h, IFLA_MASTER, br);
+        li = mnl_attr_nest_start(h, IFLA_LINKINFO);
+        mnl_attr_put_strz(h, IFLA_INFO_KIND, "veth");
+        data = mnl_attr_nest_start(h, IFLA_INFO_DATA);
+        struct nlattr* peer = mnl_attr_nest_start(h, VETH_INFO_PEER);
+        peer->nla_type &= ~NLA_F_NESTED;
+        struct ifinfomsg* pi = mnl_nlmsg_put_extra_header(h, sizeof *pi);
+        memset(pi, 0, sizeof *pi);
+        pi->ifi_index = 1000;
+        mnl_attr_put_strz(h, IFLA_IFNAME, "eth0");
+        mnl_attr_put_u32(h, IFLA_NET_NS_FD, (unsigned)fds[i]);
+        mnl_attr_nest_end(h, peer);
+        mnl_attr_nest_end(h, data);
+        mnl_attr_nest_end(h, li);
+        msg_end(&o, h);
+    }
+    if (n == 0) ((struct nlmsghdr*)o.buf)->nlmsg_flags |= NLM_F_ACK;
+    send_and_wait(socks[0], o.buf, o.len, n == 0 ? 1 : seq);
+
+    // Each host: its address, eth0 and lo up; one send, one receive.
+    for (int i = 1; i <= n; ++i) {
+        o.len = 0;
+        seq = 0;
+        h = msg_start(&o, cap, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ++seq);
+        struct ifaddrmsg* ifa = mnl_nlmsg_put_extra_header(h, sizeof *ifa);
+        ifa->ifa_family = AF_INET;
+        ifa->ifa_prefixlen = 16;
+        ifa->ifa_index = 1000;
+        uint32_t addr = htonl((10u << 24) | (1u << 16) | (unsigned)(i / 250) << 8 | (unsigned)(i % 250 + 1));
+        mnl_attr_put_u32(h, IFA_LOCAL, addr);
+        mnl_attr_put_u32(h, IFA_ADDRESS, addr);
+        msg_end(&o, h);
+        link_up(&o, cap, 1000, 0, ++seq);
+        link_up(&o, cap, 1, NLM_F_ACK, ++seq);
+        send_and_wait(socks[i], o.buf, o.len, seq);
+    }
+    return 0;
+}

@@ -1,0 +1,479 @@
+#!/usr/bin/python3
+"""labctl benchmark: parametric topologies built by labctl and by the alternatives in the
+same run, alternating the order per repetition to cancel machine drift. See README.md.
+
+Every namespace a run makes is removed again, also on failure (labctl down, then
+`ip netns del` of exactly the names this run made). Lab and namespace names start with
+"bn". Needs root.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import topo as T  # noqa: E402
+
+ROOT = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+TOOLS = ["labctl", "floor", "ipbatch", "ipscript", "pyroute2", "mininet"]
+LETTER = {"labctl": "l", "floor": "f", "ipbatch": "b", "ipscript": "i", "pyroute2": "p", "mininet": "m"}
+ALL_PAIRS_MAX = 200
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def run_timed(argv, env=None, timeout=900, capture=True):
+    """Runs argv; returns (seconds, exit code, peak RSS in KiB of it and its waited-for
+    children, stdout)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=env)
+    out, err = b"", b""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()  # only the process we started
+        out, err = p.communicate()
+    # communicate() reaped it; the rusage of a reaped child is not available from
+    # Popen, so run through wait4 ourselves when RSS matters (see run_rss).
+    return time.monotonic() - t0, p.returncode, None, (out or b"").decode(), (err or b"").decode()
+
+
+def run_rss(argv, timeout=900):
+    """Like run_timed, plus the peak RSS (KiB) of argv and its children, read by GNU time
+    (wait4's own number would include the RSS of our forked Python before exec)."""
+    with tempfile.NamedTemporaryFile(mode="r") as rf:
+        dt, rc, _, out, err = run_timed(["/usr/bin/time", "-q", "-f", "%M", "-o", rf.name] + argv,
+                                        timeout=timeout)
+        try:
+            rss = int(rf.read().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            rss = None
+        return dt, rc, rss, out, err
+
+
+def netns_exists(name):
+    return os.path.exists("/run/netns/" + name)
+
+
+def remove_namespaces(names):
+    """`ip netns del` of exactly these names, those that exist."""
+    left = [n for n in names if netns_exists(n)]
+    if not left:
+        return 0
+    subprocess.run(["ip", "-force", "-batch", "-"], input="".join("netns del %s\n" % n for n in left),
+                   text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return len(left)
+
+
+def neigh_limit():
+    try:
+        with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as f:
+            return int(f.read())
+    except OSError:
+        return 1024
+
+
+def ensure_mininet(allow_install):
+    """(available, reason). Installs Debian's mininet and bridge-utils only when absent."""
+    def have():
+        r = subprocess.run([PY, "-c", "import mininet.net"], capture_output=True)
+        return r.returncode == 0 and shutil.which("brctl") is not None
+    if have():
+        return True, ""
+    if not allow_install:
+        return False, "Mininet not installed (the smoke run does not install it)"
+    pk = [p for p in ("mininet", "bridge-utils")
+          if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
+          .stdout.strip() != "install ok installed"]
+    log("installing", " ".join(pk))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + pk, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + pk, env=env,
+                           capture_output=True, text=True)
+    if have():
+        return True, ""
+    return False, "Mininet could not be installed: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def build_floor(workdir):
+    out = os.path.join(workdir, "floor")
+    r = subprocess.run(["cc", "-O2", "-Wall", "-o", out, os.path.join(HERE, "floor.c"), "-lmnl"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("building bench/floor.c failed:\n" + r.stderr)
+    return out
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.labctl = args.labctl
+        self.workdir = tempfile.mkdtemp(prefix="labctl-bench-")
+        self.floor = build_floor(self.workdir)
+        self.results = []  # dicts: topo, n, tool, rep, phase, seconds, rss_kb, ok...
+        self.skips = []  # (what, why)
+        self.notes = []
+        self.made = set()  # every namespace name a run of this process may have made
+        self.labs = set()
+
+    # --- one tool, one repetition ---------------------------------------------------------
+
+    def record(self, t, tool, rep, phase, seconds, **extra):
+        row = {"topo": t.kind, "n": t.n, "tool": tool, "rep": rep, "phase": phase, "seconds": seconds}
+        row.update(extra)
+        self.results.append(row)
+
+    def skip(self, what, why):
+        if (what, why) not in self.skips:
+            self.skips.append((what, why))
+            log("skip:", what, "-", why)
+
+    def prefix(self, t, tool):
+        return "bn%s%s%d" % (LETTER[tool], t.kind[0], t.n)
+
+    def run_tool(self, t, tool, rep):
+        prefix = self.prefix(t, tool)
+        names = T.ns_names(t, prefix)
+        self.made.update(names)
+        d = os.path.join(self.workdir, prefix)
+        os.makedirs(d, exist_ok=True)
+        try:
+            getattr(self, "run_" + tool)(t, tool, rep, prefix, d)
+        finally:
+            if tool == "labctl":
+                subprocess.run([self.labctl, "down", prefix], capture_output=True)
+            n = remove_namespaces(names)
+            if n:
+                self.notes.append("%s %s N=%d rep %d: %d namespaces were left and removed by the harness"
+                                  % (tool, t.kind, t.n, rep, n))
+
+    def fail(self, t, tool, phase, rc, err):
+        msg = "%s %s N=%d %s failed (exit %s): %s" % (tool, t.kind, t.n, phase, rc, err.strip()[-400:])
+        log(msg)
+        self.notes.append(msg)
+
+    def run_labctl(self, t, tool, rep, lab, d):
+        path = os.path.join(d, "topology.json")
+        T.write_json(path, T.labctl_json(t, lab))
+        self.labs.add(lab)
+        dt, rc, rss, out, err = run_rss([self.labctl, "up", path, "--no-verify"])
+        if rc != 0:
+            return self.fail(t, tool, "up", rc, err)
+        self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        dt, rc, _, out, err = run_timed([self.labctl, "verify", lab, "--json"])
+        ok, total = self._count_ok(out)
+        self.record(t, tool, rep, "verify", dt, ok=ok, checks=total, rc=rc)
+        if t.n <= ALL_PAIRS_MAX:
+            need = t.neighbour_entries_all_pairs()
+            if need > neigh_limit() * 3 // 4:
+                self.skip("labctl verify --all-pairs, %s N=%d" % (t.kind, t.n),
+                          "needs about %d neighbour (ARP) entries at once; the host's "
+                          "net.ipv4.neigh.default.gc_thresh3 is %d (shared by all namespaces); "
+                          "raise it to measure this" % (need, neigh_limit()))
+            else:
+                dt, rc, _, out, err = run_timed([self.labctl, "verify", lab, "--all-pairs", "--json"])
+                ok, total = self._count_ok(out)
+                self.record(t, tool, rep, "all-pairs", dt, ok=ok, checks=total, rc=rc)
+        dt, rc, _, out, err = run_timed([self.labctl, "down", lab])
+        if rc != 0:
+            return self.fail(t, tool, "down", rc, err)
+        self.record(t, tool, rep, "down", dt)
+
+    @staticmethod
+    def _count_ok(out):
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            return None, None
+        items = doc.get("checks", doc) if isinstance(doc, dict) else doc
+        items = [c for c in items if isinstance(c, dict)]
+        return sum(1 for c in items if c.get("ok")), len(items)
+
+    def run_floor(self, t, tool, rep, prefix, d):
+        if t.kind != "star":
+            return
+        dt, rc, rss, out, err = run_rss([self.floor, "up", prefix, str(t.n)])
+        if rc != 0:
+            return self.fail(t, tool, "up", rc, err)
+        self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        dt, rc, _, out, err = run_timed([self.floor, "down", prefix, str(t.n)])
+        if rc != 0:
+            return self.fail(t, tool, "down", rc, err)
+        self.record(t, tool, rep, "down", dt)
+
+    def _scripts(self, t, tool, rep, d, up, down, verify=None):
+        for name, text in (("up.sh", up), ("down.sh", down), ("verify.sh", verify)):
+            if text:
+                with open(os.path.join(d, name), "w") as f:
+                    f.write(text)
+        dt, rc, rss, out, err = run_rss(["/bin/sh", os.path.join(d, "up.sh")])
+        if rc != 0:
+            return self.fail(t, tool, "up", rc, err)
+        self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        if verify:
+            dt, rc, _, out, err = run_timed(["/bin/sh", os.path.join(d, "verify.sh")])
+            self.record(t, tool, rep, "verify", dt, rc=rc)
+        dt, rc, _, out, err = run_timed(["/bin/sh", os.path.join(d, "down.sh")])
+        if rc != 0:
+            return self.fail(t, tool, "down", rc, err)
+        self.record(t, tool, rep, "down", dt)
+
+    def run_ipscript(self, t, tool, rep, prefix, d):
+        up, down = T.ip_script(t, prefix)
+        self._scripts(t, tool, rep, d, up, down, T.ip_verify_script(t, prefix))
+
+    def run_ipbatch(self, t, tool, rep, prefix, d):
+        up, down = T.ip_batch(t, prefix, d)
+        self._scripts(t, tool, rep, d, up, down)
+
+    def run_pyroute2(self, t, tool, rep, prefix, d):
+        spec = os.path.join(d, "spec.json")
+        T.write_json(spec, T.plain(t, prefix))
+        script = os.path.join(HERE, "alt_pyroute2.py")
+        dt, rc, rss, out, err = run_rss([PY, script, spec, "up"])
+        if rc != 0:
+            return self.fail(t, tool, "up", rc, err)
+        self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        dt, rc, _, out, err = run_timed([PY, script, spec, "down"])
+        if rc != 0:
+            return self.fail(t, tool, "down", rc, err)
+        self.record(t, tool, rep, "down", dt)
+
+    def run_mininet(self, t, tool, rep, prefix, d):
+        if t.kind == "tree":
+            return
+        if t.n > self.args.mininet_max:
+            return self.skip("mininet %s N=%d" % (t.kind, t.n),
+                             "above BENCH_MININET_MAX=%d (a bash per node; bounded run time)" % self.args.mininet_max)
+        spec = os.path.join(d, "spec.json")
+        T.write_json(spec, T.plain(t, "bm"))
+        dt, rc, rss, out, err = run_rss([PY, os.path.join(HERE, "alt_mininet.py"), spec], timeout=1800)
+        if rc != 0:
+            return self.fail(t, tool, "run", rc, err)
+        r = json.loads(out.strip().splitlines()[-1])
+        self.record(t, tool, rep, "up", r["up"], rss_kb=rss)
+        if "verify" in r:
+            self.record(t, tool, rep, "verify", r["verify"], ok=r["checks_ok"], checks=r["checks"])
+        self.record(t, tool, rep, "down", r["down"])
+
+    # --- the whole run ----------------------------------------------------------------------
+
+    def run(self):
+        a = self.args
+        tools = [x for x in a.tools if x in TOOLS]
+        if "mininet" in tools:
+            ok, why = ensure_mininet(not a.smoke)
+            if not ok:
+                tools.remove("mininet")
+                self.skip("mininet", why)
+        try:
+            for kind in a.topos:
+                for n in a.n:
+                    if n > 1000 and kind != "star":
+                        continue
+                    t = T.GENERATORS[kind](n)
+                    for rep in range(a.reps):
+                        # A/B alternation: the order flips every repetition.
+                        order = tools if rep % 2 == 0 else list(reversed(tools))
+                        for tool in order:
+                            log("%s N=%d rep %d: %s" % (kind, n, rep + 1, tool))
+                            self.run_tool(t, tool, rep)
+        finally:
+            for lab in self.labs:
+                subprocess.run([self.labctl, "down", lab], capture_output=True)
+            left = remove_namespaces(sorted(self.made))
+            if left:
+                log("removed %d leftover namespaces" % left)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- report -----------------------------------------------------------------------------
+
+def fmt(x):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return "%.0f" % x
+    if x >= 10:
+        return "%.1f" % x
+    if x >= 1:
+        return "%.2f" % x
+    return "%.3f" % x
+
+
+def mmm(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return "%s / %s / %s" % (fmt(min(xs)), fmt(statistics.median(xs)), fmt(max(xs)))
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "loadavg": open("/proc/loadavg").read().split()[:3],
+            "gc_thresh3": neigh_limit()}
+
+
+def report(bench, m_start, m_end, elapsed):
+    rows = bench.results
+    a = bench.args
+
+    def sel(**kw):
+        return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+
+    def by_rep(**kw):
+        return {r["rep"]: r["seconds"] for r in sel(**kw)}
+
+    out = ["# labctl benchmark results", "",
+           "Generated by `make bench` (`bench/run.py`); do not edit by hand.", "",
+           "Machine: %d CPUs (%s), kernel %s, %s; load average %s at start, %s at end "
+           "(other engineers' tests share this machine). N = %s, %d repetitions, tool order "
+           "reversed every repetition. Run took %.0f s." % (
+               m_start["nproc"], m_start["cpu"], m_start["kernel"], m_start["date"],
+               " ".join(m_start["loadavg"]), " ".join(m_end["loadavg"]),
+               " ".join(map(str, a.n)), a.reps, elapsed), ""]
+    out += ["Times are wall seconds as min / median / max over repetitions. Ratios are "
+            "labctl ÷ alternative, computed per repetition (same rep, adjacent in time), then "
+            "min / median / max: below 1 means labctl is faster.", "",
+            "- **floor**: `bench/floor.c`, only the kernel work of a star (libmnl, ~20 syscalls per node).",
+            "- **ipbatch**: one `ip -batch` in the root namespace (namespaces, veths born in both "
+            "namespaces, sysctls via `netns exec`) + one `ip -n NS -batch` per namespace.",
+            "- **ipscript**: a shell script, one `ip` process per operation.",
+            "- **pyroute2**: python3-pyroute2 in one process (`bench/alt_pyroute2.py`).",
+            "- **mininet**: Mininet 2.3, LinuxBridge, no controller (`bench/alt_mininet.py`), "
+            "star and chain; its verify runs the same checks with `ping` from each node's shell.",
+            "- labctl verify = the topology's checks (up to 10 sampled pairs); all-pairs for N <= %d." % ALL_PAIRS_MAX,
+            ""]
+    keys = sorted({(r["topo"], r["n"]) for r in rows}, key=lambda k: (["star", "chain", "tree"].index(k[0]), k[1]))
+    # Summary: key ratios
+    out += ["## Key ratios (labctl ÷ alternative, min / median / max)", "",
+            "| topology | N | alternative | up | down | up+verify+down |", "|---|---|---|---|---|---|"]
+    for kind, n in keys:
+        for alt in TOOLS[1:]:
+            ups, downs, tots = [], [], []
+            lu, ld, lv = by_rep(topo=kind, n=n, tool="labctl", phase="up"), \
+                by_rep(topo=kind, n=n, tool="labctl", phase="down"), \
+                by_rep(topo=kind, n=n, tool="labctl", phase="verify")
+            au, ad, av = by_rep(topo=kind, n=n, tool=alt, phase="up"), \
+                by_rep(topo=kind, n=n, tool=alt, phase="down"), by_rep(topo=kind, n=n, tool=alt, phase="verify")
+            for rep in lu:
+                if rep in au and au[rep] > 0:
+                    ups.append(lu[rep] / au[rep])
+                if rep in ld and rep in ad and ad[rep] > 0:
+                    downs.append(ld[rep] / ad[rep])
+                if rep in ld and rep in ad and rep in lv and rep in av:
+                    tots.append((lu[rep] + lv[rep] + ld[rep]) / (au[rep] + av[rep] + ad[rep]))
+            if ups or downs:
+                out.append("| %s | %d | %s | %s | %s | %s |" % (kind, n, alt, mmm(ups), mmm(downs), mmm(tots)))
+    out.append("")
+    # Full tables
+    out += ["## Wall times (s) and peak RSS of `up`", ""]
+    for kind, n in keys:
+        out += ["### %s, N = %d" % (kind, n), "",
+                "| tool | up | verify | all-pairs | down | peak RSS of up (MB) | checks ok |",
+                "|---|---|---|---|---|---|---|"]
+        for tool in TOOLS:
+            rs = sel(topo=kind, n=n, tool=tool)
+            if not rs:
+                continue
+            ph = lambda p: [r["seconds"] for r in rs if r["phase"] == p]
+            rss = [r["rss_kb"] / 1024 for r in rs if r["phase"] == "up" and r.get("rss_kb")]
+            oks = ["%s/%s" % (r.get("ok"), r.get("checks")) for r in rs if r["phase"] in ("verify", "all-pairs")
+                   and r.get("checks") is not None]
+            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                tool, mmm(ph("up")), mmm(ph("verify")), mmm(ph("all-pairs")), mmm(ph("down")),
+                mmm(rss), ", ".join(sorted(set(oks))) or "-"))
+        out.append("")
+    # Growth
+    out += ["## Growth: milliseconds per node (median), labctl and the floor", "",
+            "Flat or falling along a row means linear (or better) growth.", "",
+            "| topology | tool | phase | " + " | ".join("N=%d" % n for n in a.n) + " |",
+            "|---|---|---|" + "---|" * len(a.n)]
+    for kind in ["star", "chain", "tree"]:
+        for tool in ("labctl", "floor", "ipbatch"):
+            for phase in ("up", "verify", "down"):
+                cells, anyv = [], False
+                for n in a.n:
+                    xs = [r["seconds"] for r in sel(topo=kind, n=n, tool=tool, phase=phase)]
+                    if xs:
+                        nodes = len(T.GENERATORS[kind](n).nodes)
+                        cells.append("%.3f" % (statistics.median(xs) * 1000 / nodes))
+                        anyv = True
+                    else:
+                        cells.append("-")
+                if anyv:
+                    out.append("| %s | %s | %s | %s |" % (kind, tool, phase, " | ".join(cells)))
+    out.append("")
+    if bench.skips:
+        out += ["## Skipped", ""] + ["- %s: %s" % s for s in bench.skips] + [""]
+    if bench.notes:
+        out += ["## Notes from this run", ""] + ["- " + x for x in bench.notes] + [""]
+    if a.extra_md and os.path.exists(a.extra_md):
+        out += [open(a.extra_md).read()]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    env_n = os.environ.get("BENCH_N", "10 100 1000 2000")
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", default=env_n, help="N values (BENCH_N), default '%(default)s'; 2000 only for star")
+    ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    ap.add_argument("--topos", default=os.environ.get("BENCH_TOPOS", "star chain tree"))
+    ap.add_argument("--tools", default=os.environ.get("BENCH_TOOLS", " ".join(TOOLS)))
+    ap.add_argument("--mininet-max", type=int, default=int(os.environ.get("BENCH_MININET_MAX", "1000")))
+    ap.add_argument("--labctl", default=os.environ.get("LABCTL", os.path.join(ROOT, "build", "labctl")))
+    ap.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(HERE, "RESULTS.md")))
+    ap.add_argument("--json", default=os.environ.get("BENCH_JSON"), help="also write raw rows here")
+    ap.add_argument("--extra-md", default=os.path.join(HERE, "observations.md"),
+                    help="appended to RESULTS.md (hand-written observations)")
+    ap.add_argument("--smoke", action="store_true", help="N=10, 1 repetition, no installs")
+    a = ap.parse_args()
+    if a.smoke:
+        a.n, a.reps = "10", 1
+    a.n = [int(x) for x in str(a.n).replace(",", " ").split()]
+    a.topos = a.topos.replace(",", " ").split()
+    a.tools = a.tools.replace(",", " ").split()
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark needs root (namespaces and interfaces)")
+    if not os.access(a.labctl, os.X_OK):
+        raise SystemExit("no labctl at %s: build first (make build)" % a.labctl)
+    m_start = machine()
+    t0 = time.monotonic()
+    b = Bench(a)
+    b.run()
+    m_end = machine()
+    text = report(b, m_start, m_end, time.monotonic() - t0)
+    with open(a.out, "w") as f:
+        f.write(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": m_start, "rows": b.results, "skips": b.skips, "notes": b.notes}, f, indent=1)
+    log("wrote", a.out)
+
+
+if __name__ == "__main__":
+    main()
