@@ -105,8 +105,13 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
     for (const auto& ns : out.namespaces) ids.push_back({ns.name, ns.dev, ns.ino});
     journal.netns_created(ids);
 
-    // Interface indexes: lo is 1; ours from kFirstIfindex; TUN/TAP as the kernel chose.
+    // Interface indexes: lo is 1; ours from kFirstIfindex, unique across the lab; TUN/TAP
+    // as the kernel chose. Unique because the kernel's linkwatch treats an operstate
+    // change as urgent only when a device's ifindex differs from its iflink (for a veth:
+    // the peer's ifindex); two ends with the same index get their carrier change
+    // delayed by up to a second (linkwatch's rate limit), and `up` waits for it.
     out.ifindex.assign(topo.nodes.size(), {});
+    int next = kFirstIfindex;
     for (std::size_t n = 0; n < topo.nodes.size(); ++n) {
         const Node& node = topo.nodes[n];
         auto& idx = out.ifindex[n];
@@ -116,7 +121,7 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
             auto t = node.interfaces[i].type;
             if (t == InterfaceType::loopback) idx[i] = 1;
             else if (t == InterfaceType::tap || t == InterfaceType::tun) tuntap = true;
-            else idx[i] = kFirstIfindex + static_cast<int>(i);
+            else idx[i] = next++;
         }
         if (tuntap) {
             for (const auto& info : rtnl::link_dump(out.handles[n])) {

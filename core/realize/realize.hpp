@@ -13,8 +13,9 @@
 //  4. per namespace: peer ends and TUN/TAP/dummies up and enslaved, vlan sub-interfaces,
 //     bridge VLANs, impairment qdiscs; then the user's sysctls (interfaces exist now);
 //     then addresses (NODAD) and routes.
-// Interface indexes are chosen here (so no lookup is needed), from kFirstIfindex up in
-// each namespace; TUN/TAP devices get theirs from the kernel and are looked up once.
+// Interface indexes are chosen here (so no lookup is needed), from kFirstIfindex up,
+// each used once in the lab (the two ends of a veth must differ, see create_namespaces);
+// TUN/TAP devices get theirs from the kernel and are looked up once.
 
 #include <chrono>
 #include <vector>
