@@ -23,6 +23,8 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
+constexpr std::size_t kMaxBridgePorts = 1023;
+
 std::string token(const std::string& key) { return pointer_token(key); }
 
 std::string quote(const std::string& s) { return "\"" + s + "\""; }
@@ -507,6 +509,12 @@ private:
             }
             if (node.kind == NodeKind::switch_) {
                 std::size_t br = *find_iface(pend, "br0");
+                // The kernel numbers bridge ports with 10 bits, 0 reserved (BR_MAX_PORTS).
+                std::size_t ports = node.interfaces.size() - 1 - (find_iface(pend, "lo") ? 1 : 0);
+                if (ports > kMaxBridgePorts)
+                    error("/nodes/" + token(node.name), "switch " + node.name + " has " + std::to_string(ports) +
+                                                           " ports; a Linux bridge takes at most " +
+                                                           std::to_string(kMaxBridgePorts) + " (split it into several switches)");
                 for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
                     Interface& iface = node.interfaces[i];
                     if (i != br && iface.type != InterfaceType::loopback) iface.master = br;

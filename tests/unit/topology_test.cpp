@@ -248,6 +248,16 @@ TEST(TopologyValidate, VlanFilteringSwitch) {
     expect_valid([](Json& d) { d["nodes"]["sw1"]["interfaces"]["br0"] = Json{{"addresses", {"10.9.0.1/24"}}}; });
 }
 
+TEST(TopologyValidate, SwitchPortLimit) {
+    auto with_ports = [](std::size_t n) {
+        return [n](Json& d) {
+            for (std::size_t i = 0; i < n; ++i) d["nodes"]["sw1"]["interfaces"]["d" + std::to_string(i)] = Json{{"type", "dummy"}};
+        };
+    };
+    expect_valid(with_ports(1023 - 2));  // vm1 and p1 are ports already
+    expect_problem(with_ports(1023 - 1), "/nodes/sw1", "at most 1023");
+}
+
 TEST(TopologyValidate, HostBridge) {
     expect_valid([](Json& d) {
         d["nodes"]["h1"]["interfaces"]["d0"] = Json{{"type", "dummy"}};
