@@ -542,6 +542,30 @@ def test_shell_metacharacters_in_names_never_reach_a_shell(labs, tmp_path):
     assert_clean(name)
 
 
+@pytest.mark.parametrize("command", ["validate", "up", "verify", "graph", "down", "status"])
+def test_deep_and_huge_files_bounded_in_time_and_memory(tmp_path, command):
+    """A 1,000,000-deep JSON file and a 50 MB one, under a 1 GiB address-space limit: every
+    command that reads a topology file answers within 5 s and touches nothing."""
+    name = unique_name("rl")
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"name": "%s", "nodes": ' % name + "[" * 1_000_000 + "]" * 1_000_000 + "}")
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"name": name, "nodes": {"a": {"description": "x" * (50 << 20)}}}))
+    for f in (deep, huge):
+        t0 = time.monotonic()
+        r = subprocess.run(["prlimit", "--as=1073741824", LABCTL, command, str(f)], capture_output=True,
+                           text=True, timeout=60)
+        took = time.monotonic() - t0
+        assert took < 5, (command, f.name, took)
+        if command in ("down", "status") and f == deep:
+            # These need only the lab's name and read it from the (invalid) file.
+            assert r.returncode in (0, 3), r.stderr
+        else:
+            assert r.returncode == 2, (command, f.name, r.stdout, r.stderr)
+            assert "nested deeper" in r.stderr or "limited to 16 MiB" in r.stderr, r.stderr
+        assert lab_namespaces(name) == []
+
+
 def test_percent_d_interface_name_refused(labs):
     doc = two_nodes()
     doc["nodes"]["a"]["interfaces"] = {"eth%d": {"addresses": ["10.9.0.1/24"]}}
