@@ -9,6 +9,7 @@ addresses and routes, and the state directory.
 Every lab name comes from labfix.unique_name("rl"); tests that need `down --all` or
 planted state files use a private LABCTL_STATE_DIR, never the shared /run/labctl.
 """
+import difflib
 import json
 import os
 import shutil
@@ -56,7 +57,14 @@ def assert_clean(name, root_before=None, state_root=DEFAULT_STATE):
     assert nsfs_mounts(name) == [], f"nsfs mounts of {name} left"
     assert not os.path.lexists(os.path.join(state_root, name)), f"state of {name} left"
     if root_before is not None:
-        assert root_snapshot() == root_before, "the root namespace changed"
+        assert_root_unchanged(root_before)
+
+
+def assert_root_unchanged(before):
+    now = root_snapshot()
+    diff = [f"{k}:\n" + "".join(difflib.unified_diff(before[k].splitlines(True), now[k].splitlines(True), n=0))
+            for k in before if before[k] != now[k]]
+    assert not diff, "the root namespace changed:\n" + "\n".join(diff)
 
 
 def private_env(state_dir, **extra):
@@ -309,7 +317,7 @@ def assert_clean_but(name, keep, state_root, root_before):
     assert [n for n in lab_namespaces(name) if n != keep] == []
     assert [m for m in nsfs_mounts(name) if m != f"/run/netns/{keep}"] == []
     assert not os.path.lexists(os.path.join(state_root, name))
-    assert root_snapshot() == root_before
+    assert_root_unchanged(root_before)
 
 
 def test_swapped_namespace_is_refused_not_deleted(labs):
@@ -506,7 +514,7 @@ def test_without_privileges_clear_message_nothing_touched(labs, public_dir, how)
         f"{DEFAULT_STATE}/locks") else [])
     now = sorted(os.listdir(DEFAULT_STATE)) if os.path.isdir(DEFAULT_STATE) else []
     assert name not in now and not (set(now) - set(state_before)) - {"locks"}
-    assert root_snapshot() == root_before
+    assert_root_unchanged(root_before)
 
 
 # ---- shell metacharacters -------------------------------------------------------------------
