@@ -13,13 +13,29 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
         iproute2 iputils-ping python3-pyroute2
 
-.PHONY: all deps build test unit pytest vm-test up down install bench clean
+# The fuzz target needs clang and its libFuzzer/sanitizer runtimes (Debian 12: clang-14).
+FUZZ_DEPS := clang libclang-rt-14-dev
+FUZZ_BUILD := build-fuzz
+FUZZ_SECONDS ?= 60
+ASAN_BUILD := build-asan
+
+.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench clean fuzz sanitize
 
 all: build
 
 # Installs only what is absent; apt-get runs only when something is missing.
 deps:
 	@missing=$$(for p in $(DEPS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+fuzz-deps:
+	@missing=$$(for p in $(FUZZ_DEPS); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
@@ -46,6 +62,23 @@ vm-test: build
 	BUILD=$(abspath $(BUILD)) tests/vm/kernel-tests
 
 test: unit pytest vm-test
+
+# libFuzzer over parse + validate (tests/fuzz), FUZZ_SECONDS long, ASan+UBSan; new
+# inputs go to $(FUZZ_BUILD)/corpus, a crashing one to $(FUZZ_BUILD)/crash-*.
+fuzz: deps fuzz-deps
+	CXX=clang++ cmake -S tests/fuzz -B $(FUZZ_BUILD)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_BUILD)/topology_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	  -max_len=65536 -artifact_prefix=$(abspath $(FUZZ_BUILD))/ $(FUZZ_BUILD)/corpus tests/fuzz/corpus
+
+# The unit tests under ASan+UBSan (a separate build tree; not part of `make test`: it
+# doubles the build time, see docs/reliability.md).
+sanitize: deps
+	cmake -S . -B $(ASAN_BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DLABCTL_SANITIZE=ON $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target labctl_unit_tests labctl
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ./tests/labctl_unit_tests
 
 up: build
 	$(BUILD)/labctl up $(LAB)

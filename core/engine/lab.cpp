@@ -612,6 +612,8 @@ std::vector<KernelFeature> kernel_features() {
 std::string lab_name_of(const std::string& arg) {
     struct stat st {};
     if (::stat(arg.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        // Oversized files are refused as load_file refuses them, before being read.
+        if (static_cast<std::size_t>(st.st_size) > kMaxFileBytes) return load_file(arg).name;
         // The name only: `down` of a lab whose file has since become invalid must work.
         Json doc = Json::parse(read_text_file(arg), nullptr, false);
         if (doc.is_object() && doc.contains("name") && doc["name"].is_string() &&
