@@ -8,6 +8,7 @@
 #include <netinet/ip_icmp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -157,7 +158,18 @@ public:
     }
     ~TestNetns() {
         fd_.reset();
-        if (created_) sh("ip netns del " + name_);
+        if (!created_) return;
+        // `ip netns del` can fail while another process works on /run/netns (EBUSY);
+        // retry, then do what it does ourselves, so that no namespace outlives the test.
+        const std::string path = "/run/netns/" + name_;
+        for (int i = 0; i < 5 && ::access(path.c_str(), F_OK) == 0; ++i) {
+            if (sh("ip netns del " + name_ + " 2>/dev/null") == 0) break;
+            ::usleep(100000);
+        }
+        if (::access(path.c_str(), F_OK) == 0) {
+            ::umount2(path.c_str(), MNT_DETACH);
+            ::unlink(path.c_str());
+        }
     }
     TestNetns(const TestNetns&) = delete;
     TestNetns& operator=(const TestNetns&) = delete;
