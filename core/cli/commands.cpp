@@ -238,7 +238,7 @@ int run_verify(const Options& o) {
 }
 
 int run_ping(const Options& o) {
-    return guarded("ping", [&] {
+    return guarded(kPingCommand, [&] {
         auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
         int count = o.count > 0 ? o.count : 3;
         auto timeout = std::chrono::milliseconds(static_cast<long>((o.timeout_s > 0 ? o.timeout_s : 1.0) * 1000));

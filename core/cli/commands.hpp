@@ -6,6 +6,9 @@
 
 namespace labctl::cli {
 
+// The name of the `ping` subcommand (labctl runs no ping program: core/ping is its own).
+inline constexpr const char* kPingCommand = "ping";
+
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitCheckFailed = 1;
 inline constexpr int kExitUsage = 2;

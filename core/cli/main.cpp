@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     verify->add_flag("--all-pairs", o.all_pairs, "Ping every node from every other node");
     verify->add_flag("--json", o.json, "Print JSON");
 
-    auto* ping = app.add_subcommand("ping", "Ping from a node (or node:ifname) to a node or address");
+    auto* ping = app.add_subcommand(kPingCommand, "Ping from a node (or node:ifname) to a node or address");
     ping->add_option("LAB", o.target, "Lab name")->required();
     ping->add_option("FROM", o.from, "node or node:ifname")->required();
     ping->add_option("TO", o.to, "node, node:ifname or address")->required();
