@@ -180,6 +180,12 @@ IpAddress address_of(const sockaddr* sa) {
     return address_of(ss);
 }
 
+// Family and the family's bytes only: an IPv4 IpAddress may carry anything after byte 4.
+bool same_address(const IpAddress& a, const IpAddress& b) {
+    return a.family == b.family && std::equal(a.bytes.begin(), a.bytes.begin() + a.size(),
+                                              b.bytes.begin());
+}
+
 void set_int_option(int fd, int level, int name, int value, const std::string& what) {
     if (::setsockopt(fd, level, name, &value, sizeof value) < 0) throw_last_errno(what);
 }
@@ -537,7 +543,7 @@ void PingRun::read_replies(Socket& s) {
         ProbeState& st = states_[p];
         const int seq = header->seq;
         if (st.done || seq < 1 || seq >= st.next_seq) continue;
-        if (address_of(from) != probes_[p].destination) continue;
+        if (!same_address(address_of(from), probes_[p].destination)) continue;
         const auto expected = echo_payload(token_, static_cast<std::uint32_t>(p), header->seq);
         auto body = message.subspan(kIcmpHeaderSize);
         if (!std::equal(body.begin(), body.end(), expected.begin(), expected.end())) continue;
@@ -596,7 +602,7 @@ void PingRun::read_errors(Socket& s) {
         const std::size_t p = it->second;
         const ProbeState& st = states_[p];
         if (st.done || header->seq < 1 || header->seq >= st.next_seq) continue;
-        if (address_of(original_destination) != probes_[p].destination) continue;
+        if (!same_address(address_of(original_destination), probes_[p].destination)) continue;
         // Routers quote at least 8 bytes past the IP header; Linux quotes much more. Check
         // the payload's key when it is there.
         auto body = quoted.subspan(kIcmpHeaderSize);
