@@ -45,8 +45,16 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
     return out;
 }
 
+// Whether `name` is a namespace name `lab` can own: `<lab>-<node>`, one path component.
+// A journal naming anything else was not written by labctl (or was altered).
+bool lab_namespace_name(const std::string& lab, const std::string& name) {
+    const std::string prefix = lab + "-";
+    return name.size() > prefix.size() && name.starts_with(prefix) &&
+           name.find('/') == std::string::npos;
+}
+
 // Removes what the journal records, then the journal. Never touches a namespace whose
-// identity differs from the recorded one.
+// identity differs from the recorded one, nor one named outside the lab.
 void teardown(const state::LabRecord& rec) {
     std::vector<std::string> problems;
     for (const auto& d : rec.daemons) {
@@ -59,6 +67,11 @@ void teardown(const state::LabRecord& rec) {
     std::vector<proc::NetnsId> ours;
     std::vector<std::string> names;
     for (const auto& ns : rec.namespaces) {
+        if (!lab_namespace_name(rec.lab, ns.name)) {
+            problems.push_back("the journal names namespace '" + ns.name + "', which is not one of lab " +
+                               rec.lab + "'s (" + rec.lab + "-<node>); left alone");
+            continue;
+        }
         auto current = netns::identity(ns.name);
         if (!current) {
             // Not mounted: at most a file left by a creator killed half-way.

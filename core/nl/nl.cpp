@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -132,19 +133,36 @@ void activate(FaultState& s, std::optional<FaultInjection> faults) {
     if (s.faults) s.rng.seed(s.faults->seed);
 }
 
-// The errno to fail the next request with, or 0 to send it.
-int injected_fault() {
+// Reads LABCTL_NL_FAULTS once per process (set_fault_injection overrides it).
+void injected_fault_env() {
     auto& s = fault_state();
     std::lock_guard lock(s.mutex);
-    if (!s.env_read) {
-        s.env_read = true;
-        if (const char* spec = std::getenv("LABCTL_NL_FAULTS")) activate(s, parse_fault_spec(spec));
-    }
+    if (s.env_read) return;
+    s.env_read = true;
+    if (const char* spec = std::getenv("LABCTL_NL_FAULTS")) activate(s, parse_fault_spec(spec));
+}
+
+// The errno to fail the next request with, or 0 to send it.
+int injected_fault() {
+    injected_fault_env();
+    auto& s = fault_state();
+    std::lock_guard lock(s.mutex);
     if (!s.faults || s.faults->errnos.empty() || s.faults->fraction <= 0) return 0;
     if (std::uniform_real_distribution<double>(0, 1)(s.rng) >= s.faults->fraction) return 0;
     const auto& e = s.faults->errnos;
     return e[std::uniform_int_distribution<std::size_t>(0, e.size() - 1)(s.rng)];
 }
+
+// Whether the next part of a dump answer is to be flagged NLM_F_DUMP_INTR.
+bool injected_dump_interrupt() {
+    injected_fault_env();
+    auto& s = fault_state();
+    std::lock_guard lock(s.mutex);
+    if (!s.faults || !s.faults->dump_intr || s.faults->fraction <= 0) return false;
+    return std::uniform_real_distribution<double>(0, 1)(s.rng) < s.faults->fraction;
+}
+
+std::atomic<std::uint64_t> restarted_dumps{0};
 
 int errno_from_name(std::string_view name) {
     if (name.empty()) return 0;
@@ -435,9 +453,10 @@ void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>
             }
             int len = static_cast<int>(n);
             bool ours = false;
-            for (auto* nlh = reinterpret_cast<const nlmsghdr*>(in.data()); mnl_nlmsg_ok(nlh, len);
+            for (auto* nlh = reinterpret_cast<nlmsghdr*>(in.data()); mnl_nlmsg_ok(nlh, len);
                  nlh = mnl_nlmsg_next(nlh, &len)) {
                 if (nlh->nlmsg_seq != seq || nlh->nlmsg_pid != sock.portid()) continue;
+                if (!ours && injected_dump_interrupt()) nlh->nlmsg_flags |= NLM_F_DUMP_INTR;
                 ours = true;
                 if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
                 if (nlh->nlmsg_type == NLMSG_ERROR) {
@@ -458,7 +477,10 @@ void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>
                 parts.push_back(std::move(in));
             }
         }
-        if (interrupted) continue;
+        if (interrupted) {
+            ++restarted_dumps;
+            continue;
+        }
         for (const auto& part : parts) {
             int len = static_cast<int>(part.size());
             for (auto* nlh = reinterpret_cast<const nlmsghdr*>(part.data()); mnl_nlmsg_ok(nlh, len);
@@ -521,19 +543,29 @@ std::optional<FaultInjection> parse_fault_spec(std::string_view spec) {
     const std::string seed(c2 == std::string_view::npos ? "" : rest.substr(c2 + 1));
     while (!names.empty()) {
         const auto comma = names.find(',');
-        const int e = errno_from_name(names.substr(0, comma));
-        if (e <= 0) return std::nullopt;
-        f.errnos.push_back(e);
+        const auto name = names.substr(0, comma);
+        const int e = name == "DUMP_INTR" ? -1 : errno_from_name(name);
+        if (e == -1) {
+            f.dump_intr = true;
+        } else if (e <= 0) {
+            return std::nullopt;
+        } else {
+            f.errnos.push_back(e);
+        }
         names = comma == std::string_view::npos ? std::string_view{} : names.substr(comma + 1);
     }
     char* end = nullptr;
     f.fraction = std::strtod(fraction.c_str(), &end);
-    if (fraction.empty() || *end || f.fraction < 0 || f.fraction > 1 || f.errnos.empty()) return std::nullopt;
+    if (fraction.empty() || *end || f.fraction < 0 || f.fraction > 1 ||
+        (f.errnos.empty() && !f.dump_intr))
+        return std::nullopt;
     if (!seed.empty()) {
         f.seed = std::strtoull(seed.c_str(), &end, 10);
         if (*end) return std::nullopt;
     }
     return f;
 }
+
+std::uint64_t dump_restarts() { return restarted_dumps.load(); }
 
 }  // namespace labctl::nl

@@ -196,16 +196,23 @@ std::vector<const nlattr*> parse_nested(const nlattr* nest, std::uint16_t max_ty
 
 // Test hook for reliability work: when active, a fraction of the requests made through
 // Batch/request/query fail with one of `errnos` WITHOUT being sent (kernel_message
-// "injected fault"), as if the kernel had answered so (transient ones are retried). Also read once from the environment:
-// LABCTL_NL_FAULTS="EEXIST,EBUSY:0.05:42" (errnos by name or number : fraction : seed).
+// "injected fault"), as if the kernel had answered so (transient ones are retried).
+// With `dump_intr`, the same fraction of the parts of dump answers arrive flagged
+// NLM_F_DUMP_INTR, as if the table had changed during the dump. Also read once from the
+// environment: LABCTL_NL_FAULTS="EEXIST,EBUSY,DUMP_INTR:0.05:42" (errnos by name or
+// number, or DUMP_INTR : fraction : seed).
 struct FaultInjection {
     double fraction = 0;
     std::vector<int> errnos;
     std::uint64_t seed = 0;
+    bool dump_intr = false;
 };
 // nullopt turns injection off (and overrides the environment). Thread-safe.
 void set_fault_injection(std::optional<FaultInjection> faults);
 // Parses the LABCTL_NL_FAULTS syntax; nullopt when malformed. Throws nothing.
 std::optional<FaultInjection> parse_fault_spec(std::string_view spec);
+// How many times dumps in this process were restarted because the kernel (or the hook)
+// flagged an answer NLM_F_DUMP_INTR or parts of it were lost (ENOBUFS).
+std::uint64_t dump_restarts();
 
 }  // namespace labctl::nl

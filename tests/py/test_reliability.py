@@ -149,7 +149,7 @@ def test_injected_kernel_errors_succeed_or_roll_back(labs, seed):
     succeeds (transient errors retried) or exits 3 having removed everything."""
     path, name = labs.write(star(19), name=unique_name("rl"))
     root_before = root_snapshot()
-    env = dict(os.environ, LABCTL_NL_FAULTS=f"EEXIST,ENODEV,EBUSY,ENOBUFS:0.02:{seed}")
+    env = dict(os.environ, LABCTL_NL_FAULTS=f"EEXIST,ENODEV,EBUSY,ENOBUFS,DUMP_INTR:0.02:{seed}")
     r = run_labctl("up", path, "--no-verify", env=env)
     assert r.returncode in (0, 3), r.stdout + r.stderr
     if r.returncode == 3:
@@ -165,10 +165,11 @@ def test_injected_kernel_errors_succeed_or_roll_back(labs, seed):
 @pytest.mark.parametrize("seed", range(1, 6))
 def test_transient_kernel_errors_are_retried(labs, seed):
     """EBUSY and ENOBUFS on 3% of the requests (some of a few hundred fail without
-    retries): bounded retries (4 attempts) make `up` succeed. At 10% a request fails all
+    retries), and 3% of dump answers flagged interrupted: bounded retries (4 attempts;
+    10 for a dump) make `up` succeed. At 10% a request fails all
     four attempts with probability 1e-4: bounded means exactly that, so it is not used."""
     path, name = labs.write(star(19), name=unique_name("rl"))
-    env = dict(os.environ, LABCTL_NL_FAULTS=f"EBUSY,ENOBUFS:0.03:{seed}")
+    env = dict(os.environ, LABCTL_NL_FAULTS=f"EBUSY,ENOBUFS,DUMP_INTR:0.03:{seed}")
     t0 = time.monotonic()
     r = run_labctl("up", path, env=env)
     assert r.returncode == 0, r.stderr
@@ -344,6 +345,32 @@ def test_swapped_namespace_is_refused_not_deleted(labs):
         assert not os.path.exists(f"{DEFAULT_STATE}/{name}")
     finally:
         subprocess.run(["ip", "netns", "del", impostor])
+    assert_clean(name)
+
+
+@pytest.mark.parametrize("foreign", ["victim", "{lab}-../victim"])
+def test_journal_naming_a_foreign_namespace_is_refused(labs, foreign):
+    """A journal altered to name a namespace outside the lab (`<lab>-<node>`), even with
+    its true identity, or a path out of /run/netns: `down` exits 3 naming it, leaves it
+    alone, and removes the lab's own namespaces."""
+    path, name = labs.write(star(2), name=unique_name("rl"))
+    victim = unique_name("victim")
+    subprocess.run(["ip", "netns", "add", victim], check=True)
+    try:
+        assert run_labctl("up", path, "--no-verify").returncode == 0
+        st = os.stat(f"/run/netns/{victim}")
+        recorded = foreign.replace("victim", victim).format(lab=name)
+        with open(f"{DEFAULT_STATE}/{name}/journal", "a") as j:
+            j.write(json.dumps({"event": "netns-created", "namespaces": [
+                {"name": recorded, "dev": st.st_dev, "ino": st.st_ino}]}) + "\n")
+        r = run_labctl("down", name)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert f"'{recorded}'" in r.stderr and "left alone" in r.stderr, r.stderr
+        assert os.stat(f"/run/netns/{victim}").st_ino == st.st_ino
+        assert lab_namespaces(name) == []
+        assert not os.path.exists(f"{DEFAULT_STATE}/{name}")
+    finally:
+        subprocess.run(["ip", "netns", "del", victim])
     assert_clean(name)
 
 

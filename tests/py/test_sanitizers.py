@@ -1,6 +1,6 @@
 """Memory checks of the real binary: one `up` + `down` of a small lab under valgrind.
 
-(The unit tests under ASan+UBSan are `make sanitize`.) Skipped without valgrind.
+(The unit tests under ASan+UBSan are `make sanitize`, part of `make test`.) Skipped without valgrind.
 """
 import shutil
 import subprocess

@@ -107,6 +107,15 @@ TEST(NlFaults, ParsesSpec) {
     EXPECT_FALSE(nl::parse_fault_spec("ENOTANERRNO:0.1:1"));
     EXPECT_FALSE(nl::parse_fault_spec("EEXIST"));
     EXPECT_FALSE(nl::parse_fault_spec("EEXIST:2"));
+    auto d = nl::parse_fault_spec("DUMP_INTR:0.5:9");
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->dump_intr);
+    EXPECT_TRUE(d->errnos.empty());
+    auto both = nl::parse_fault_spec("ENOBUFS,DUMP_INTR:0.1");
+    ASSERT_TRUE(both);
+    EXPECT_TRUE(both->dump_intr);
+    EXPECT_EQ(both->errnos, std::vector<int>{ENOBUFS});
+    EXPECT_FALSE(f->dump_intr);
 }
 
 // Requests used below, against a test namespace's lo (ifindex 1 in every new namespace).
@@ -281,6 +290,39 @@ TEST(NlFaults, TransientErrorsAreRetriedWithBounds) {
     nl::set_fault_injection(std::nullopt);
     EXPECT_LT(thrown, 25u);
     EXPECT_EQ(count_v4(sock), 400 - failed + 100 - thrown);
+}
+
+// A dump flagged NLM_F_DUMP_INTR (the table changed while the kernel walked it) is
+// thrown away and restarted: the caller sees one consistent answer, never parts of two.
+// Flagging every answer exhausts the bounded restarts.
+TEST(NlFaults, InterruptedDumpsAreRestartedAndBounded) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto ns = t.make();
+    auto sock = netns::run_in(ns, [] { return nl::Socket::open_route(); });
+    nl::Batch b;
+    b.add(lo_up(), "lo up");
+    constexpr int kCount = 100;  // one or two parts per answer
+    for (int i = 0; i < kCount; ++i) b.add(add_v4(1, 0x0a240000 + i, 32), "addr " + std::to_string(i));
+    for (const auto& r : b.run(sock)) ASSERT_EQ(r.error, 0) << r.context;
+
+    const auto before = nl::dump_restarts();
+    // Each datagram of an answer is flagged with probability 0.1; an answer spans a few.
+    nl::set_fault_injection(nl::FaultInjection{0.1, {}, 21, true});
+    for (int round = 0; round < 50; ++round) EXPECT_EQ(count_v4(sock), kCount + 1u) << round;
+    nl::set_fault_injection(std::nullopt);
+    EXPECT_GT(nl::dump_restarts() - before, 3u);
+
+    nl::set_fault_injection(nl::FaultInjection{1.0, {}, 22, true});
+    try {
+        count_v4(sock);
+        ADD_FAILURE() << "a dump that is always interrupted must fail";
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), EAGAIN);
+        EXPECT_NE(std::string(e.what()).find("dump kept changing"), std::string::npos) << e.what();
+    }
+    nl::set_fault_injection(std::nullopt);
+    EXPECT_EQ(count_v4(sock), kCount + 1u);  // requests are not touched by DUMP_INTR alone
 }
 
 }  // namespace
