@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <iterator>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
@@ -70,6 +72,29 @@ void check_depth(const std::string& text, const std::string& source) {
     }
 }
 
+// The offset of the first occurrence of `token` outside JSON strings that is a whole
+// token (not part of a longer number or word), or nullopt.
+std::optional<std::size_t> find_token(const std::string& text, const std::string& token) {
+    auto word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+'; };
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+            continue;
+        }
+        if (!token.empty() && text.compare(i, token.size(), token) == 0 && (i == 0 || !word_char(text[i - 1])) &&
+            (i + token.size() == text.size() || !word_char(text[i + token.size()])))
+            return i;
+    }
+    return std::nullopt;
+}
+
 // Parses with nlohmann, reporting syntax errors with line and column.
 template <typename Json>
 Json parse_json(const std::string& text, const std::string& source) {
@@ -82,6 +107,17 @@ Json parse_json(const std::string& text, const std::string& source) {
         std::string detail = colon == std::string::npos ? what : what.substr(colon + 2);
         std::size_t offset = e.byte == 0 ? 0 : e.byte - 1;
         fail(source, "", position(text, offset) + ": invalid JSON: " + detail);
+    } catch (const nlohmann::json::exception& e) {
+        // E.g. "[json.exception.out_of_range.406] number overflow parsing '1e999'" (a
+        // number no double holds): no offset given, so the number is looked up.
+        std::string what = e.what();
+        if (auto end = what.find("] "); what.starts_with("[json.exception.") && end != std::string::npos)
+            what = what.substr(end + 2);
+        std::optional<std::size_t> offset;
+        if (auto open = what.find('\''), close = what.rfind('\'');
+            open != std::string::npos && close > open)
+            offset = find_token(text, what.substr(open + 1, close - open - 1));
+        fail(source, "", (offset ? position(text, *offset) + ": " : std::string()) + "invalid JSON: " + what);
     }
 }
 
