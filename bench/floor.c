@@ -10,7 +10,10 @@
 // fd and one netlink socket opened inside it; then all veth pairs in as few sendto()s as
 // the socket buffer allows, interface indexes chosen here; then one send (and one
 // receive) per host namespace with its address and link-ups. Acks only for errors and
-// for the last message of each send.
+// for the last message of each send. Two requests labctl found cheaper for the kernel
+// are used here too, so the floor stays a floor: veths made with one queue each way,
+// and the bridge's multicast snooping off while its ports come up (bench/observations.md).
+// One thread: labctl's namespace creation on several threads is labctl's own.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -168,6 +171,7 @@ int main(int argc, char** argv) {
     struct nlattr* data = mnl_attr_nest_start(h, IFLA_INFO_DATA);
     mnl_attr_put_u32(h, IFLA_BR_FORWARD_DELAY, 0);
     mnl_attr_put_u32(h, IFLA_BR_STP_STATE, 0);
+    mnl_attr_put_u8(h, IFLA_BR_MCAST_SNOOPING, 0);  // on again at the end: see below
     mnl_attr_nest_end(h, data);
     mnl_attr_nest_end(h, li);
     msg_end(&o, h);
@@ -182,6 +186,10 @@ int main(int argc, char** argv) {
         snprintf(name, sizeof name, "p%d", i);
         mnl_attr_put_strz(h, IFLA_IFNAME, name);
         mnl_attr_put_u32(h, IFLA_MASTER, br);
+        // One queue each way: what a veth uses anyway, without the per-CPU queues the
+        // kernel would allocate and then cut back under RTNL (an RCU grace period each).
+        mnl_attr_put_u32(h, IFLA_NUM_TX_QUEUES, 1);
+        mnl_attr_put_u32(h, IFLA_NUM_RX_QUEUES, 1);
         li = mnl_attr_nest_start(h, IFLA_LINKINFO);
         mnl_attr_put_strz(h, IFLA_INFO_KIND, "veth");
         data = mnl_attr_nest_start(h, IFLA_INFO_DATA);
@@ -192,6 +200,8 @@ int main(int argc, char** argv) {
         pi->ifi_index = 1000;
         mnl_attr_put_strz(h, IFLA_IFNAME, "eth0");
         mnl_attr_put_u32(h, IFLA_NET_NS_FD, (unsigned)fds[i]);
+        mnl_attr_put_u32(h, IFLA_NUM_TX_QUEUES, 1);
+        mnl_attr_put_u32(h, IFLA_NUM_RX_QUEUES, 1);
         mnl_attr_nest_end(h, peer);
         mnl_attr_nest_end(h, data);
         mnl_attr_nest_end(h, li);
@@ -217,5 +227,21 @@ int main(int argc, char** argv) {
         link_up(&o, cap, 1, NLM_F_ACK, ++seq);
         send_and_wait(socks[i], o.buf, o.len, seq);
     }
+
+    // Multicast snooping back on (the kernel's default; a lab switch behaves as one):
+    // off while the ports came up, each of which otherwise re-enables multicast on every
+    // port of the bridge.
+    o.len = 0;
+    h = msg_start(&o, cap, RTM_NEWLINK, NLM_F_ACK, 1);
+    ifi = mnl_nlmsg_put_extra_header(h, sizeof *ifi);
+    ifi->ifi_index = br;
+    li = mnl_attr_nest_start(h, IFLA_LINKINFO);
+    mnl_attr_put_strz(h, IFLA_INFO_KIND, "bridge");
+    data = mnl_attr_nest_start(h, IFLA_INFO_DATA);
+    mnl_attr_put_u8(h, IFLA_BR_MCAST_SNOOPING, 1);
+    mnl_attr_nest_end(h, data);
+    mnl_attr_nest_end(h, li);
+    msg_end(&o, h);
+    send_and_wait(socks[0], o.buf, o.len, 1);
     return 0;
 }

@@ -267,7 +267,12 @@ UpResult Lab::up(bool verify) {
     };
     plan.add({"creating namespaces", [&] { realize::create_namespaces(topo_, journal, r); }, undo_all});
     plan.add({"configuring links, addresses and routes", [&] { realize::configure(topo_, r); }, {}});
-    plan.add({"waiting for links", [&] { realize::wait_links(topo_, r, kLinkTimeout); }, {}});
+    plan.add({"waiting for links",
+              [&] {
+                  realize::wait_links(topo_, r, kLinkTimeout);
+                  realize::finish_bridges(topo_, r);
+              },
+              {}});
     plan.add({"running exec commands",
               [&] {
                   std::string logs;

@@ -57,12 +57,15 @@ bool exists(const std::string& name);
 // of that name. Throws nothing.
 std::optional<std::pair<dev_t, ino_t>> identity(const std::string& name);
 
-// Creates the named namespaces, in order, on ONE dedicated thread (never the caller's):
-// per name, the file is made with O_EXCL, the thread unshare()s a new namespace and
-// bind-mounts it onto the file. /run/netns is made a shared mount once, under an flock
-// on the directory, as iproute2 does. `inside`, when given, runs on that thread right
-// after namespace i was made, while the thread is still inside it (open sockets or
-// TAPs there without another setns).
+// Creates the named namespaces on dedicated threads (never the caller's): one for
+// small batches, up to one per CPU (at most 4) for large ones, each making every k-th
+// name. Per name, the file is made with O_EXCL, the thread unshare()s a new namespace
+// and bind-mounts it onto the file. /run/netns is made a shared mount once, under an
+// flock on the directory, as iproute2 does. `inside`, when given, runs on the creating
+// thread right after namespace i was made, while the thread is still inside it (open
+// sockets or TAPs there without another setns); calls for different i may run at the
+// same time, so `inside` must only touch what belongs to index i.
+// The handles come back in the order of `names`.
 // On any failure every namespace made by this call is removed again (an existing
 // file is never touched) and KernelError is thrown, e.g.
 // `namespace "lab-h1": creating /run/netns/lab-h1: File exists (EEXIST)`; an

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "base/error.hpp"
@@ -9,6 +12,8 @@
 namespace labctl::realize {
 
 void Plan::run(const std::atomic<bool>* cancel) {
+    // LABCTL_TIMINGS=1: each step's wall time on stderr (for profiling, bench/README.md).
+    const bool timings = std::getenv("LABCTL_TIMINGS") != nullptr;
     std::size_t begun = 0;
     try {
         for (; begun < steps_.size(); ++begun) {
@@ -16,7 +21,11 @@ void Plan::run(const std::atomic<bool>* cancel) {
                 --begun;  // nothing of this step was done; undo from the previous one
                 throw LabError("interrupted before " + steps_[begun + 1].what + "; removed what was built", EINTR);
             }
+            const auto start = std::chrono::steady_clock::now();
             steps_[begun].run();
+            if (timings)
+                std::fprintf(stderr, "labctl: %s: %.3f s\n", steps_[begun].what.c_str(),
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
         }
     } catch (...) {
         auto original = std::current_exception();

@@ -54,4 +54,9 @@ void configure(const topology::Topology& topo, Realized& r);
 // (ETIMEDOUT) naming the node and the links still down.
 void wait_links(const topology::Topology& topo, Realized& r, std::chrono::milliseconds timeout);
 
+// Bridges are made with multicast snooping off (see configure); this turns it on, the
+// kernel's default, once their ports are up. One batch per namespace with bridges.
+// Throws KernelError.
+void finish_bridges(const topology::Topology& topo, Realized& r);
+
 }  // namespace labctl::realize

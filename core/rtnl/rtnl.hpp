@@ -76,9 +76,13 @@ struct VethSpec {
 nl::Message veth_add(const VethSpec& spec);
 
 // = ip link add NAME type bridge stp_state 0 forward_delay 0 [vlan_filtering 1]
+//   [mcast_snooping 0]
 // (plus index/address/mtu/master/up from `link`). STP off and no forward delay: ports
 // forward at once.
-nl::Message bridge_add(const LinkCommon& link, bool vlan_filtering);
+nl::Message bridge_add(const LinkCommon& link, bool vlan_filtering, bool multicast_snooping = true);
+
+// = ip link set dev IFINDEX type bridge mcast_snooping 0|1
+nl::Message bridge_set_multicast_snooping(int ifindex, bool on);
 
 // = ip link add NAME type dummy
 nl::Message dummy_add(const LinkCommon& link);

@@ -64,6 +64,12 @@ def test_up_builds_what_the_topology_says(labs):
     assert h1["eth0"]["address"] == "02:00:00:00:01:10"
     assert h1["eth0"]["operstate"] == "UP"
     assert h1["eth0"]["linkinfo"]["info_kind"] == "veth"
+    # Made with one queue each way (no per-CPU queues cut back under RTNL), as the
+    # kernel would have left it in use anyway.
+    assert (h1["eth0"]["num_tx_queues"], h1["eth0"]["num_rx_queues"]) == (1, 1)
+    sw_ends = by_name(ip_json(f"{name}-sw", "-d", "link", "show"))
+    assert all((l["num_tx_queues"], l["num_rx_queues"]) == (1, 1)
+               for l in sw_ends.values() if l.get("linkinfo", {}).get("info_kind") == "veth")
     addrs = {a["ifname"]: a for a in ip_json(f"{name}-h1", "addr", "show")}
     locals_ = [(i["local"], i["prefixlen"]) for i in addrs["eth0"]["addr_info"]]
     assert ("10.1.1.10", 24) in locals_ and ("fd00:1::10", 64) in locals_
@@ -89,6 +95,8 @@ def test_up_builds_what_the_topology_says(labs):
     assert sw["br0"]["linkinfo"]["info_kind"] == "bridge"
     assert sw["br0"]["linkinfo"]["info_data"]["stp_state"] == 0
     assert sw["br0"]["linkinfo"]["info_data"]["forward_delay"] == 0
+    # Off while the ports come up (cost), on again (the kernel's default) when up returns.
+    assert sw["br0"]["linkinfo"]["info_data"]["mcast_snooping"] == 1
     for port in ("p1", "p2", "vm1"):
         assert sw[port]["master"] == "br0"
     assert sw["vm1"]["linkinfo"]["info_kind"] == "tun"

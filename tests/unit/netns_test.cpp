@@ -6,9 +6,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <thread>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -94,9 +94,8 @@ TEST(NetnsCreate, InsideCallbackRunsInTheNewNamespaceAndItsErrorUndoes) {
     TestNamespaces t;
     std::vector<std::string> names{random_name(), random_name()};
     for (auto& n : names) t.track(n);
-    std::vector<ino_t> seen;
-    auto hs = netns::create_many(names, [&](std::size_t) { seen.push_back(thread_netns_inode()); });
-    ASSERT_EQ(seen.size(), 2u);
+    std::vector<ino_t> seen(2);
+    auto hs = netns::create_many(names, [&](std::size_t i) { seen[i] = thread_netns_inode(); });
     EXPECT_EQ(seen[0], hs[0].ino);
     EXPECT_EQ(seen[1], hs[1].ino);
 
@@ -109,6 +108,69 @@ TEST(NetnsCreate, InsideCallbackRunsInTheNewNamespaceAndItsErrorUndoes) {
                  std::runtime_error);
     EXPECT_FALSE(netns::exists(more[0]));
     EXPECT_FALSE(netns::exists(more[1]));
+}
+
+// Large batches are made by several threads at once: every handle is the namespace its
+// name holds, `inside` ran in that very namespace, and a failure of any one removes
+// every namespace of the batch, the pre-existing file untouched.
+TEST(NetnsCreate, ManyAtOnceInOrderAndAllUndoneOnFailure) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    constexpr std::size_t kCount = 120;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < kCount; ++i) names.push_back(random_name());
+    for (auto& n : names) t.track(n);
+    std::vector<ino_t> seen(kCount);
+    std::vector<std::thread::id> threads(kCount);
+    auto hs = netns::create_many(names, [&](std::size_t i) {
+        seen[i] = thread_netns_inode();
+        threads[i] = std::this_thread::get_id();
+    });
+    ASSERT_EQ(hs.size(), kCount);
+    std::set<ino_t> distinct;
+    for (std::size_t i = 0; i < kCount; ++i) {
+        EXPECT_EQ(hs[i].name, names[i]);
+        EXPECT_EQ(seen[i], hs[i].ino) << i;
+        auto id = netns::identity(names[i]);
+        ASSERT_TRUE(id);
+        EXPECT_EQ(id->second, hs[i].ino);
+        distinct.insert(hs[i].ino);
+    }
+    EXPECT_EQ(distinct.size(), kCount);
+    const std::set<std::thread::id> workers(threads.begin(), threads.end());
+    EXPECT_EQ(workers.size(), std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), 4))
+        << "120 namespaces are made by one thread per CPU (at most 4)";
+    EXPECT_FALSE(workers.contains(std::this_thread::get_id()));
+
+    // A failure on one thread: everything of the batch goes, the foreign file stays.
+    auto existing = t.make();
+    std::vector<std::string> more;
+    for (std::size_t i = 0; i < kCount; ++i) more.push_back(i == 90 ? existing.name : random_name());
+    for (auto& n : more) t.track(n);
+    try {
+        netns::create_many(more);
+        ADD_FAILURE() << "an existing name must fail the batch";
+    } catch (const KernelError& e) {
+        EXPECT_EQ(e.errno_value(), EEXIST);
+        EXPECT_NE(std::string(e.what()).find(existing.name), std::string::npos) << e.what();
+    }
+    for (std::size_t i = 0; i < kCount; ++i) {
+        if (i == 90) continue;
+        EXPECT_FALSE(netns::exists(more[i])) << i;
+    }
+    auto id = netns::identity(existing.name);
+    ASSERT_TRUE(id);
+    EXPECT_EQ(id->second, existing.ino);
+
+    std::vector<std::string> third;
+    for (std::size_t i = 0; i < kCount; ++i) third.push_back(random_name());
+    for (auto& n : third) t.track(n);
+    EXPECT_THROW(netns::create_many(third,
+                                    [&](std::size_t i) {
+                                        if (i == 61) throw std::runtime_error("boom");
+                                    }),
+                 std::runtime_error);
+    for (const auto& n : third) EXPECT_FALSE(netns::exists(n)) << n;
 }
 
 TEST(NetnsRunIn, CallerThreadNeverChangesNamespace) {

@@ -635,18 +635,20 @@ TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
     for (int i = 0; i <= n; ++i) names.push_back(testing::random_name());
     for (auto& name : names) t.track(name);
     const auto t0 = clock::now();
-    std::vector<nl::Socket> sockets;
+    std::vector<std::optional<nl::Socket>> opened(names.size());
     // LABCTL_STAR_QUIET=1: no IPv6 DAD or router solicitations on new interfaces, and no
     // bridge netfilter in the switch, to measure what the multicast storm costs.
     const bool quiet = std::getenv("LABCTL_STAR_QUIET") != nullptr;
     auto ns = netns::create_many(names, [&](std::size_t i) {
-        sockets.push_back(nl::Socket::open_route());
+        opened[i] = nl::Socket::open_route();
         if (!quiet) return;
         rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
         rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
         if (i == 0) rtnl::sysctl_write_here("net.ipv6.conf.default.disable_ipv6", "1");
     });
     const auto t1 = clock::now();
+    std::vector<nl::Socket> sockets;
+    for (auto& s : opened) sockets.push_back(std::move(*s));
 
     nl::Batch sw;
     sw.add(rtnl::bridge_add({.name = "br0", .ifindex = 2, .up = true}, false), "sw: br0");
