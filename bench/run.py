@@ -78,6 +78,43 @@ def remove_namespaces(names):
     return len(left)
 
 
+def live_netns():
+    """How many network namespaces the kernel holds, freed ones still being torn down
+    included (the net_namespace slab), or None where /proc/slabinfo does not tell."""
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith("net_namespace "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def settle(baseline, timeout=180.0, quiet=3.0):
+    """Waits until the kernel has freed the namespaces of the run before: it does that
+    after `down` has returned, serially (cleanup_net) and on the same CPUs, so the next
+    tool would otherwise pay for the previous one. Done when the count of live network
+    namespaces is back within 5 of `baseline`, or has not fallen for `quiet` seconds
+    (other users of the machine may hold some). Returns the seconds waited."""
+    start = time.monotonic()
+    last, last_change = live_netns(), start
+    if last is None:
+        return 0.0
+    while time.monotonic() - start < timeout:
+        if baseline is not None and last <= baseline + 5:
+            break
+        time.sleep(0.2)
+        now_count = live_netns()
+        if now_count is None:
+            break
+        if now_count < last:
+            last, last_change = now_count, time.monotonic()
+        elif time.monotonic() - last_change >= quiet:
+            break
+    return time.monotonic() - start
+
+
 def neigh_limit():
     try:
         with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as f:
@@ -131,6 +168,8 @@ class Bench:
         self.notes = []
         self.made = set()  # every namespace name a run of this process may have made
         self.labs = set()
+        self.netns_baseline = live_netns()
+        self.settle_seconds = 0.0
 
     # --- one tool, one repetition ---------------------------------------------------------
 
@@ -297,6 +336,7 @@ class Bench:
                         # A/B alternation: the order flips every repetition.
                         order = tools if rep % 2 == 0 else list(reversed(tools))
                         for tool in order:
+                            self.settle_seconds += settle(self.netns_baseline)
                             log("%s N=%d rep %d: %s" % (kind, n, rep + 1, tool))
                             self.run_tool(t, tool, rep)
         finally:
@@ -364,7 +404,10 @@ def report(bench, m_start, m_end, elapsed):
                " ".join(map(str, a.n)), a.reps, elapsed), ""]
     out += ["Times are wall seconds as min / median / max over repetitions. Ratios are "
             "labctl ÷ alternative, computed per repetition (same rep, adjacent in time), then "
-            "min / median / max: below 1 means labctl is faster.", "",
+            "min / median / max: below 1 means labctl is faster. Before each tool the harness "
+            "waits until the kernel has freed the namespaces of the run before (the "
+            "`net_namespace` count in /proc/slabinfo back at its level from the start, or "
+            "steady for 3 s): %.0f s of waiting in all." % bench.settle_seconds, "",
             "- **floor**: `bench/floor.c`, only the kernel work of a star (libmnl, ~20 syscalls per node).",
             "- **ipbatch**: one `ip -batch` in the root namespace (namespaces, veths born in both "
             "namespaces, sysctls via `netns exec`) + one `ip -n NS -batch` per namespace.",
