@@ -14,6 +14,8 @@ import resource
 import sys
 import time
 
+from quiet import wait_cpu_idle
+
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.nodelib import LinuxBridge
@@ -62,6 +64,8 @@ def main():
             out["checks_ok"] = ok
             out["checks"] = len(spec["checks"])
     finally:
+        if "up" in out:
+            out["quiet_wait"] = wait_cpu_idle()  # as before every tool's down (quiet.py)
         t0 = time.monotonic()
         net.stop()
         out["down"] = time.monotonic() - t0

@@ -21,6 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import topo as T  # noqa: E402
+from quiet import wait_cpu_idle  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
@@ -170,6 +171,7 @@ class Bench:
         self.labs = set()
         self.netns_baseline = live_netns()
         self.settle_seconds = 0.0
+        self.quiet_seconds = 0.0  # waited before downs (quiet.py)
 
     # --- one tool, one repetition ---------------------------------------------------------
 
@@ -229,6 +231,7 @@ class Bench:
                 dt, rc, _, out, err = run_timed([self.labctl, "verify", lab, "--all-pairs", "--json"])
                 ok, total = self._count_ok(out)
                 self.record(t, tool, rep, "all-pairs", dt, ok=ok, checks=total, rc=rc)
+        self.quiet_seconds += wait_cpu_idle()
         dt, rc, _, out, err = run_timed([self.labctl, "down", lab])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -251,6 +254,7 @@ class Bench:
         if rc != 0:
             return self.fail(t, tool, "up", rc, err)
         self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        self.quiet_seconds += wait_cpu_idle()
         dt, rc, _, out, err = run_timed([self.floor, "down", prefix, str(t.n)])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -268,6 +272,7 @@ class Bench:
         if verify:
             dt, rc, _, out, err = run_timed(["/bin/sh", os.path.join(d, "verify.sh")])
             self.record(t, tool, rep, "verify", dt, rc=rc)
+        self.quiet_seconds += wait_cpu_idle()
         dt, rc, _, out, err = run_timed(["/bin/sh", os.path.join(d, "down.sh")])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -289,6 +294,7 @@ class Bench:
         if rc != 0:
             return self.fail(t, tool, "up", rc, err)
         self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        self.quiet_seconds += wait_cpu_idle()
         dt, rc, _, out, err = run_timed([PY, script, spec, "down"])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -306,6 +312,7 @@ class Bench:
         if rc != 0:
             return self.fail(t, tool, "run", rc, err)
         r = json.loads(out.strip().splitlines()[-1])
+        self.quiet_seconds += r.get("quiet_wait", 0.0)
         self.record(t, tool, rep, "up", r["up"], rss_kb=rss)
         if "verify" in r:
             self.record(t, tool, rep, "verify", r["verify"], ok=r["checks_ok"], checks=r["checks"])
@@ -407,7 +414,11 @@ def report(bench, m_start, m_end, elapsed):
             "min / median / max: below 1 means labctl is faster. Before each tool the harness "
             "waits until the kernel has freed the namespaces of the run before (the "
             "`net_namespace` count in /proc/slabinfo back at its level from the start, or "
-            "steady for 3 s): %.0f s of waiting in all." % bench.settle_seconds, "",
+            "steady for 3 s): %.0f s of waiting in all. Before each tool's `down` it waits "
+            "until the CPUs are at least 60%% idle over half a second (at most 20 s; "
+            "`bench/quiet.py`: right after a large `up` the kernel is still busy with the "
+            "lab's IPv6 multicast, whatever tool made it): %.0f s in all." % (
+                bench.settle_seconds, bench.quiet_seconds), "",
             "- **floor**: `bench/floor.c`, only the kernel work of a star (libmnl, ~20 syscalls per node).",
             "- **ipbatch**: one `ip -batch` in the root namespace (namespaces, veths born in both "
             "namespaces, sysctls via `netns exec`) + one `ip -n NS -batch` per namespace.",
