@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
 
     auto* verify = app.add_subcommand("verify", "Run a lab's checks (or ping every pair)");
     verify->add_option("TARGET", o.target, "Topology file or lab name")->required();
-    verify->add_flag("--all-pairs", o.all_pairs, "Ping every node from every other node");
+    verify->add_flag("--all-pairs", o.all_pairs,
+                    "Ping every node with an address from every other one (in a family both have)");
     verify->add_flag("--json", o.json, "Print JSON");
 
     auto* ping = app.add_subcommand(kPingCommand, "Ping from a node (or node:ifname) to a node or address");

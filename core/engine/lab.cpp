@@ -361,8 +361,13 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         for (std::size_t a = 0; a < topo_.nodes.size(); ++a) {
             for (std::size_t b = 0; b < topo_.nodes.size(); ++b) {
                 if (a == b) continue;
-                auto addr = topo_.nodes[b].first_address(AF_INET);
-                if (!addr) addr = topo_.nodes[b].first_address(AF_INET6);
+                // The target's first address in a family the source has an address of
+                // (IPv4 first): a node without one (a switch) sends nothing in it.
+                std::optional<IpAddress> addr;
+                for (int family : {AF_INET, AF_INET6}) {
+                    if (!topo_.nodes[a].first_address(family)) continue;
+                    if ((addr = topo_.nodes[b].first_address(family))) break;
+                }
                 if (!addr) continue;
                 ping::Probe p;
                 p.netns_fd = ns[a].fd.get();
