@@ -175,6 +175,11 @@ class Bench:
 
     # --- one tool, one repetition ---------------------------------------------------------
 
+    def before_down(self):
+        """Waits for quiet CPUs (quiet.py); not in a smoke run, whose numbers are not read."""
+        if not self.args.smoke:
+            self.quiet_seconds += wait_cpu_idle()
+
     def record(self, t, tool, rep, phase, seconds, **extra):
         row = {"topo": t.kind, "n": t.n, "tool": tool, "rep": rep, "phase": phase, "seconds": seconds}
         row.update(extra)
@@ -231,7 +236,7 @@ class Bench:
                 dt, rc, _, out, err = run_timed([self.labctl, "verify", lab, "--all-pairs", "--json"])
                 ok, total = self._count_ok(out)
                 self.record(t, tool, rep, "all-pairs", dt, ok=ok, checks=total, rc=rc)
-        self.quiet_seconds += wait_cpu_idle()
+        self.before_down()
         dt, rc, _, out, err = run_timed([self.labctl, "down", lab])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -254,7 +259,7 @@ class Bench:
         if rc != 0:
             return self.fail(t, tool, "up", rc, err)
         self.record(t, tool, rep, "up", dt, rss_kb=rss)
-        self.quiet_seconds += wait_cpu_idle()
+        self.before_down()
         dt, rc, _, out, err = run_timed([self.floor, "down", prefix, str(t.n)])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -272,7 +277,7 @@ class Bench:
         if verify:
             dt, rc, _, out, err = run_timed(["/bin/sh", os.path.join(d, "verify.sh")])
             self.record(t, tool, rep, "verify", dt, rc=rc)
-        self.quiet_seconds += wait_cpu_idle()
+        self.before_down()
         dt, rc, _, out, err = run_timed(["/bin/sh", os.path.join(d, "down.sh")])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -294,7 +299,7 @@ class Bench:
         if rc != 0:
             return self.fail(t, tool, "up", rc, err)
         self.record(t, tool, rep, "up", dt, rss_kb=rss)
-        self.quiet_seconds += wait_cpu_idle()
+        self.before_down()
         dt, rc, _, out, err = run_timed([PY, script, spec, "down"])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
@@ -343,7 +348,8 @@ class Bench:
                         # A/B alternation: the order flips every repetition.
                         order = tools if rep % 2 == 0 else list(reversed(tools))
                         for tool in order:
-                            self.settle_seconds += settle(self.netns_baseline)
+                            if not a.smoke:
+                                self.settle_seconds += settle(self.netns_baseline)
                             log("%s N=%d rep %d: %s" % (kind, n, rep + 1, tool))
                             self.run_tool(t, tool, rep)
         finally:
