@@ -92,13 +92,7 @@ void teardown(const state::LabRecord& rec) {
     } catch (const std::exception& e) {
         problems.push_back(std::string("stopping processes in the lab: ") + e.what());
     }
-    for (const auto& name : names) {
-        try {
-            netns::remove(name);
-        } catch (const std::exception& e) {
-            problems.push_back(e.what());
-        }
-    }
+    for (auto& failure : netns::remove_many(names)) problems.push_back(std::move(failure));
     state::Journal::remove(rec.lab);
     if (!problems.empty()) throw LabError("lab " + rec.lab + ": " + join(problems, "; "));
 }

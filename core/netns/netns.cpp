@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "base/error.hpp"
@@ -212,6 +213,34 @@ void remove(const std::string& name) {
         if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": removing " + path);
         std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
     }
+}
+
+std::vector<std::string> remove_many(const std::vector<std::string>& names) {
+    std::vector<std::string> failures;
+    std::mutex failures_mutex;
+    auto work = [&](std::size_t first, std::size_t stride) {
+        for (std::size_t i = first; i < names.size(); i += stride) {
+            try {
+                remove(names[i]);
+            } catch (const std::exception& e) {
+                std::lock_guard lock(failures_mutex);
+                failures.push_back(e.what());
+            }
+        }
+    };
+    const std::size_t workers = creation_threads(names.size());
+    {
+        std::vector<std::jthread> threads;
+        threads.reserve(workers - 1);
+        try {
+            for (std::size_t k = 1; k < workers; ++k) threads.emplace_back(work, k, workers);
+        } catch (const std::system_error&) {
+            // Fewer threads than planned: this one takes the names of those never started.
+            for (std::size_t k = threads.size() + 1; k < workers; ++k) work(k, workers);
+        }
+        work(0, workers);
+    }  // the other threads have joined here, before `failures` is read
+    return failures;
 }
 
 namespace detail {

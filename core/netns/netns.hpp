@@ -81,6 +81,12 @@ NetnsHandle create(const std::string& name);
 // (idempotent); EBUSY is retried a few times. Throws KernelError.
 void remove(const std::string& name);
 
+// remove() of every name, on as many threads as create_many would use: each unmount
+// mostly waits for an RCU grace period, and the waits of different threads overlap.
+// Returns the failures (what() of each, naming the namespace), in no particular order;
+// every name is attempted. Throws nothing else.
+std::vector<std::string> remove_many(const std::vector<std::string>& names);
+
 namespace detail {
 // Runs `fn` on a new thread that first joins the namespace of `fd`; rethrows in the
 // caller whatever fn (or setns) threw.

@@ -171,6 +171,17 @@ TEST(NetnsCreate, ManyAtOnceInOrderAndAllUndoneOnFailure) {
                                     }),
                  std::runtime_error);
     for (const auto& n : third) EXPECT_FALSE(netns::exists(n)) << n;
+
+    // Removal on several threads: every name goes; a bad one is reported, not thrown,
+    // and does not stop the others.
+    std::vector<std::string> doomed = names;
+    doomed.insert(doomed.begin() + 50, "not/a/name");
+    hs.clear();
+    auto failures = netns::remove_many(doomed);
+    ASSERT_EQ(failures.size(), 1u);
+    EXPECT_NE(failures[0].find("not/a/name"), std::string::npos) << failures[0];
+    for (const auto& n : names) EXPECT_FALSE(netns::exists(n)) << n;
+    EXPECT_TRUE(netns::remove_many(names).empty());  // idempotent
 }
 
 TEST(NetnsRunIn, CallerThreadNeverChangesNamespace) {
