@@ -111,11 +111,13 @@ std::optional<std::pair<dev_t, ino_t>> identity(const std::string& name) {
     return std::make_pair(st.st_dev, st.st_ino);
 }
 
-std::size_t creation_threads(std::size_t count) {
-    // The kernel sets up new namespaces in parallel (copy_net_ns holds pernet_ops_rwsem
-    // for reading); the bind mounts and /proc/sys lookups scale too. Measured here on 2
-    // CPUs: 1,000 namespaces with their sysctl writes in 1.9-2.1 s on one thread, 0.95-1.1 s
-    // on two, no better on four (bench/observations.md). Small batches stay on one.
+std::size_t worker_threads(std::size_t count) {
+    // For making and removing `count` namespaces. The kernel sets up new namespaces in
+    // parallel (copy_net_ns holds pernet_ops_rwsem for reading), and removals mostly
+    // wait for RCU grace periods, which overlap. Measured here on 2 CPUs: 1,000
+    // namespaces with their sysctl writes made in 1.9-2.1 s on one thread, 0.95-1.1 s on
+    // two, no better on four; removed in 0.32-0.43 s against 0.18-0.24 s
+    // (bench/observations.md). Small batches stay on one thread.
     constexpr std::size_t kPerThreadAtLeast = 16;
     constexpr std::size_t kMaxThreads = 4;
     if (const char* forced = std::getenv("LABCTL_NETNS_THREADS"))  // for measurements
@@ -164,7 +166,7 @@ std::vector<NetnsHandle> create_many(const std::vector<std::string>& names,
             stop = true;
         }
     };
-    const std::size_t workers = creation_threads(count);
+    const std::size_t workers = worker_threads(count);
     {
         std::vector<std::jthread> threads;
         threads.reserve(workers);
@@ -180,15 +182,12 @@ std::vector<NetnsHandle> create_many(const std::vector<std::string>& names,
 
     if (failure) {
         made.clear();
-        for (std::size_t i = count; i-- > 0;) {
-            if (!file_made[i]) continue;
-            try {
-                remove(names[i]);
-            } catch (const KernelError&) {
-                // The original failure is what the caller must see; a name we could
-                // not remove shows up in `ip netns list` and in the next create's EEXIST.
-            }
-        }
+        std::vector<std::string> undo;
+        for (std::size_t i = 0; i < count; ++i)
+            if (file_made[i]) undo.push_back(names[i]);
+        // The original failure is what the caller must see; a name we could not remove
+        // shows up in `ip netns list` and in the next create's EEXIST.
+        remove_many(undo);
         std::rethrow_exception(failure);
     }
     std::vector<NetnsHandle> handles;
@@ -228,7 +227,7 @@ std::vector<std::string> remove_many(const std::vector<std::string>& names) {
             }
         }
     };
-    const std::size_t workers = creation_threads(names.size());
+    const std::size_t workers = worker_threads(names.size());
     {
         std::vector<std::jthread> threads;
         threads.reserve(workers - 1);
