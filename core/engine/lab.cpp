@@ -6,13 +6,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <set>
+#include <tuple>
 #include <regex>
 #include <sstream>
 #include <sys/stat.h>
 
 #include "base/error.hpp"
+#include "engine/node_command.hpp"
+#include "engine/teardown.hpp"
 #include "netns/netns.hpp"
 #include "proc/proc.hpp"
 #include "realize/plan.hpp"
@@ -29,7 +35,8 @@ using namespace topology;
 using Json = nlohmann::json;
 
 constexpr auto kExecTimeout = std::chrono::seconds(30);
-constexpr auto kStopGrace = std::chrono::milliseconds(2000);
+// Of an exec command's stdout and of its stderr, the last bytes kept (memory and log).
+constexpr std::size_t kExecOutputKept = 1u << 20;
 // linkwatch (which sets operstate and activates the qdisc) needs the RTNL lock; a host
 // busy destroying many namespaces (cleanup_net) can hold it for seconds.
 constexpr auto kLinkTimeout = std::chrono::seconds(30);
@@ -43,58 +50,6 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
     std::string out;
     for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
     return out;
-}
-
-// Whether `name` is a namespace name `lab` can own: `<lab>-<node>`, one path component.
-// A journal naming anything else was not written by labctl (or was altered).
-bool lab_namespace_name(const std::string& lab, const std::string& name) {
-    const std::string prefix = lab + "-";
-    return name.size() > prefix.size() && name.starts_with(prefix) &&
-           name.find('/') == std::string::npos;
-}
-
-// Removes what the journal records, then the journal. Never touches a namespace whose
-// identity differs from the recorded one, nor one named outside the lab.
-void teardown(const state::LabRecord& rec) {
-    std::vector<std::string> problems;
-    for (const auto& d : rec.daemons) {
-        try {
-            proc::stop({d.pid, d.start_time}, kStopGrace);
-        } catch (const std::exception& e) {
-            problems.push_back(d.node + ": stopping daemon " + std::to_string(d.pid) + ": " + e.what());
-        }
-    }
-    std::vector<proc::NetnsId> ours;
-    std::vector<std::string> names;
-    for (const auto& ns : rec.namespaces) {
-        if (!lab_namespace_name(rec.lab, ns.name)) {
-            problems.push_back("the journal names namespace '" + ns.name + "', which is not one of lab " +
-                               rec.lab + "'s (" + rec.lab + "-<node>); left alone");
-            continue;
-        }
-        auto current = netns::identity(ns.name);
-        if (!current) {
-            // Not mounted: at most a file left by a creator killed half-way.
-            if (ns.ino == 0 && netns::exists(ns.name)) names.push_back(ns.name);
-            continue;
-        }
-        if (ns.ino != 0 && (current->first != ns.dev || current->second != ns.ino)) {
-            problems.push_back("namespace " + ns.name +
-                               " is not the one labctl created (it was replaced); left alone");
-            continue;
-        }
-        ours.push_back(*current);
-        names.push_back(ns.name);
-    }
-    // A process inside keeps a namespace alive after its name is gone: stop them first.
-    try {
-        proc::kill_all_in_any_netns(ours, kStopGrace);
-    } catch (const std::exception& e) {
-        problems.push_back(std::string("stopping processes in the lab: ") + e.what());
-    }
-    for (auto& failure : netns::remove_many(names)) problems.push_back(std::move(failure));
-    state::Journal::remove(rec.lab);
-    if (!problems.empty()) throw LabError("lab " + rec.lab + ": " + join(problems, "; "));
 }
 
 CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr,
@@ -112,13 +67,6 @@ CheckResult to_check_result(const std::string& from, const std::string& to, cons
     r.reason = p.reason;
     r.ok = expect == Expect::reachable ? p.received > 0 : p.received == 0;
     return r;
-}
-
-std::string read_text_file(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
 }
 
 // The last `max_lines` lines of `text`.
@@ -143,19 +91,78 @@ void raise_fd_limit() {
 }
 
 // Building holds a namespace fd and a netlink socket per node at once (plus a few of
-// our own): refuse, before anything is touched, a lab that cannot fit the fd limit,
-// instead of failing half-way with EMFILE and rolling back.
-void require_fd_budget(const Topology& topo) {
+// our own); the checks after it the same and the pinger's ICMP sockets
+// (per source node and family: one unbound, one per interface it sends out of). Refuse,
+// before anything is touched, a lab that cannot fit the fd limit, instead of failing
+// half-way with EMFILE and rolling back (or, in the checks, leaving the lab up).
+void require_fd_budget(const Topology& topo, bool verify) {
     constexpr rlim_t kSpare = 64;
-    const rlim_t need = 2 * static_cast<rlim_t>(topo.nodes.size()) + kSpare;
+    const rlim_t nodes = topo.nodes.size();
+    rlim_t need = 2 * nodes + kSpare;
+    std::set<std::tuple<std::size_t, int, std::string>> sockets;
+    if (verify) {
+        for (const auto& c : topo.checks) {
+            sockets.emplace(c.from_node, c.to.family, "");
+            if (c.from_interface) sockets.emplace(c.from_node, c.to.family, topo.nodes[c.from_node].interfaces[*c.from_interface].name);
+        }
+        // Namespaces, and a netlink socket each when the checks run in waves (run_paced).
+        need = std::max<rlim_t>(need, 2 * nodes + sockets.size() + kSpare);
+    }
     struct rlimit rl {};
     if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
-    throw LabError("lab " + topo.name + " has " + std::to_string(topo.nodes.size()) +
-                       " nodes and needs about " + std::to_string(need) +
-                       " open files (a namespace and a netlink socket per node), but this process may open only " +
+    throw LabError("lab " + topo.name + " has " + std::to_string(topo.nodes.size()) + " nodes" +
+                       (sockets.empty() ? "" : " and checks from " + std::to_string(sockets.size()) + " ICMP sockets") +
+                       " and needs about " + std::to_string(need) +
+                       " open files (a namespace and a netlink socket per node, and the checks' sockets), but this process may open only " +
                        std::to_string(rl.rlim_cur) + " (RLIMIT_NOFILE); raise the limit (ulimit -n " +
                        std::to_string(need) + ") and run it again. Nothing was touched",
                    EMFILE);
+}
+
+// Free entries of the host-wide neighbour table of `proto` ("arp_cache", "ndisc_cache"):
+// gc_thresh3 minus the entries of every namespace (/proc/net/stat/<proto>, first column,
+// hex; the table is global, so any namespace's file shows it). Read only, never changed.
+long neighbour_room(const std::string& proto, const std::string& family) {
+    long limit = -1;
+    {
+        std::ifstream f("/proc/sys/net/" + family + "/neigh/default/gc_thresh3");
+        f >> limit;
+        if (!f) return -1;
+    }
+    std::ifstream stat("/proc/net/stat/" + proto);
+    std::string header, entries;
+    if (!std::getline(stat, header) || !(stat >> entries)) return -1;
+    return limit - std::stol(entries, nullptr, 16);
+}
+
+// Runs the probes in waves that keep the lab's neighbour entries within what is free of
+// the host's table (a probe makes at most two: the source learns its next hop, which
+// learns the source), flushing the lab's own namespaces between waves. One wave, as
+// before, when everything fits.
+std::vector<ping::ProbeResult> run_paced(const std::vector<ping::Probe>& probes,
+                                         const std::vector<netns::NetnsHandle>& lab_namespaces) {
+    long room = std::numeric_limits<long>::max();
+    for (const auto& [proto, family] : {std::pair{"arp_cache", "ipv4"}, std::pair{"ndisc_cache", "ipv6"}}) {
+        const long r = neighbour_room(proto, family);
+        if (r >= 0) room = std::min(room, r);
+    }
+    // Others on the host need entries too: a quarter of what is free stays theirs.
+    const std::size_t per_wave = static_cast<std::size_t>(std::max(8L, room - room / 4) / 2);
+    if (probes.size() <= per_wave) return ping::run(probes);
+    std::vector<const netns::NetnsHandle*> each;
+    for (const auto& ns : lab_namespaces) each.push_back(&ns);
+    auto handles = rtnl::Handle::open_in_each(each);
+    std::vector<ping::ProbeResult> results;
+    results.reserve(probes.size());
+    for (std::size_t first = 0; first < probes.size(); first += per_wave) {
+        if (first > 0)
+            for (auto& h : handles) rtnl::neigh_flush(h);
+        const std::size_t last = std::min(probes.size(), first + per_wave);
+        auto wave = ping::run(std::vector<ping::Probe>(probes.begin() + static_cast<long>(first),
+                                                        probes.begin() + static_cast<long>(last)));
+        for (auto& r : wave) results.push_back(std::move(r));
+    }
+    return results;
 }
 
 }  // namespace
@@ -193,11 +200,15 @@ void require_privileges() {
 Lab::Lab(Topology topo, std::string topology_text) : topo_(std::move(topo)), text_(std::move(topology_text)) {}
 
 Lab Lab::from_file(const std::string& path) {
-    Topology t = load_file(path);
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return Lab(std::move(t), ss.str());
+    // Read once: what is saved in the state directory is exactly what was validated.
+    std::string text = read_topology_file(path);
+    Topology t = load_text(text, path);
+    Lab lab(std::move(t), std::move(text));
+    // Node commands run in the file's folder (node_command.hpp).
+    std::error_code ec;
+    auto folder = std::filesystem::absolute(std::filesystem::path(path), ec).parent_path();
+    if (!ec) lab.folder_ = folder.string();
+    return lab;
 }
 
 Lab Lab::from_text(const std::string& text, const std::string& source) {
@@ -209,7 +220,12 @@ Lab Lab::attach(const std::string& name) {
     auto rec = state::Journal::load(name);
     if (!rec || !rec->complete) throw LabError("lab " + name + " is not up");
     std::string text = state::Journal::topology_text(name);
-    return Lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
+    Lab lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
+    // The saved copy must describe this lab: anything else would aim ping/exec/verify
+    // at another lab's namespaces.
+    if (lab.name() != name)
+        throw LabError("the saved topology of lab " + name + " is lab " + lab.name() + "'s; refusing to use it");
+    return lab;
 }
 
 bool Lab::is_up() const {
@@ -226,7 +242,7 @@ const Node& Lab::node(const std::string& name) const {
 UpResult Lab::up(bool verify) {
     require_privileges();
     raise_fd_limit();
-    require_fd_budget(topo_);
+    require_fd_budget(topo_, verify);
     // Missing kernel features are found before anything of the lab is touched.
     auto missing = rtnl::missing_features(realize::features_needed(topo_));
     if (!missing.empty()) {
@@ -237,29 +253,50 @@ UpResult Lab::up(bool verify) {
     if (text_.empty()) text_ = "{}";
 
     UpResult result;
-    state::LabLock lock(topo_.name);
+    state::LabLock lock(topo_.name, &interrupt_flag());
     if (auto rec = state::Journal::load(topo_.name)) {
         if (rec->complete)
             throw LabError("lab " + topo_.name + " is already up; run `labctl down " + topo_.name + "` first",
                            EEXIST);
-        teardown(*rec);
+        detail::teardown(*rec, detail::ForeignNames::report);
         result.notes.push_back("removed the leftovers of an interrupted `up` of lab " + topo_.name);
     }
+    // Two labs whose namespace names meet (lab a node b-c, lab a-b node c) cannot both be
+    // up. Refused here before anything is touched; when both race past this check, the
+    // kernel's exclusive creation of the name decides (netns::create_many).
+    auto name_taken = [&](const std::string& netns) {
+        std::string owner = detail::owner_of(netns, topo_.name);
+        return LabError("namespace " + netns + " already exists and is not part of lab " + topo_.name +
+                            (owner.empty() ? std::string(" (labctl never touches it); remove it or rename the lab")
+                                           : ": it belongs to lab " + owner +
+                                                 " (two labs whose namespace names meet cannot both be up); "
+                                                 "take lab " + owner + " down or rename one of them"),
+                        EEXIST);
+    };
     for (const auto& n : topo_.nodes)
-        if (netns::exists(n.netns))
-            throw LabError("namespace " + n.netns + " already exists and is not part of lab " + topo_.name +
-                               " (labctl never touches it); remove it or rename the lab",
-                           EEXIST);
+        if (netns::exists(n.netns)) throw name_taken(n.netns);
 
     auto journal = state::Journal::begin(topo_.name, topo_.source, text_);
     realize::Realized r;
     std::vector<state::RecordedDaemon> daemons;
     realize::Plan plan;
+    // Undoes only what this process made: the journal holds the identities it recorded.
     auto undo_all = [&] {
         auto rec = state::Journal::load(topo_.name);
-        if (rec) teardown(*rec);
+        if (rec) detail::teardown(*rec, detail::ForeignNames::quiet);
     };
-    plan.add({"creating namespaces", [&] { realize::create_namespaces(topo_, journal, r); }, undo_all});
+    auto create = [&] {
+        try {
+            realize::create_namespaces(topo_, journal, r);
+        } catch (const KernelError& e) {
+            if (e.errno_value() != EEXIST) throw;
+            // Another lab (or `ip netns add`) made one of the names first.
+            for (const auto& n : topo_.nodes)
+                if (std::string(e.what()).find("\"" + n.netns + "\"") != std::string::npos) throw name_taken(n.netns);
+            throw;
+        }
+    };
+    plan.add({"creating namespaces", create, undo_all});
     plan.add({"configuring links, addresses and routes", [&] { realize::configure(topo_, r); }, {}});
     plan.add({"waiting for links",
               [&] {
@@ -274,9 +311,15 @@ UpResult Lab::up(bool verify) {
                       const Node& node = topo_.nodes[n];
                       for (std::size_t i = 0; i < node.exec.size(); ++i) {
                           if (logs.empty()) logs = journal.log_dir();
-                          proc::Command cmd{node.netns, node.exec[i].argv, {}, r.namespaces[n].fd.get(), node.name};
-                          auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout));
+                          auto cmd = detail::node_command(node, node.exec[i].argv, r.namespaces[n].fd.get(), folder_);
+                          // Ctrl-C stops the command at once (then the plan rolls back); only
+                          // the output's tail is kept, in memory and in the log.
+                          auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout),
+                                               &interrupt_flag(), kExecOutputKept);
                           std::ofstream(logs + "/" + node.name + ".exec." + std::to_string(i) + ".log")
+                              << (res.dropped ? "[labctl: the first " + std::to_string(res.dropped) +
+                                                    " bytes of output were dropped]\n"
+                                              : std::string())
                               << res.out << res.err;
                           if (res.timed_out || res.returncode != 0) {
                               std::string what = res.timed_out ? "ran longer than 30 s"
@@ -299,7 +342,7 @@ UpResult Lab::up(bool verify) {
                       for (std::size_t i = 0; i < node.daemons.size(); ++i) {
                           if (logs.empty()) logs = journal.log_dir();
                           std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
-                          proc::Command cmd{node.netns, node.daemons[i], {}, r.namespaces[n].fd.get(), node.name};
+                          auto cmd = detail::node_command(node, node.daemons[i], r.namespaces[n].fd.get(), folder_);
                           auto id = proc::start_daemon(cmd, log);
                           state::RecordedDaemon d{node.name, node.daemons[i], id.pid, id.start_time, log};
                           journal.daemon_started(d);
@@ -309,6 +352,11 @@ UpResult Lab::up(bool verify) {
               {}});
     // A failure to remove what was built is said together with the failure itself.
     auto with_undo_errors = [&](const auto& e) {
+        // Interrupted before the first step, the plan undid nothing: the journal goes.
+        try {
+            undo_all();
+        } catch (const std::exception&) {
+        }
         if (plan.undo_errors().empty()) throw;
         throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
                        e.errno_value());
@@ -320,8 +368,20 @@ UpResult Lab::up(bool verify) {
     } catch (const LabError& e) {
         with_undo_errors(e);
     }
-    journal.complete();
-    if (verify) result.checks = this->verify(false);
+    // Exit 3 means nothing is left: a failure from here on (a full disk for the last
+    // record, EMFILE in the checks) removes the lab too.
+    try {
+        journal.complete();
+        r = realize::Realized{};  // the build's fds are not needed by the checks
+        if (verify) result.checks = this->verify(false);
+    } catch (const std::exception& e) {
+        try {
+            undo_all();
+        } catch (const std::exception& undo) {
+            throw LabError(std::string(e.what()) + "; and while removing the lab: " + undo.what());
+        }
+        throw;
+    }
     return result;
 }
 
@@ -371,7 +431,7 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
             }
         }
     }
-    auto results = ping::run(probes);
+    auto results = run_paced(probes, ns);
     std::vector<CheckResult> out;
     out.reserve(results.size());
     for (std::size_t i = 0; i < results.size(); ++i)
@@ -556,9 +616,10 @@ std::vector<std::string> Lab::host_limit_warnings(bool all_pairs) const {
     if (need <= static_cast<std::size_t>(limit)) return {};
     return {"lab " + topo_.name + (all_pairs ? ": pinging all pairs needs about " : ": its checks need about ") +
             std::to_string(need) + " neighbour (ARP/ND) entries, and this host allows " + std::to_string(limit) +
-            " for all namespaces together; pings beyond that are lost (\"neighbor table overflow\"). Raise "
+            " for all namespaces together (gc_thresh3); labctl pings in waves that fit what is free of it and "
+            "flushes the lab's own entries between waves, which takes longer. Raise "
             "net.ipv4.neigh.default.gc_thresh3 and net.ipv6.neigh.default.gc_thresh3 (with gc_thresh2 below "
-            "them) to at least " + std::to_string(need + need / 4) + " first."};
+            "them) to at least " + std::to_string(need + need / 4) + " to ping in one wave."};
 }
 
 bool down(const std::string& name) {
@@ -567,7 +628,7 @@ bool down(const std::string& name) {
     state::LabLock lock(name);
     auto rec = state::Journal::load(name);
     if (!rec) return false;
-    teardown(*rec);
+    detail::teardown(*rec, detail::ForeignNames::report);
     return true;
 }
 
@@ -632,7 +693,7 @@ std::string lab_name_of(const std::string& arg) {
         // Oversized files are refused as load_file refuses them, before being read.
         if (static_cast<std::size_t>(st.st_size) > kMaxFileBytes) return load_file(arg).name;
         // The name only: `down` of a lab whose file has since become invalid must work.
-        Json doc = Json::parse(read_text_file(arg), nullptr, false);
+        Json doc = Json::parse(read_topology_file(arg), nullptr, false);
         if (doc.is_object() && doc.contains("name") && doc["name"].is_string() &&
             valid_lab_name(doc["name"].get<std::string>()))
             return doc["name"].get<std::string>();

@@ -95,6 +95,7 @@ private:
     const topology::Node& node(const std::string& name) const;
     topology::Topology topo_;
     std::string text_;
+    std::string folder_;  // the topology file's folder, where node commands run ("" from text)
 };
 
 // Removes the lab named `name` from its journal: processes, namespaces, state. Idempotent:

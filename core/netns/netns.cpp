@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -22,6 +24,11 @@
 
 #include "base/error.hpp"
 #include "base/scope_guard.hpp"
+
+// glibc 2.36's headers lack it (Linux 5.14).
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
 
 namespace labctl::netns {
 
@@ -105,10 +112,142 @@ std::optional<std::pair<dev_t, ino_t>> identity(const std::string& name) {
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") return std::nullopt;
     const std::string path = path_of(name);
     struct stat st {};
-    struct statfs sfs {};
-    if (::stat(path.c_str(), &st) != 0 || ::statfs(path.c_str(), &sfs) != 0) return std::nullopt;
-    if (sfs.f_type != static_cast<decltype(sfs.f_type)>(NSFS_MAGIC)) return std::nullopt;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !is_nsfs(fd.get())) return std::nullopt;
     return std::make_pair(st.st_dev, st.st_ino);
+}
+
+std::uint64_t cookie_here() {
+    UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock) throw_last_errno("reading the network namespace's cookie: socket");
+    std::uint64_t cookie = 0;
+    socklen_t len = sizeof cookie;
+    if (::getsockopt(sock.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+        throw_last_errno("reading the network namespace's cookie (SO_NETNS_COOKIE, Linux 5.14)");
+    return cookie;
+}
+
+std::uint64_t cookie_of(int fd) {
+    std::uint64_t cookie = 0;
+    detail::run_on_thread_in(fd, [&] { cookie = cookie_here(); });
+    return cookie;
+}
+
+namespace {
+
+constexpr const char* kNotOurFile = "is a file labctl did not make";
+
+// What a name holds, without the cookie (that needs a thread inside; see inspect_many).
+Inspection look(const std::string& name, const NetnsIdentity& id) {
+    Inspection out;
+    const std::string path = path_of(name);
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return out;
+        out.found = Found::foreign;
+        out.why = "cannot be inspected: " + std::string(std::strerror(errno));
+        return out;
+    }
+    out.found = Found::foreign;
+    if (S_ISLNK(st.st_mode)) {
+        out.why = "is a symlink";
+        return out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        out.why = "is not a regular file";
+        return out;
+    }
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd || ::fstat(fd.get(), &st) != 0) {
+        out.why = "cannot be opened: " + std::string(std::strerror(errno));
+        return out;
+    }
+    if (is_nsfs(fd.get())) {
+        if (st.st_dev != id.dev || st.st_ino != id.ino || id.ino == 0) {
+            out.why = "is not the one labctl created (it was replaced)";
+            return out;
+        }
+        out.found = Found::ours;  // the cookie is compared by the caller
+        out.fd = std::move(fd);
+        return out;
+    }
+    if (id.file_ino != 0 && st.st_dev == id.file_dev && st.st_ino == id.file_ino) {
+        out.found = Found::file_only;
+        return out;
+    }
+    out.why = kNotOurFile;
+    return out;
+}
+
+// Unmounts our namespace at `name` (when it is still there) and unlinks our file.
+// The caller holds the namespace (an fd), so its dev/ino cannot name another meanwhile.
+void remove_owned(const std::string& name, const NetnsIdentity& id) {
+    const std::string path = path_of(name);
+    bool unmounted = false;
+    for (int attempt = 0;; ++attempt) {
+        Inspection now = look(name, id);
+        if (now.found == Found::absent) return;
+        if (now.found == Found::file_only) break;
+        if (now.found == Found::foreign) {
+            // Journals of older versions have no file identity: what our own unmount
+            // uncovered is the file that mount sat on.
+            if (unmounted && id.file_ino == 0 && now.why == kNotOurFile) break;
+            throw KernelError(EEXIST, what(name), now.why + "; left alone");
+        }
+        now.fd.reset();
+        if (attempt > 8) throw KernelError(EBUSY, what(name) + ": unmounting " + path, "still mounted");
+        if (::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+            unmounted = true;
+            continue;  // look again: a mount may have been stacked on another
+        }
+        if (errno == EINVAL || errno == ENOENT) continue;  // gone meanwhile
+        if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": unmounting " + path);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
+    }
+    for (int attempt = 0;; ++attempt) {
+        if (::unlink(path.c_str()) == 0 || errno == ENOENT) return;
+        if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": removing " + path);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
+    }
+}
+
+}  // namespace
+
+std::vector<Inspection> inspect_many(const std::vector<std::pair<std::string, NetnsIdentity>>& recorded) {
+    std::vector<Inspection> out;
+    out.reserve(recorded.size());
+    std::vector<const NetnsHandle*> to_check;
+    std::vector<NetnsHandle> holders;
+    std::vector<std::size_t> index;
+    holders.reserve(recorded.size());
+    for (std::size_t i = 0; i < recorded.size(); ++i) {
+        const auto& [name, id] = recorded[i];
+        if (name.empty() || name.size() > NAME_MAX || name.find('/') != std::string::npos || name == "." ||
+            name == "..") {
+            out.push_back({Found::foreign, "is not a namespace name", {}});
+            continue;
+        }
+        out.push_back(look(name, id));
+        if (out.back().found == Found::ours && id.cookie != 0) {
+            holders.push_back(NetnsHandle{UniqueFd(::dup(out.back().fd.get())), id.dev, id.ino, name});
+            if (!holders.back().fd) throw_last_errno(what(name) + ": dup");
+            index.push_back(i);
+        }
+    }
+    // One thread visits every namespace whose cookie was recorded.
+    for (const auto& h : holders) to_check.push_back(&h);
+    std::vector<std::uint64_t> cookies(to_check.size());
+    run_in_each(to_check, [&](std::size_t k) { cookies[k] = cookie_here(); });
+    for (std::size_t k = 0; k < index.size(); ++k) {
+        const std::size_t i = index[k];
+        if (cookies[k] != recorded[i].second.cookie) {
+            out[i].found = Found::foreign;
+            out[i].why = "is not the one labctl created (another namespace with a reused inode number)";
+            out[i].fd.reset();
+        }
+    }
+    return out;
 }
 
 std::size_t worker_threads(std::size_t count) {
@@ -127,13 +266,17 @@ std::size_t worker_threads(std::size_t count) {
 }
 
 std::vector<NetnsHandle> create_many(const std::vector<std::string>& names,
-                                     const std::function<void(std::size_t)>& inside) {
+                                     const std::function<void(std::size_t)>& inside,
+                                     const std::function<void(std::size_t, const NetnsIdentity&)>& before_naming) {
     for (const auto& name : names) check_name(name);
     prepare_dir();
+    UniqueFd dir(::open(netns_dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) throw_last_errno("opening " + netns_dir());
 
     const std::size_t count = names.size();
     std::vector<std::optional<NetnsHandle>> made(count);
-    std::vector<char> file_made(count, 0);  // files this call made, to undo on failure
+    // Names this call gave a file (to undo on failure), with the identities behind them.
+    std::vector<std::optional<NetnsIdentity>> named(count);
     std::atomic<bool> stop{false};
     std::mutex failure_mutex;
     std::exception_ptr failure;  // the first one
@@ -146,18 +289,33 @@ std::vector<NetnsHandle> create_many(const std::vector<std::string>& names,
             for (std::size_t i = first; i < count && !stop.load(std::memory_order_relaxed); i += stride) {
                 const std::string& name = names[i];
                 const std::string path = path_of(name);
-                {
-                    UniqueFd f(::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
-                    if (!f) throw_last_errno(what(name) + ": creating " + path);
-                }
-                file_made[i] = 1;
                 if (::unshare(CLONE_NEWNET) != 0) throw_last_errno(what(name) + ": unshare(CLONE_NEWNET)");
+                NetnsHandle handle = open_current();
+                handle.name = name;
+                NetnsIdentity id{handle.dev, handle.ino, cookie_here(), 0, 0};
+                struct stat st {};
+                // The file exists, unnamed, before its identity is told; a name is
+                // given only to a file whose identity was recorded.
+                UniqueFd file(::openat(dir.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0));
+                if (!file) throw_last_errno(what(name) + ": creating a file in " + netns_dir());
+                if (::fstat(file.get(), &st) != 0) throw_last_errno(what(name) + ": fstat");
+                id.file_dev = st.st_dev;
+                id.file_ino = st.st_ino;
+                if (before_naming) before_naming(i, id);
+                const std::string tmp = "/proc/self/fd/" + std::to_string(file.get());
+                if (::linkat(AT_FDCWD, tmp.c_str(), dir.get(), name.c_str(), AT_SYMLINK_FOLLOW) != 0)
+                    throw_last_errno(what(name) + ": creating " + path);
+                named[i] = id;
+                // Mounted onto that file itself: the name is not looked up again.
+                UniqueFd target(::openat(dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+                if (!target || ::fstat(target.get(), &st) != 0) throw_last_errno(what(name) + ": opening " + path);
+                if (st.st_dev != id.file_dev || st.st_ino != id.file_ino)
+                    throw KernelError(EEXIST, what(name) + ": creating " + path, "replaced while being made");
                 const std::string self = "/proc/self/task/" + std::to_string(::gettid()) + "/ns/net";
-                if (::mount(self.c_str(), path.c_str(), "none", MS_BIND, nullptr) != 0)
+                const std::string onto = "/proc/self/fd/" + std::to_string(target.get());
+                if (::mount(self.c_str(), onto.c_str(), "none", MS_BIND, nullptr) != 0)
                     throw_last_errno(what(name) + ": bind-mounting " + self + " onto " + path);
-                UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-                if (!fd) throw_last_errno(what(name) + ": opening " + path);
-                made[i] = handle_from_fd(std::move(fd), name, what(name) + ": opening " + path);
+                made[i] = std::move(handle);
                 if (inside) inside(i);
             }
         } catch (...) {
@@ -181,13 +339,14 @@ std::vector<NetnsHandle> create_many(const std::vector<std::string>& names,
     }  // jthreads join here
 
     if (failure) {
-        made.clear();
-        std::vector<std::string> undo;
+        std::vector<std::pair<std::string, NetnsIdentity>> undo;
         for (std::size_t i = 0; i < count; ++i)
-            if (file_made[i]) undo.push_back(names[i]);
+            if (named[i]) undo.emplace_back(names[i], *named[i]);
         // The original failure is what the caller must see; a name we could not remove
-        // shows up in `ip netns list` and in the next create's EEXIST.
-        remove_many(undo);
+        // shows up in `ip netns list` and in the next create's EEXIST. The handles are
+        // held until then, so no inode number is reused meanwhile.
+        remove_owned_many(undo);
+        made.clear();
         std::rethrow_exception(failure);
     }
     std::vector<NetnsHandle> handles;
@@ -201,9 +360,13 @@ NetnsHandle create(const std::string& name) { return std::move(create_many({name
 void remove(const std::string& name) {
     check_name(name);
     const std::string path = path_of(name);
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+        throw KernelError(ELOOP, what(name) + ": removing " + path, "a symlink, not a namespace; left alone");
     for (int attempt = 0;; ++attempt) {
         // EINVAL: not a mount point (a file left before its bind mount); ENOENT: gone.
-        if (::umount2(path.c_str(), MNT_DETACH) == 0 || errno == EINVAL || errno == ENOENT) break;
+        if (::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0 || errno == EINVAL || errno == ENOENT)
+            break;
         if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": unmounting " + path);
         std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
     }
@@ -239,6 +402,34 @@ std::vector<std::string> remove_many(const std::vector<std::string>& names) {
         }
         work(0, workers);
     }  // the other threads have joined here, before `failures` is read
+    return failures;
+}
+
+std::vector<std::string> remove_owned_many(const std::vector<std::pair<std::string, NetnsIdentity>>& owned) {
+    std::vector<std::string> failures;
+    std::mutex failures_mutex;
+    auto work = [&](std::size_t first, std::size_t stride) {
+        for (std::size_t i = first; i < owned.size(); i += stride) {
+            try {
+                check_name(owned[i].first);
+                remove_owned(owned[i].first, owned[i].second);
+            } catch (const std::exception& e) {
+                std::lock_guard lock(failures_mutex);
+                failures.push_back(e.what());
+            }
+        }
+    };
+    const std::size_t workers = worker_threads(owned.size());
+    {
+        std::vector<std::jthread> threads;
+        threads.reserve(workers - 1);
+        try {
+            for (std::size_t k = 1; k < workers; ++k) threads.emplace_back(work, k, workers);
+        } catch (const std::system_error&) {
+            for (std::size_t k = threads.size() + 1; k < workers; ++k) work(k, workers);
+        }
+        work(0, workers);
+    }
     return failures;
 }
 

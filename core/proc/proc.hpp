@@ -13,7 +13,9 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,26 +24,49 @@
 
 namespace labctl::proc {
 
+// A user to run a command as: resolved in the parent (the child must not read files).
+struct Account {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;  // supplementary groups
+    std::string home;           // "/" when the user database has none
+};
+
+// `user` as a name of this host's user database, or a uid in decimal (a uid without an
+// entry gets its own number as gid, no supplementary groups and HOME=/). Throws LabError
+// for an unknown name.
+Account resolve_user(const std::string& user);
+
 struct Command {
     // Name under /run/netns; also names the sysfs instance and selects /etc/netns/<netns>/.
     std::string netns;
-    // argv[0] without a '/' is looked up in PATH (extra_env's PATH if given, else ours)
-    // before the child starts, like execvp but never falling back to a shell; the
-    // program receives argv unchanged.
+    // argv[0] without a '/' is looked up in PATH (the child's environment's PATH, else
+    // a standard one) before the child starts, like execvp but never falling back to a
+    // shell; the program receives argv unchanged.
     std::vector<std::string> argv;
-    // Added to (or replacing entries of) our environment for the child.
+    // Added to (or replacing entries of) our environment for the child; ignored when
+    // `environment` is given.
     std::map<std::string, std::string> extra_env;
     // When >= 0, the namespace to enter instead of opening /run/netns/<netns>; borrowed,
     // never closed here.
     int netns_fd = -1;
     // How errors name the command's owner ("h1"); `netns` when empty.
     std::string label;
+    // The child's whole environment ("KEY=value" each) instead of ours; nothing of
+    // ours leaks into it.
+    std::optional<std::vector<std::string>> environment;
+    // The child's working directory (entered after `account` took effect); ours when empty.
+    std::string cwd;
+    // Runs the program as this account: supplementary groups, gid and uid are set
+    // after the namespace and mounts are set up, which drops every capability.
+    std::optional<Account> account;
 };
 
 struct RunResult {
     int returncode = 0;  // exit code, or -signal when killed (like Python's subprocess)
     std::string out, err;
     bool timed_out = false;
+    std::size_t dropped = 0;  // bytes dropped from the front of out and err (max_output)
 };
 
 // Runs the command with stdin fed from `input` (nullopt: /dev/null), stdout and stderr
@@ -50,8 +75,14 @@ struct RunResult {
 // written afterwards by programs it left running in the background is not waited for.
 // Throws KernelError/LabError when the command cannot be started ("h1: running \"foo\":
 // No such file or directory (ENOENT)") or a system call of ours fails.
+// A command that has exited is never reported as timed out, however late we look (we
+// may have been stopped, SIGSTOP, meanwhile). With `cancel`: once *cancel is true (a
+// signal handler sets it), the child's process group gets SIGKILL and LabError
+// ("interrupted"), EINTR is thrown, within about 100 ms. With `max_output` > 0, only the
+// last max_output bytes of stdout and of stderr are kept (`dropped` counts the rest).
 RunResult run(const Command& command, const std::optional<std::string>& input,
-              std::optional<std::chrono::milliseconds> timeout);
+              std::optional<std::chrono::milliseconds> timeout, const std::atomic<bool>* cancel = nullptr,
+              std::size_t max_output = 0);
 
 // Runs the command with our stdin, stdout and stderr, in our process group (so the
 // terminal's job control and ^C reach it). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
@@ -69,7 +100,8 @@ struct ProcessId {
 };
 
 // Starts a daemon: its own session, stdin /dev/null, stdout and stderr appended to
-// log_path (created mode 0600 when absent), working directory unchanged. It is not our
+// log_path (created mode 0600 when absent, by us: the command's account need not write
+// there), in the command's cwd (ours when empty). It is not our
 // child (double fork), so it outlives us and we never reap it. Returns once the daemon
 // has exec'd. Throws like run(), and KernelError when log_path cannot be opened.
 ProcessId start_daemon(const Command& command, const std::string& log_path);
@@ -99,11 +131,18 @@ using NetnsId = std::pair<dev_t, ino_t>;
 // The same for several namespaces with one pass over /proc (a lab of 1,000 nodes).
 std::vector<pid_t> pids_in_any_netns(std::vector<NetnsId> namespaces);
 
-// SIGTERM to every process in the namespace, up to `grace` for them to exit, SIGKILL to
-// the rest; repeated while new ones appear (children forked meanwhile). Throws like
-// stop(), and LabError when processes keep appearing.
+// Stops the `daemons` still alive as themselves and every process in any of `namespaces`,
+// all at once: SIGTERM to each, one `grace` for all of them, then SIGKILL to whatever is
+// left or has appeared since (children forked meanwhile, a process that forks when told
+// to stop), again and again without grace until none is left. The caller must hold the
+// namespaces (an fd each) so that their dev/ino name no other. Throws KernelError when
+// /proc cannot be read or a signal not sent, LabError naming the processes still there
+// after `limit`.
+void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namespaces,
+              std::chrono::milliseconds grace, std::chrono::milliseconds limit = std::chrono::seconds(30));
+
+// stop_all() of the processes in the namespace(s) alone.
 void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace);
-// The same for every process in any of `namespaces`, one /proc pass per round.
 void kill_all_in_any_netns(std::vector<NetnsId> namespaces, std::chrono::milliseconds grace);
 
 }  // namespace labctl::proc

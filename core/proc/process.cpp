@@ -143,26 +143,58 @@ std::vector<pid_t> pids_in_any_netns(std::vector<NetnsId> namespaces) {
 }
 
 void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace) {
-    kill_all_in_any_netns({{dev, ino}}, grace);
+    stop_all({}, {{dev, ino}}, grace);
 }
 
 void kill_all_in_any_netns(std::vector<NetnsId> namespaces, std::chrono::milliseconds grace) {
+    stop_all({}, std::move(namespaces), grace);
+}
+
+void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namespaces,
+              std::chrono::milliseconds grace, std::chrono::milliseconds limit) {
     std::sort(namespaces.begin(), namespaces.end());
-    // Processes may fork while we wait; a few rounds catch those.
-    for (int round = 0; round < 8; ++round) {
+    // A pidfd for each process to stop; each looked at again after its pidfd was opened,
+    // so that the pidfd names the process that was meant.
+    auto gather = [&] {
         std::vector<std::pair<UniqueFd, pid_t>> fds;
+        auto known = [&](pid_t pid) {
+            return std::any_of(fds.begin(), fds.end(), [&](const auto& f) { return f.second == pid; });
+        };
+        for (const auto& d : daemons) {
+            if (known(d.pid)) continue;
+            UniqueFd pidfd(detail::pidfd_open(d.pid));
+            if (!pidfd || !is_same_process(d)) continue;
+            fds.emplace_back(std::move(pidfd), d.pid);
+        }
         for (const pid_t pid : pids_in_any_netns(namespaces)) {
+            if (known(pid)) continue;
             UniqueFd pidfd(detail::pidfd_open(pid));
-            if (!pidfd) continue;  // gone already
-            // Looked at again after opening the pidfd, so that it names a process inside.
-            if (!in_any_netns(pid, namespaces)) continue;
+            if (!pidfd || !in_any_netns(pid, namespaces)) continue;
             fds.emplace_back(std::move(pidfd), pid);
         }
+        return fds;
+    };
+    auto signal_all = [&](std::vector<std::pair<UniqueFd, pid_t>>& fds, int sig) {
+        for (auto it = fds.begin(); it != fds.end();) it = send(it->first.get(), it->second, sig) ? it + 1 : fds.erase(it);
+    };
+    const auto deadline = Clock::now() + limit;
+    auto fds = gather();
+    if (fds.empty()) return;
+    signal_all(fds, SIGTERM);
+    wait_exited(fds, grace);
+    for (;;) {
+        fds = gather();
         if (fds.empty()) return;
-        terminate(std::move(fds), grace);
+        if (Clock::now() >= deadline) {
+            std::string pids;
+            for (const auto& f : fds) pids += (pids.empty() ? "" : ", ") + std::to_string(f.second);
+            throw LabError("processes " + pids + " are still running after SIGKILL (new ones keep appearing, "
+                           "or they are stuck in the kernel)");
+        }
+        signal_all(fds, SIGKILL);
+        wait_exited(fds, std::min<std::chrono::milliseconds>(
+                             kill_timeout, std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now())));
     }
-    if (!pids_in_any_netns(namespaces).empty())
-        throw LabError("processes keep appearing in the namespace while it is being emptied");
 }
 
 }  // namespace labctl::proc

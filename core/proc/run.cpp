@@ -110,17 +110,35 @@ private:
 };
 
 // Reads until the pipe is empty (or at EOF, then closes it).
-void drain(UniqueFd& fd, std::string& into) {
+// At most `limit` bytes per call, so that a fast writer cannot keep us here (nor grow
+// `into` without bound between two trims); true when it stopped at the limit.
+bool drain(UniqueFd& fd, std::string& into, std::size_t limit = 1u << 20) {
     char buf[65536];
+    std::size_t got = 0;
     while (fd) {
+        if (got >= limit) return true;
         const ssize_t n = ::read(fd.get(), buf, sizeof buf);
         if (n > 0) {
             into.append(buf, static_cast<std::size_t>(n));
+            got += static_cast<std::size_t>(n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n == 0 || errno != EAGAIN) fd.reset();
-        return;
+        return false;
+    }
+    return false;
+}
+
+// With a bound: once out or err holds more than `above` bytes, only its last `keep`
+// remain (trimming in steps of `keep` keeps the copying linear).
+void keep_tail(RunResult& r, std::size_t keep, std::size_t above) {
+    if (keep == 0) return;
+    for (std::string* s : {&r.out, &r.err}) {
+        if (s->size() <= above) continue;
+        const std::size_t drop = s->size() - keep;
+        s->erase(0, drop);
+        r.dropped += drop;
     }
 }
 
@@ -133,7 +151,8 @@ int decode(int status) {
 }  // namespace
 
 RunResult run(const Command& command, const std::optional<std::string>& input,
-              std::optional<std::chrono::milliseconds> timeout) {
+              std::optional<std::chrono::milliseconds> timeout, const std::atomic<bool>* cancel,
+              std::size_t max_output) {
     const std::string what = detail::describe(command);
     UniqueFd in_read, in_write, out_read, out_write, err_read, err_write;
     if (input) {
@@ -168,8 +187,9 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
     set_nonblocking(err_read.get(), what);
 
     RunResult result;
-    const std::optional<Clock::time_point> deadline =
-        timeout ? std::optional(started + *timeout) : std::nullopt;
+    // A plain time point (GCC 12 sees an optional's value as maybe uninitialized here).
+    const bool has_deadline = timeout.has_value();
+    const Clock::time_point deadline = has_deadline ? started + *timeout : Clock::time_point::max();
     for (;;) {
         pollfd fds[4];
         int count = 0;
@@ -184,16 +204,24 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
         const int in_slot = add(in_write, POLLOUT);
 
         int wait_ms = -1;
-        if (deadline && !result.timed_out) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+        if (has_deadline && !result.timed_out) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
             wait_ms = static_cast<int>(std::max<long long>(0, left.count()));
         }
+        // A signal may come just before poll(): look at the flag at least this often.
+        constexpr int kCancelCheckMs = 100;
+        if (cancel) wait_ms = wait_ms < 0 ? kCancelCheckMs : std::min(wait_ms, kCancelCheckMs);
         const int ready = ::poll(fds, static_cast<nfds_t>(count), wait_ms);
-        if (ready < 0) {
-            if (errno == EINTR) continue;
-            throw_last_errno(what + ": waiting for the command");
+        if (ready < 0 && errno != EINTR) throw_last_errno(what + ": waiting for the command");
+        if (cancel && cancel->load()) {
+            ::kill(-child.pid, SIGKILL);
+            wait_status(child.pid);
+            guard.release();
+            throw LabError(what + ": interrupted", EINTR);
         }
-        if (deadline && !result.timed_out && Clock::now() >= *deadline) {
+        if (ready < 0) continue;
+        const bool exited = child_slot >= 0 && (fds[child_slot].revents & POLLIN);
+        if (!exited && has_deadline && !result.timed_out && Clock::now() >= deadline) {
             // The child leads its process group (setpgid in spawn), so this also reaches
             // what it started, unless that left the group.
             ::kill(-child.pid, SIGKILL);
@@ -201,6 +229,7 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
         }
         if (out_slot >= 0 && fds[out_slot].revents != 0) drain(out_read, result.out);
         if (err_slot >= 0 && fds[err_slot].revents != 0) drain(err_read, result.err);
+        keep_tail(result, max_output, 2 * max_output);
         if (in_slot >= 0 && fds[in_slot].revents != 0) {
             const ssize_t n =
                 ::write(in_write.get(), input->data() + written, input->size() - written);
@@ -217,8 +246,10 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
     if (status < 0) throw_last_errno(what + ": collecting the exit status");
     // Whatever it wrote before exiting is in the pipes now. Anything that it left
     // running in the background may keep them open; we do not wait for that.
-    drain(out_read, result.out);
-    drain(err_read, result.err);
+    // What is in the pipes now, not what a background writer adds forever.
+    for (int i = 0; i < 16 && drain(out_read, result.out); ++i) keep_tail(result, max_output, 2 * max_output);
+    for (int i = 0; i < 16 && drain(err_read, result.err); ++i) keep_tail(result, max_output, 2 * max_output);
+    keep_tail(result, max_output, max_output);
     result.returncode = decode(status);
     return result;
 }

@@ -30,6 +30,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -41,8 +43,6 @@
 
 #include <boost/process/args.hpp>
 #include <boost/process/child.hpp>
-#include <boost/process/env.hpp>
-#include <boost/process/environment.hpp>
 #include <boost/process/exe.hpp>
 #include <boost/process/extend.hpp>
 #include <cerrno>
@@ -74,6 +74,10 @@ enum class Stage : int {
     unshare,
     make_slave,
     mount_sys,
+    groups,
+    setgid,
+    setuid,
+    chdir,
     cloexec,
     exec,
 };
@@ -95,6 +99,10 @@ const char* stage_text(Stage stage) {
         case Stage::unshare: return "creating a mount namespace";
         case Stage::make_slave: return "making / a slave mount";
         case Stage::mount_sys: return "mounting /sys";
+        case Stage::groups: return "setting the supplementary groups";
+        case Stage::setgid: return "setting the group id";
+        case Stage::setuid: return "setting the user id";
+        case Stage::chdir: return "entering the working directory";
         case Stage::cloexec: return "marking inherited descriptors close-on-exec";
         case Stage::exec:
         case Stage::daemon_started: return nullptr;
@@ -112,6 +120,9 @@ struct ChildSetup {
     unsigned long sysfs_overlay_flags;
     const std::vector<std::pair<std::string, std::string>>* etc_binds;
     char* const* argv;  // null-terminated; argv[0] as the caller gave it
+    char** envp;        // null-terminated
+    const Account* account;  // null: stay who we are
+    const char* cwd;         // null: stay where we are
 };
 
 void report(int fd, const Report& r) {
@@ -255,6 +266,15 @@ void enter(const ChildSetup& s) {
         ::mount(from.c_str(), to.c_str(), "none", MS_BIND, nullptr);
     }
 
+    // Privileges last: entering the namespace and mounting needed them. setuid() from
+    // root to another uid clears every capability set.
+    if (const Account* a = s.account) {
+        if (::setgroups(a->groups.size(), a->groups.data()) < 0) fail(rep, Stage::groups, errno);
+        if (::setgid(a->gid) < 0) fail(rep, Stage::setgid, errno);
+        if (::setuid(a->uid) < 0) fail(rep, Stage::setuid, errno);
+    }
+    if (s.cwd != nullptr && ::chdir(s.cwd) < 0) fail(rep, Stage::chdir, errno);
+
     if (!mark_cloexec_from_3()) fail(rep, Stage::cloexec, errno);
 }
 
@@ -266,8 +286,11 @@ public:
     void on_exec_setup(Executor& e) const {
         enter(*setup_);
         // v1 would pass the resolved path as argv[0]; execvp (and `ip netns exec`) keep
-        // the caller's. cmd_line is a documented member of the posix executor.
+        // the caller's. cmd_line and env are documented members of the posix executor.
+        // The environment is ours to build: v1's basic_environment::find reads past its
+        // buffer on a small environment (seen under `env -i`), so it is never used.
         e.cmd_line = setup_->argv;
+        e.env = setup_->envp;
     }
     template <class Executor>
     void on_exec_error(Executor&, const std::error_code& ec) const {
@@ -289,18 +312,26 @@ private:
     pid_t* launched_;
 };
 
-std::string find_program(const std::string& name, const Command& command,
+// The child's environment: the command's own, or ours with extra_env over it.
+std::vector<std::string> environment_for(const Command& command) {
+    if (command.environment) return *command.environment;
+    std::vector<std::string> env;
+    for (char** e = ::environ; e != nullptr && *e != nullptr; ++e) {
+        const std::string_view entry = *e;
+        const std::string key(entry.substr(0, entry.find('=')));
+        if (!command.extra_env.contains(key)) env.emplace_back(entry);
+    }
+    for (const auto& [key, value] : command.extra_env) env.push_back(key + "=" + value);
+    return env;
+}
+
+std::string find_program(const std::string& name, const std::vector<std::string>& env,
                          const std::string& what) {
     if (name.find('/') != std::string::npos) return name;  // execve reports what is wrong
     if (name.empty()) throw_errno(ENOENT, what);
-    std::string path;
-    if (auto it = command.extra_env.find("PATH"); it != command.extra_env.end()) {
-        path = it->second;
-    } else if (const char* ours = ::getenv("PATH")) {
-        path = ours;
-    } else {
-        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    }
+    std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (const auto& entry : env)
+        if (entry.starts_with("PATH=")) path = entry.substr(5);
     int err = ENOENT;
     std::string_view rest = path;
     for (;;) {
@@ -385,7 +416,8 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
         if (fd >= 0 && fd <= 2) throw LabError(what + ": stdio descriptor " + std::to_string(fd) +
                                                " would be clobbered (internal error)");
     }
-    const std::string exe = find_program(command.argv.front(), command, what);
+    std::vector<std::string> env_text = environment_for(command);
+    const std::string exe = find_program(command.argv.front(), env_text, what);
     // The child's argv, set in the child (see EnterNetns). Not given to v1 as bp::args:
     // it takes &arg.front() of every argument, undefined for an empty one.
     std::vector<std::string> argv_text = command.argv;
@@ -393,8 +425,9 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
     for (auto& arg : argv_text) argv.push_back(arg.data());
     argv.push_back(nullptr);
 
-    bp::environment env = boost::this_process::environment();
-    for (const auto& [key, value] : command.extra_env) env[key] = value;
+    std::vector<char*> envp;
+    for (auto& entry : env_text) envp.push_back(entry.data());
+    envp.push_back(nullptr);
 
     UniqueFd owned_netns;
     int netns_fd = command.netns_fd;
@@ -424,11 +457,14 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
                            command.netns.c_str(),
                            overlay_flags,
                            &binds,
-                           argv.data()};
+                           argv.data(),
+                           envp.data(),
+                           command.account ? &*command.account : nullptr,
+                           command.cwd.empty() ? nullptr : command.cwd.c_str()};
     pid_t launched = -1;
     std::error_code ec;
     {
-        bp::child child(bp::exe = exe, bp::env = env, EnterNetns(&setup, &launched), ec);
+        bp::child child(bp::exe = exe, EnterNetns(&setup, &launched), ec);
         child.detach();  // we wait with a pidfd; see the top of this file
     }
     report_write.reset();
@@ -467,3 +503,47 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
 }
 
 }  // namespace labctl::proc::detail
+
+namespace labctl::proc {
+
+Account resolve_user(const std::string& user) {
+    struct passwd pw {};
+    struct passwd* found = nullptr;
+    std::vector<char> buf(16384);
+    const bool numeric = !user.empty() && user.find_first_not_of("0123456789") == std::string::npos;
+    Account a;
+    if (numeric) {
+        errno = 0;
+        const unsigned long long uid = std::strtoull(user.c_str(), nullptr, 10);
+        if (errno != 0 || uid >= static_cast<unsigned long long>(static_cast<uid_t>(-1)))
+            throw LabError("user " + user + ": not a valid uid");
+        a.uid = static_cast<uid_t>(uid);
+        ::getpwuid_r(a.uid, &pw, buf.data(), buf.size(), &found);
+    } else {
+        ::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found);
+        if (!found) throw LabError("no user \"" + user + "\" on this host");
+    }
+    if (!found) {
+        a.gid = static_cast<gid_t>(a.uid);
+        a.groups = {a.gid};
+        a.home = "/";
+        return a;
+    }
+    a.uid = pw.pw_uid;
+    a.gid = pw.pw_gid;
+    a.home = pw.pw_dir && *pw.pw_dir ? pw.pw_dir : "/";
+    int count = 64;
+    for (;;) {
+        a.groups.assign(static_cast<std::size_t>(count), 0);
+        int n = count;
+        if (::getgrouplist(pw.pw_name, pw.pw_gid, a.groups.data(), &n) >= 0) {
+            a.groups.resize(static_cast<std::size_t>(n));
+            break;
+        }
+        if (n <= count) n = count * 2;
+        count = n;
+    }
+    return a;
+}
+
+}  // namespace labctl::proc

@@ -75,7 +75,11 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
     std::vector<std::string> names;
     names.reserve(topo.nodes.size());
     for (const auto& node : topo.nodes) names.push_back(node.netns);
-    journal.netns_intent(names);
+    // Each namespace's identity is in the journal before its name exists: `down` and
+    // the rollback act on nothing else (state.hpp).
+    auto record = [&](std::size_t i, const netns::NetnsIdentity& id) {
+        journal.netns({names[i], id.dev, id.ino, id.cookie, id.file_dev, id.file_ino});
+    };
 
     // Runs on a creating thread, inside namespace i, before anything else is in it;
     // several run at once, each touching only slot i.
@@ -100,14 +104,10 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
             throw e.prefixed(node.name);
         }
     };
-    out.namespaces = netns::create_many(names, inside);
+    out.namespaces = netns::create_many(names, inside, record);
     out.handles.clear();
     out.handles.reserve(handles.size());
     for (auto& h : handles) out.handles.push_back(std::move(*h));
-    std::vector<state::RecordedNetns> ids;
-    ids.reserve(out.namespaces.size());
-    for (const auto& ns : out.namespaces) ids.push_back({ns.name, ns.dev, ns.ino});
-    journal.netns_created(ids);
 
     // Interface indexes: lo is 1; ours from kFirstIfindex, unique across the lab; TUN/TAP
     // as the kernel chose. Unique because the kernel's linkwatch treats an operstate

@@ -43,8 +43,8 @@ struct Realized {
 // The kernel features the topology needs beyond veth and bridge.
 std::vector<rtnl::Feature> features_needed(const topology::Topology& topo);
 
-// Phase 1. Writes the namespace names to the journal before making them and their
-// identities after. On failure no namespace of this call is left. Throws KernelError.
+// Phase 1. Writes each namespace's identity to the journal before its name exists.
+// On failure no namespace of this call is left. Throws KernelError.
 void create_namespaces(const topology::Topology& topo, state::Journal& journal, Realized& out);
 
 // Phases 2-4. Throws KernelError naming the node, object and operation.

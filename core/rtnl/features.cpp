@@ -1,13 +1,19 @@
-// Probing for kernel features by trying them in a throw-away namespace: the only test
+// Probing for kernel features by trying them in a throw-away (unnamed) namespace: the only test
 // that also covers modules loaded on demand and features compiled out.
+#include <sched.h>
+
 #include <cerrno>
-#include <random>
+#include <exception>
+#include <thread>
 
 #include "base/error.hpp"
-#include "base/scope_guard.hpp"
 #include "rtnl/rtnl.hpp"
 
 namespace labctl::rtnl {
+
+namespace {
+std::vector<Feature> probe_here(const std::vector<Feature>& wanted);
+}  // namespace
 
 std::string feature_name(Feature f) {
     switch (f) {
@@ -53,24 +59,30 @@ std::string missing_feature_message(Feature f) {
 
 std::vector<Feature> missing_features(const std::vector<Feature>& wanted) {
     if (wanted.empty()) return {};
-    std::string name = "labctl-probe-";
-    {
-        std::mt19937_64 rng{std::random_device{}()};
-        name += std::to_string(rng() % 1000000000);
-    }
-    netns::NetnsHandle ns = netns::create(name);
-    ScopeGuard remove_ns([&] {
+    // An unnamed namespace of a thread of our own: nothing in /run/netns, so a labctl
+    // killed while probing leaves nothing behind; it goes with the thread.
+    std::exception_ptr failure;
+    std::vector<Feature> missing;
+    std::thread prober([&] {
         try {
-            netns::remove(name);
-        } catch (const KernelError&) {
-            // Nothing better to do: the name stays visible in `ip netns list`.
+            if (::unshare(CLONE_NEWNET) != 0) throw_last_errno("probing kernel features: unshare(CLONE_NEWNET)");
+            missing = probe_here(wanted);
+        } catch (...) {
+            failure = std::current_exception();
         }
     });
+    prober.join();
+    if (failure) std::rethrow_exception(failure);
+    return missing;
+}
 
+namespace {
+// Tries each feature in the calling thread's (fresh) namespace.
+std::vector<Feature> probe_here(const std::vector<Feature>& wanted) {
     // Indexes inside the probe namespace: lo is 1.
     constexpr int kV0 = 2, kV1 = 3, kBr = 4;
     std::vector<Feature> missing;
-    netns::run_in(ns, [&] {
+    {
         auto h = Handle::open_here();
         auto attempt = [&](nl::Message m) {
             nl::Batch b;
@@ -103,8 +115,10 @@ std::vector<Feature> missing_features(const std::vector<Feature>& wanted) {
             }
             if (!ok) missing.push_back(f);
         }
-    });
+    }
     return missing;
 }
+
+}  // namespace
 
 }  // namespace labctl::rtnl

@@ -5,6 +5,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/if_addr.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 
 #include <algorithm>
@@ -138,6 +139,43 @@ std::vector<AddrInfo> addr_dump(Handle& h) {
         out.push_back(info);
     }, "listing addresses");
     return out;
+}
+
+std::size_t neigh_flush(Handle& h) {
+    struct Entry {
+        unsigned char family;
+        int ifindex;
+        std::vector<unsigned char> dst;
+    };
+    std::vector<Entry> entries;
+    nl::Message m(RTM_GETNEIGH, 0);
+    m.header<ndmsg>().ndm_family = AF_UNSPEC;
+    nl::dump(h.socket(), m, [&](const nlmsghdr* nlh) {
+        if (nlh->nlmsg_type != RTM_NEWNEIGH) return;
+        const auto* nd = static_cast<const ndmsg*>(mnl_nlmsg_get_payload(nlh));
+        if ((nd->ndm_family != AF_INET && nd->ndm_family != AF_INET6) || (nd->ndm_state & (NUD_PERMANENT | NUD_NOARP)))
+            return;
+        auto tb = nl::parse_attrs(nlh, sizeof(ndmsg), NDA_MAX);
+        if (!tb[NDA_DST]) return;
+        const auto* data = static_cast<const unsigned char*>(mnl_attr_get_payload(tb[NDA_DST]));
+        entries.push_back({nd->ndm_family, nd->ndm_ifindex,
+                           std::vector<unsigned char>(data, data + mnl_attr_get_payload_len(tb[NDA_DST]))});
+    }, "listing neighbour entries");
+    nl::Batch b;
+    for (const auto& e : entries) {
+        nl::Message d(RTM_DELNEIGH, 0);
+        auto& nd = d.header<ndmsg>();
+        nd.ndm_family = e.family;
+        nd.ndm_ifindex = e.ifindex;
+        d.put_bytes(NDA_DST, e.dst.data(), e.dst.size());
+        b.add(std::move(d), "flushing neighbour entries");
+    }
+    std::size_t deleted = 0;
+    for (const auto& r : b.run(h.socket())) {
+        if (r.error == 0) ++deleted;
+        else if (r.error != ENOENT) throw KernelError(r.error, r.context, r.kernel_message);  // ENOENT: gone meanwhile
+    }
+    return deleted;
 }
 
 std::vector<RouteInfo> route_dump(Handle& h) {

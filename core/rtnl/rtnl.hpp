@@ -236,6 +236,12 @@ struct RouteInfo {
 // = ip route show table all (IPv4 and IPv6). Throws KernelError.
 std::vector<RouteInfo> route_dump(Handle& h);
 
+// Deletes the neighbour (ARP/ND) entries the kernel learned in the handle's namespace,
+// permanent ones kept: = ip neigh flush all. The table is shared by every namespace of
+// the host (gc_thresh3), so a lab pinging in waves frees its own entries between them.
+// Returns how many were deleted. Throws KernelError.
+std::size_t neigh_flush(Handle& h);
+
 // Waits until every listed link is IF_OPER_UP (veths get there once both ends are up;
 // the kernel's linkwatch may take up to ~1 s). Throws KernelError(ETIMEDOUT) naming the
 // links still not up, or for a failed dump.

@@ -86,7 +86,21 @@ void remove_tree(int dirfd, const std::string& shown) {
     }
 }
 
+// Every entry point taking a lab name: a name that is not a lab's never becomes a path.
+void require_lab_name(const std::string& lab) {
+    if (!is_lab_name(lab)) throw LabError("\"" + lab + "\" is not a lab name");
+}
+
+// Beside the labs' directories, never one of them: lab names have no '.'.
+constexpr const char* kLockDir = ".locks";
+
 }  // namespace
+
+bool is_lab_name(const std::string& name) {
+    if (name.empty() || name.size() > 16 || name[0] < 'a' || name[0] > 'z') return false;
+    return std::all_of(name.begin(), name.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
+}
 
 std::string state_root() {
     const char* env = ::getenv("LABCTL_STATE_DIR");
@@ -96,10 +110,11 @@ std::string state_root() {
     return root;
 }
 
-LabLock::LabLock(const std::string& lab) {
+LabLock::LabLock(const std::string& lab, const std::atomic<bool>* cancel) {
+    require_lab_name(lab);
     UniqueFd root = open_root();
-    UniqueFd locks = open_private_dir(root.get(), "locks", state_root() + "/locks");
-    std::string shown = state_root() + "/locks/" + lab + ".lock";
+    UniqueFd locks = open_private_dir(root.get(), kLockDir, state_root() + "/" + kLockDir);
+    std::string shown = state_root() + "/" + kLockDir + "/" + lab + ".lock";
     fd_.reset(::openat(locks.get(), (lab + ".lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd_) {
         if (errno == ELOOP) throw LabError(shown + " is a symlink; refusing to use it");
@@ -111,6 +126,8 @@ LabLock::LabLock(const std::string& lab) {
         throw LabError(shown + " is not a regular file of ours; refusing to use it");
     while (::flock(fd_.get(), LOCK_EX) != 0) {
         if (errno != EINTR) throw_last_errno(shown + ": locking");
+        if (cancel && cancel->load())
+            throw LabError("interrupted while waiting for lab " + lab + "'s lock (another labctl holds it)", EINTR);
     }
 }
 
@@ -118,30 +135,45 @@ Journal::Journal(std::string lab, std::string dir, UniqueFd fd)
     : lab_(std::move(lab)), dir_(std::move(dir)), fd_(std::move(fd)) {}
 
 Journal Journal::begin(const std::string& lab, const std::string& source, const std::string& topology_text) {
+    require_lab_name(lab);
     UniqueFd root = open_root();
     std::string dir = state_root() + "/" + lab;
     UniqueFd labdir = open_private_dir(root.get(), lab, dir);
-    UniqueFd topo(::openat(labdir.get(), "topology.json", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!topo) throw_last_errno(dir + "/topology.json: creating");
-    write_all(topo.get(), topology_text, dir + "/topology.json: writing");
     UniqueFd fd(::openat(labdir.get(), "journal", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) {
         if (errno == EEXIST) throw LabError("lab " + lab + " already has a journal in " + dir);
         throw_last_errno(dir + "/journal: creating");
     }
-    Journal j(lab, dir, std::move(fd));
-    Json rec = {{"event", "begin"},
-                {"lab", lab},
-                {"source", source},
-                {"pid", ::getpid()},
-                {"time", std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count()}};
-    j.append(rec.dump());
-    return j;
+    // Until the first record is whole, nothing was made: a failure (ENOSPC) removes the
+    // directory again instead of leaving a lab that `status` calls incomplete.
+    try {
+        UniqueFd topo(
+            ::openat(labdir.get(), "topology.json", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!topo) throw_last_errno(dir + "/topology.json: creating");
+        write_all(topo.get(), topology_text, dir + "/topology.json: writing");
+        Journal j(lab, dir, std::move(fd));
+        Json rec = {{"event", "begin"},
+                    {"lab", lab},
+                    {"source", source},
+                    {"pid", ::getpid()},
+                    {"time", std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count()}};
+        j.append(rec.dump());
+        return j;
+    } catch (...) {
+        try {
+            remove_tree(labdir.get(), dir);
+            ::unlinkat(root.get(), lab.c_str(), AT_REMOVEDIR);
+        } catch (const std::exception&) {
+            // The original failure is the one to report.
+        }
+        throw;
+    }
 }
 
 Journal Journal::reopen(const std::string& lab) {
+    require_lab_name(lab);
     UniqueFd root = open_root();
     std::string dir = state_root() + "/" + lab;
     UniqueFd labdir = open_private_dir(root.get(), lab, dir);
@@ -155,16 +187,15 @@ void Journal::append(const std::string& json_line) {
     write_all(fd_.get(), json_line + "\n", dir_ + "/journal: writing");
 }
 
-void Journal::netns_intent(const std::vector<std::string>& names) {
-    append(Json{{"event", "netns-intent"}, {"names", names}}.dump());
-}
-
-void Journal::netns_created(const std::vector<RecordedNetns>& namespaces) {
-    Json list = Json::array();
-    for (const auto& n : namespaces)
-        list.push_back({{"name", n.name}, {"dev", static_cast<std::uint64_t>(n.dev)},
-                        {"ino", static_cast<std::uint64_t>(n.ino)}});
-    append(Json{{"event", "netns-created"}, {"namespaces", list}}.dump());
+void Journal::netns(const RecordedNetns& n) {
+    append(Json{{"event", "netns"},
+                {"name", n.name},
+                {"dev", static_cast<std::uint64_t>(n.dev)},
+                {"ino", static_cast<std::uint64_t>(n.ino)},
+                {"cookie", n.cookie},
+                {"file_dev", static_cast<std::uint64_t>(n.file_dev)},
+                {"file_ino", static_cast<std::uint64_t>(n.file_ino)}}
+               .dump());
 }
 
 void Journal::daemon_started(const RecordedDaemon& d) {
@@ -188,6 +219,7 @@ std::string Journal::log_dir() {
 }
 
 std::optional<LabRecord> Journal::load(const std::string& lab) {
+    require_lab_name(lab);
     UniqueFd root = open_root();
     UniqueFd labdir = open_existing_private_dir(root.get(), lab, state_root() + "/" + lab);
     if (!labdir) return std::nullopt;
@@ -211,21 +243,25 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
             rec.source = r.value("source", "");
             rec.pid = r.value("pid", 0);
             rec.started = r.value("time", 0LL);
-        } else if (ev == "netns-intent") {
-            for (const auto& n : r["names"]) {
-                std::string name = n.get<std::string>();
-                bool known = std::any_of(rec.namespaces.begin(), rec.namespaces.end(),
-                                         [&](const RecordedNetns& x) { return x.name == name; });
-                if (!known) rec.namespaces.push_back({name, 0, 0});
-            }
-        } else if (ev == "netns-created") {
-            for (const auto& n : r["namespaces"]) {
-                std::string name = n["name"].get<std::string>();
+        } else if (ev == "netns" || ev == "netns-created") {
+            // "netns-created" (older versions, after all namespaces were made) carries
+            // dev/ino only; their "netns-intent" names without identity are ignored:
+            // nothing is done to a name whose holder is unknown.
+            Json list = ev == "netns" ? Json::array({r}) : r.value("namespaces", Json::array());
+            for (const auto& n : list) {
+                if (!n.is_object() || !n.contains("name") || !n["name"].is_string()) continue;
+                RecordedNetns x;
+                x.name = n["name"].get<std::string>();
+                x.dev = static_cast<dev_t>(n.value("dev", std::uint64_t{0}));
+                x.ino = static_cast<ino_t>(n.value("ino", std::uint64_t{0}));
+                x.cookie = n.value("cookie", std::uint64_t{0});
+                x.file_dev = static_cast<dev_t>(n.value("file_dev", std::uint64_t{0}));
+                x.file_ino = static_cast<ino_t>(n.value("file_ino", std::uint64_t{0}));
+                if (x.ino == 0) continue;
                 auto it = std::find_if(rec.namespaces.begin(), rec.namespaces.end(),
-                                       [&](const RecordedNetns& x) { return x.name == name; });
-                if (it == rec.namespaces.end()) it = rec.namespaces.insert(rec.namespaces.end(), {name, 0, 0});
-                it->dev = static_cast<dev_t>(n["dev"].get<std::uint64_t>());
-                it->ino = static_cast<ino_t>(n["ino"].get<std::uint64_t>());
+                                       [&](const RecordedNetns& y) { return y.name == x.name; });
+                if (it == rec.namespaces.end()) rec.namespaces.push_back(x);
+                else *it = x;
             }
         } else if (ev == "daemon") {
             RecordedDaemon d;
@@ -251,7 +287,7 @@ std::vector<std::string> Journal::list() {
     std::vector<std::string> labs;
     while (dirent* e = ::readdir(d)) {
         std::string n = e->d_name;
-        if (n == "." || n == ".." || n == "locks" || e->d_type != DT_DIR) continue;
+        if (!is_lab_name(n) || e->d_type != DT_DIR) continue;
         labs.push_back(n);
     }
     ::closedir(d);
@@ -260,6 +296,7 @@ std::vector<std::string> Journal::list() {
 }
 
 std::string Journal::topology_text(const std::string& lab) {
+    require_lab_name(lab);
     UniqueFd root = open_root();
     std::string shown = state_root() + "/" + lab + "/topology.json";
     UniqueFd labdir = open_existing_private_dir(root.get(), lab, state_root() + "/" + lab);
@@ -270,6 +307,7 @@ std::string Journal::topology_text(const std::string& lab) {
 }
 
 void Journal::remove(const std::string& lab) {
+    require_lab_name(lab);
     UniqueFd root = open_root();
     UniqueFd labdir = open_existing_private_dir(root.get(), lab, state_root() + "/" + lab);
     if (!labdir) return;

@@ -3,15 +3,22 @@
 //
 // Layout under the state root (/run/labctl, or $LABCTL_STATE_DIR), every directory
 // mode 0700 and owned by us; symlinks are never followed:
-//   locks/<lab>.lock     flock()ed while an up/down/verify of the lab runs; never removed,
-//                        so two processes never hold locks on different files of one name
-//   <lab>/journal        JSON lines, appended BEFORE each object is created
+//   .locks/<lab>.lock    flock()ed while an up/down/verify of the lab runs; never removed,
+//                        so two processes never hold locks on different files of one name.
+//                        The dot keeps it apart from every lab: no lab name has one, and
+//                        every function here refuses a name that is not a lab name
+//                        (a lab called `locks` once was the lock directory)
+//   <lab>/journal        JSON lines, appended BEFORE each object is created; a namespace's
+//                        record carries its identity (namespace dev/ino and cookie, and the
+//                        file under /run/netns) and is written before its name exists
 //   <lab>/topology.json  the topology the lab was built from
 //   <lab>/logs/          output of node exec commands and daemons
 // The journal is what `down` works from: never the topology file, never name patterns.
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,12 +30,18 @@ namespace labctl::state {
 // $LABCTL_STATE_DIR or /run/labctl.
 std::string state_root();
 
+// Whether `name` is a lab name (^[a-z][a-z0-9-]{0,15}$): only those reach the state root.
+bool is_lab_name(const std::string& name);
+
 // The lab's lock, held until destroyed. Blocks while another process holds it (up and
 // down of one lab serialize). The fd is close-on-exec: children never inherit it.
-// Throws KernelError; LabError when a path is a symlink or not ours.
+// Throws KernelError; LabError when a path is a symlink or not ours, or `lab` is not a
+// lab name.
 class LabLock {
 public:
-    explicit LabLock(const std::string& lab);
+    // With `cancel`: a signal (EINTR) that has set *cancel ends the wait with
+    // LabError("interrupted while waiting for ..."), EINTR; nothing else was made.
+    explicit LabLock(const std::string& lab, const std::atomic<bool>* cancel = nullptr);
     LabLock(LabLock&&) = default;
     LabLock& operator=(LabLock&&) = default;
 
@@ -36,10 +49,15 @@ private:
     UniqueFd fd_;
 };
 
+// A namespace as the journal knows it (netns::NetnsIdentity, field for field): nothing
+// is ever done to a name whose holder does not match it.
 struct RecordedNetns {
     std::string name;
     dev_t dev = 0;
-    ino_t ino = 0;  // 0 while only intended (up killed before it was made)
+    ino_t ino = 0;
+    std::uint64_t cookie = 0;  // 0: written by an older labctl (dev/ino only)
+    dev_t file_dev = 0;
+    ino_t file_ino = 0;        // 0: unknown
 };
 
 struct RecordedDaemon {
@@ -65,12 +83,14 @@ struct LabRecord {
 class Journal {
 public:
     // Starts a new journal (and state directory) for `lab`, saving the topology text.
+    // On failure (a full disk) the state directory is removed again: no phantom lab.
     // Throws KernelError, LabError (symlinks, foreign owner, a journal already there).
     static Journal begin(const std::string& lab, const std::string& source, const std::string& topology_text);
     // The record of `lab`, nullopt when it has no state directory. A torn last line
     // (a crash while appending) is ignored. Throws KernelError, LabError.
     static std::optional<LabRecord> load(const std::string& lab);
-    // Every lab with a state directory, sorted. Throws KernelError.
+    // Every lab with a state directory, sorted; entries whose names are not lab names
+    // (labctl's own, or anyone else's) are not labs. Throws KernelError.
     static std::vector<std::string> list();
     // Reopens the journal of an existing lab to append. Throws KernelError.
     static Journal reopen(const std::string& lab);
@@ -80,10 +100,9 @@ public:
     // LabError (a symlink or a directory not ours: refused, nothing removed).
     static void remove(const std::string& lab);
 
-    // Appended before the namespaces are made.
-    void netns_intent(const std::vector<std::string>& names);
-    // Appended once they exist: their identities.
-    void netns_created(const std::vector<RecordedNetns>& namespaces);
+    // Appended once a namespace and its file exist, before the file gets its name.
+    // Safe to call from several threads at once (one write() per record).
+    void netns(const RecordedNetns& ns);
     void daemon_started(const RecordedDaemon& daemon);
     void complete();
 

@@ -2,6 +2,8 @@
 
 #include "topology/build.hpp"
 
+#include <pwd.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -65,11 +67,28 @@ std::string ifname_problem(const std::string& name) {
     for (unsigned char c : name) {
         if (c == '/' || c == ':' || c <= ' ' || c == 0x7f)
             return "interface name " + quote(name) + " contains '/', ':', a space or a control character";
+        // The kernel's dev_valid_name() uses isspace() of its own ctype table, where byte
+        // 0xA0 (the end of UTF-8 "à", "Ġ"...) is a space: the kernel would refuse it.
+        if (c == 0xA0)
+            return "interface name " + quote(name) + " contains byte 0xA0, which the kernel counts as a space";
         if (c == '%')
             return "interface name " + quote(name) +
                    " contains '%' (the kernel would replace %d with a number)";
     }
     return "";
+}
+
+// The rule rtnl's sysctl_path() applies: each '.'-separated component, with '/' read as
+// '.', is neither "." nor "..".
+bool sysctl_components_ok(const std::string& key) {
+    std::size_t start = 0;
+    for (;;) {
+        const std::size_t dot = key.find('.', start);
+        const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+        if (part == "/" || part == "//") return false;
+        if (dot == std::string::npos) return true;
+        start = dot + 1;
+    }
 }
 
 struct RawRef {  // a reference to an interface by name, resolved once links exist
@@ -153,6 +172,12 @@ private:
                 if (key.find("..") != std::string::npos || key.back() == '.' ||
                     key.compare(0, 4, "net.") != 0)
                     error(p, "sysctl keys must be under net. (e.g. net.ipv4.ip_forward)");
+                // A '/' stands for a '.' inside one component (an interface name such as
+                // eth0.10), as with sysctl(8); `up` refuses a component that becomes "."
+                // or "..", so does this.
+                else if (!sysctl_components_ok(key))
+                    error(p, "a '/' in a sysctl key stands for a '.' inside a name (net.ipv4.conf.eth0/10.rp_filter); "
+                             "no component may be only '/' or '//'");
                 if (value.is_string()) {
                     std::string v = value.get<std::string>();
                     if (v.find('\n') != std::string::npos || v.find('\0') != std::string::npos)
@@ -172,6 +197,27 @@ private:
                 }
                 node.exec.push_back(std::move(c));
             }
+        if (auto it = j.find("env"); it != j.end() && it->is_object())
+            for (const auto& [key, value] : it->items()) {
+                if (!value.is_string()) continue;
+                std::string v = value.get<std::string>();
+                if (v.find('\0') != std::string::npos)
+                    error(ptr + "/env/" + token(key), "environment values cannot hold a NUL byte");
+                node.env.emplace_back(key, std::move(v));
+            }
+        if (auto it = j.find("user"); it != j.end()) {
+            if (it->is_number_unsigned()) {
+                node.user = std::to_string(it->get<std::uint64_t>());
+            } else if (it->is_string()) {
+                node.user = it->get<std::string>();
+                // What `up` does with it: the name is looked up in this host's user database.
+                struct passwd pw {};
+                struct passwd* found = nullptr;
+                std::vector<char> buf(16384);
+                if (::getpwnam_r(node.user.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found)
+                    error(ptr + "/user", "no user " + quote(node.user) + " on this host");
+            }
+        }
         if (auto it = j.find("daemons"); it != j.end() && it->is_array())
             for (const auto& item : *it) {
                 std::vector<std::string> argv;

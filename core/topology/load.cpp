@@ -337,6 +337,8 @@ Topology load_text(const std::string& text, const std::string& source) {
     return topo;
 }
 
+std::string read_topology_file(const std::string& path) { return read_file(path); }
+
 Topology load_file(const std::string& path) { return load_text(read_file(path), path); }
 
 }  // namespace labctl::topology

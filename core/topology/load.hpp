@@ -16,6 +16,10 @@ inline constexpr int kMaxDepth = 64;
 // (unreadable file, syntax error with line and column, schema and semantic errors).
 Topology load_file(const std::string& path);
 
+// FILE's text, read once: a regular file (never a FIFO or device: opened non-blocking,
+// checked with fstat), at most kMaxFileBytes. Throws TopologyError.
+std::string read_topology_file(const std::string& path);
+
 // The same for text already in memory; `source` names it in messages.
 // Throws TopologyError.
 Topology load_text(const std::string& text, const std::string& source);

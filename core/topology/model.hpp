@@ -79,6 +79,10 @@ struct Node {
     std::vector<std::pair<std::string, std::string>> sysctls;  // file order
     std::vector<Command> exec;
     std::vector<std::vector<std::string>> daemons;
+    // Added to the clean environment of exec and daemons (file order).
+    std::vector<std::pair<std::string, std::string>> env;
+    // Who runs exec and daemons: a user name, or a uid in decimal; empty: root.
+    std::string user;
 
     std::optional<std::size_t> find_interface(const std::string& name) const;
     // The first address of the given family in file order, over all interfaces.

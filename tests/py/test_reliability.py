@@ -274,7 +274,7 @@ def test_children_never_inherit_the_lock_fd(labs, tmp_path):
         targets = [l.split(" -> ", 1)[1] for l in listing.splitlines() if " -> " in l]
         assert targets, listing
         for t in targets:
-            assert not t.endswith(".lock") and "/locks" not in t and not t.endswith("/journal"), listing
+            assert not t.endswith(".lock") and "/.locks" not in t and not t.endswith("/journal"), listing
             # Only a daemon's own log (its stdout/stderr) may be in the state directory.
             assert not t.startswith(DEFAULT_STATE) or "/logs/" in t, listing
     assert run_labctl("down", name).returncode == 0
@@ -383,25 +383,25 @@ def plant(kind, state, name, tmp_path):
         os.symlink(target, state / name)
         return target
     if kind == "lock-symlink":
-        (state / "locks").mkdir(mode=0o700)
+        (state / ".locks").mkdir(mode=0o700)
         target = tmp_path / "victim"
         target.write_text("precious\n")
-        os.symlink(target, state / "locks" / f"{name}.lock")
+        os.symlink(target, state / ".locks" / f"{name}.lock")
         return target
     if kind == "locks-dir-symlink":
         target = tmp_path / "elsewhere"
         target.mkdir()
-        os.symlink(target, state / "locks")
+        os.symlink(target, state / ".locks")
         return target
     if kind == "lab-dir-foreign":
         (state / name).mkdir(mode=0o700)
         os.chown(state / name, 1234, 1234)
         return state / name
     if kind == "lock-foreign":
-        (state / "locks").mkdir(mode=0o700)
-        (state / "locks" / f"{name}.lock").write_text("")
-        os.chown(state / "locks" / f"{name}.lock", 1234, 1234)
-        return state / "locks" / f"{name}.lock"
+        (state / ".locks").mkdir(mode=0o700)
+        (state / ".locks" / f"{name}.lock").write_text("")
+        os.chown(state / ".locks" / f"{name}.lock", 1234, 1234)
+        return state / ".locks" / f"{name}.lock"
     if kind == "root-foreign":
         os.chown(state, 1234, 1234)
         return state
@@ -540,10 +540,10 @@ def test_without_privileges_clear_message_nothing_touched(labs, public_dir, how)
     assert r.stderr.count("\n") <= 2, r.stderr
     assert lab_namespaces(name) == []
     assert not os.path.exists(f"{DEFAULT_STATE}/{name}")
-    assert f"{name}.lock" not in (os.listdir(f"{DEFAULT_STATE}/locks") if os.path.isdir(
-        f"{DEFAULT_STATE}/locks") else [])
+    assert f"{name}.lock" not in (os.listdir(f"{DEFAULT_STATE}/.locks") if os.path.isdir(
+        f"{DEFAULT_STATE}/.locks") else [])
     now = sorted(os.listdir(DEFAULT_STATE)) if os.path.isdir(DEFAULT_STATE) else []
-    assert name not in now and not (set(now) - set(state_before)) - {"locks"}
+    assert name not in now and not (set(now) - set(state_before)) - {".locks"}
     assert_root_unchanged(root_before)
 
 

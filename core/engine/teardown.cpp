@@ -1,0 +1,143 @@
+#include "engine/teardown.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+#include "netns/netns.hpp"
+#include "proc/proc.hpp"
+
+namespace labctl::engine::detail {
+
+namespace {
+
+constexpr auto kStopGrace = std::chrono::milliseconds(2000);
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+    std::string out;
+    for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+    return out;
+}
+
+// Whether `name` is a namespace name `lab` can own: `<lab>-<node>`, one path component.
+// A journal naming anything else was not written by labctl (or was altered).
+bool lab_namespace_name(const std::string& lab, const std::string& name) {
+    const std::string prefix = lab + "-";
+    return name.size() > prefix.size() && name.starts_with(prefix) && name.find('/') == std::string::npos;
+}
+
+netns::NetnsIdentity identity_of(const state::RecordedNetns& r) {
+    return {r.dev, r.ino, r.cookie, r.file_dev, r.file_ino};
+}
+
+// Namespaces of the lab whose names are gone or taken by another, but which may live on
+// unmounted, held by processes: found through /proc/<pid>/ns/net, each accepted only
+// when its cookie is the recorded one, and then held through `pinned`.
+std::vector<proc::NetnsId> find_unnamed(const std::vector<const state::RecordedNetns*>& missing,
+                                        std::vector<UniqueFd>& pinned) {
+    std::vector<proc::NetnsId> wanted, found;
+    for (const auto* r : missing)
+        if (r->cookie != 0) wanted.emplace_back(r->dev, r->ino);
+    if (wanted.empty()) return found;
+    for (const pid_t pid : proc::pids_in_any_netns(wanted)) {
+        UniqueFd fd(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0) continue;  // gone meanwhile
+        const proc::NetnsId id{st.st_dev, st.st_ino};
+        if (std::find(found.begin(), found.end(), id) != found.end()) continue;
+        auto rec = std::find_if(missing.begin(), missing.end(),
+                                [&](const auto* r) { return r->dev == id.first && r->ino == id.second; });
+        if (rec == missing.end() || netns::cookie_of(fd.get()) != (*rec)->cookie) continue;
+        found.push_back(id);
+        pinned.push_back(std::move(fd));
+    }
+    return found;
+}
+
+}  // namespace
+
+void teardown(const state::LabRecord& rec, ForeignNames foreign) {
+    std::vector<std::string> problems;
+    bool ours_left = false;  // something of the lab's own remains: keep the journal
+
+    std::vector<std::pair<std::string, netns::NetnsIdentity>> recorded;
+    std::vector<const state::RecordedNetns*> records;
+    for (const auto& ns : rec.namespaces) {
+        if (!lab_namespace_name(rec.lab, ns.name)) {
+            problems.push_back("the journal names namespace '" + ns.name + "', which is not one of lab " +
+                               rec.lab + "'s (" + rec.lab + "-<node>); left alone");
+            continue;
+        }
+        recorded.emplace_back(ns.name, identity_of(ns));
+        records.push_back(&ns);
+    }
+    auto found = netns::inspect_many(recorded);
+
+    // Held until the end: while held, a namespace's dev/ino names it alone.
+    std::vector<UniqueFd> pinned;
+    std::vector<proc::NetnsId> ids;
+    std::vector<const state::RecordedNetns*> missing;
+    std::vector<std::pair<std::string, netns::NetnsIdentity>> owned;
+    for (std::size_t i = 0; i < found.size(); ++i) {
+        auto& f = found[i];
+        switch (f.found) {
+            case netns::Found::ours:
+                ids.emplace_back(records[i]->dev, records[i]->ino);
+                pinned.push_back(std::move(f.fd));
+                owned.push_back(recorded[i]);
+                break;
+            case netns::Found::file_only:
+                owned.push_back(recorded[i]);
+                missing.push_back(records[i]);
+                break;
+            case netns::Found::foreign:
+                if (foreign == ForeignNames::report)
+                    problems.push_back("namespace " + recorded[i].first + " " + f.why + "; left alone");
+                missing.push_back(records[i]);
+                break;
+            case netns::Found::absent:
+                missing.push_back(records[i]);
+                break;
+        }
+    }
+    try {
+        for (const auto& id : find_unnamed(missing, pinned)) ids.push_back(id);
+        std::vector<proc::ProcessId> daemons;
+        for (const auto& d : rec.daemons) daemons.push_back({d.pid, d.start_time});
+        // A process inside keeps a namespace alive after its name is gone: stop them first.
+        proc::stop_all(daemons, ids, kStopGrace);
+    } catch (const std::exception& e) {
+        problems.push_back(std::string("stopping the lab's processes: ") + e.what());
+        ours_left = true;
+    }
+    auto failures = netns::remove_owned_many(owned);
+    if (!failures.empty()) ours_left = true;
+    for (auto& failure : failures) problems.push_back(std::move(failure));
+    pinned.clear();
+    if (!ours_left) state::Journal::remove(rec.lab);
+    if (!problems.empty())
+        throw LabError("lab " + rec.lab + ": " + join(problems, "; ") +
+                       (ours_left ? "; the journal is kept: run `labctl down " + rec.lab + "` again" : ""));
+}
+
+std::string owner_of(const std::string& netns, const std::string& except) {
+    try {
+        for (const auto& lab : state::Journal::list()) {
+            if (lab == except) continue;
+            auto rec = state::Journal::load(lab);
+            if (!rec) continue;
+            for (const auto& ns : rec->namespaces)
+                if (ns.name == netns) return lab;
+        }
+    } catch (const std::exception&) {
+    }
+    return "";
+}
+
+}  // namespace labctl::engine::detail
