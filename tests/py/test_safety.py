@@ -159,7 +159,7 @@ def test_rollback_of_a_lab_that_lost_a_name_spares_the_other_lab(tmp_path):
         os.kill(labctl_pid, signal.SIGCONT)
         out, err = p.communicate(timeout=60)
         assert p.returncode == 3, err
-        assert shared in err and f"lab {short}" in err, err
+        assert shared in err and f"belongs to lab {short} " in err, err
         assert ns_inode(shared) == inode
         assert all(alive(pid) for pid in daemons)
         assert lab_namespaces(other) == [shared]
@@ -282,7 +282,7 @@ def test_names_that_meet_are_refused_naming_the_other_lab(tmp_path):
         assert run_labctl("up", write(tmp_path, hosts(["b-c"]), short), "--no-verify", env=env).returncode == 0
         r = run_labctl("up", write(tmp_path, hosts(["a", "c"]), short + "-b"), "--no-verify", env=env)
         assert r.returncode == 3, r.stderr
-        assert f"lab {short}" in r.stderr, r.stderr
+        assert f"belongs to lab {short} " in r.stderr, r.stderr
         assert lab_namespaces(short + "-b") == [f"{short}-b-c"]
         assert not os.path.lexists(os.path.join(state, short + "-b"))
     finally:
@@ -484,11 +484,20 @@ def test_full_disk_at_the_last_journal_record_removes_the_lab(tmp_path):
     name = unique_name("sd")
     path = write(tmp_path, hosts(["h1"]), name)
     journal = os.path.join(state, name, "journal")
+    trace = tmp_path / "trace"
     try:
-        # The main thread writes "begin" and "up", a creating thread the namespace's record
-        # (strace counts per thread): the main thread's second write to the journal fails.
+        # The last record ("up") is the main thread's last write to the journal; strace
+        # counts injections per thread, so count the main thread's writes in a first run.
+        r = subprocess.run([STRACE, "-f", "-qq", "-o", str(trace), "-P", journal, "-e", "trace=write",
+                            LABCTL, "up", str(path), "--no-verify"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert run_labctl("down", name, env=env).returncode == 0
+        lines = [l.split() for l in trace.read_text().splitlines() if " write(" in l]
+        main = lines[0][0]  # the "begin" record: the main thread
+        last = sum(1 for l in lines if l[0] == main)
         r = subprocess.run([STRACE, "-f", "-qq", "-o", "/dev/null", "-P", journal, "-e", "trace=write",
-                            "-e", "inject=write:error=ENOSPC:when=2", LABCTL, "up", str(path), "--no-verify"],
+                            "-e", f"inject=write:error=ENOSPC:when={last}", LABCTL, "up", str(path), "--no-verify"],
                            capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 3, r.stderr
         assert "No space left on device" in r.stderr, r.stderr
@@ -569,6 +578,14 @@ def test_down_outlasts_a_daemon_that_forks_on_sigterm(tmp_path):
     try:
         assert run_labctl("up", path, "--no-verify", env=env).returncode == 0
         st = os.stat(f"/run/netns/{name}-h1")
+        daemon = pids_in_netns_of(f"/run/netns/{name}-h1")
+        assert len(daemon) == 1
+
+        def catches_sigterm():
+            with open(f"/proc/{daemon[0]}/status") as f:
+                caught = [l for l in f if l.startswith("SigCgt:")][0].split()[1]
+            return int(caught, 16) & (1 << (signal.SIGTERM - 1))
+        wait_for(catches_sigterm, "the daemon to catch SIGTERM")
         r = run_labctl("down", name, env=env, timeout=120)
         assert r.returncode == 0, r.stderr
 
