@@ -103,7 +103,9 @@ void require_fd_budget(const Topology& topo, bool verify) {
     if (verify) {
         for (const auto& c : topo.checks) {
             sockets.emplace(c.from_node, c.to.family, "");
-            if (c.from_interface) sockets.emplace(c.from_node, c.to.family, topo.nodes[c.from_node].interfaces[*c.from_interface].name);
+            if (c.from_interface)
+                sockets.emplace(c.from_node, c.to.family,
+                                topo.nodes[c.from_node].interfaces[*c.from_interface].name);
         }
         // Namespaces, and a netlink socket each when the checks run in waves (run_paced).
         need = std::max<rlim_t>(need, 2 * nodes + sockets.size() + kSpare);
@@ -113,7 +115,8 @@ void require_fd_budget(const Topology& topo, bool verify) {
     throw LabError("lab " + topo.name + " has " + std::to_string(topo.nodes.size()) + " nodes" +
                        (sockets.empty() ? "" : " and checks from " + std::to_string(sockets.size()) + " ICMP sockets") +
                        " and needs about " + std::to_string(need) +
-                       " open files (a namespace and a netlink socket per node, and the checks' sockets), but this process may open only " +
+                       " open files (a namespace and a netlink socket per node, and the checks' sockets), "
+                       "but this process may open only " +
                        std::to_string(rl.rlim_cur) + " (RLIMIT_NOFILE); raise the limit (ulimit -n " +
                        std::to_string(need) + ") and run it again. Nothing was touched",
                    EMFILE);

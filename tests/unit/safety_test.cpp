@@ -2,19 +2,18 @@
 // commands run with the environment, user and directory they are given.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "base/error.hpp"
 #include "netns/netns.hpp"
@@ -27,7 +26,8 @@ namespace {
 using testing::random_name;
 using testing::TestNamespaces;
 
-std::pair<std::string, netns::NetnsIdentity> recorded(const std::string& name, const netns::NetnsIdentity& id) {
+std::pair<std::string, netns::NetnsIdentity> recorded(const std::string& name,
+                                                      const netns::NetnsIdentity& id) {
     return {name, id};
 }
 
@@ -78,7 +78,9 @@ TEST(NetnsIdentity, AReplacedNamespaceIsForeignEvenWithAReusedInode) {
     const std::string name = random_name();
     t.track(name);
     netns::NetnsIdentity mine;
-    { netns::create_many({name}, {}, [&](std::size_t, const netns::NetnsIdentity& id) { mine = id; }); }
+    {
+        netns::create_many({name}, {}, [&](std::size_t, const netns::NetnsIdentity& id) { mine = id; });
+    }
     netns::remove(name);
     auto other = netns::create(name);  // may well get the freed inode number again
     auto found = netns::inspect_many({recorded(name, mine)});
