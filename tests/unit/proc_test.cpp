@@ -97,6 +97,7 @@ protected:
         std::error_code ec;
         std::filesystem::remove_all("/etc/netns/" + ns_, ec);
         if (made_etc_netns_) std::filesystem::remove("/etc/netns", ec);  // only if empty
+        for (const auto& f : etc_files_) std::filesystem::remove(f, ec);
         std::filesystem::remove_all(dir_, ec);
         std::system(("ip netns del " + ns_ + " 2>/dev/null").c_str());
     }
@@ -111,6 +112,7 @@ protected:
     std::filesystem::path dir_;
     std::vector<ProcessId> daemons_;
     bool made_etc_netns_ = false;
+    std::vector<std::filesystem::path> etc_files_;  // files a test made in /etc
 };
 
 // Needs no root: the parser the forked child also uses.
@@ -204,15 +206,27 @@ TEST_F(Proc, RunSeesTheNamespaceInSysClassNet) {
 }
 
 TEST_F(Proc, RunBindsEtcNetnsFilesOverEtc) {
-    const std::string host_hosts = read_file("/etc/hosts");
+    // The test makes the /etc file it binds over (a minimal system has no /etc/hosts),
+    // and a second entry whose /etc target does not exist: iproute2 skips that one with
+    // a warning and runs the command; so does labctl.
+    const std::string present = "labctl-test-" + ns_;
+    const std::string absent = "labctl-absent-" + ns_;
+    const std::filesystem::path host_file = "/etc/" + present;
+    std::ofstream(host_file) << "host\n";
+    etc_files_.push_back(host_file);
+    ASSERT_FALSE(std::filesystem::exists("/etc/" + absent));
     const std::filesystem::path etc = "/etc/netns/" + ns_;
     made_etc_netns_ = !std::filesystem::exists("/etc/netns");
     std::filesystem::create_directories(etc);
-    std::ofstream(etc / "hosts") << "10.1.2.3 pr-node\n";
-    auto r = run(command({"cat", "/etc/hosts"}), std::nullopt, 10s);
+    std::ofstream(etc / present) << "10.1.2.3 pr-node\n";
+    std::ofstream(etc / absent) << "unused\n";
+    auto r = run(command({"/bin/sh", "-c",
+                          "cat /etc/" + present + "; test -e /etc/" + absent + " || echo no-" + absent}),
+                 std::nullopt, 10s);
     EXPECT_EQ(r.returncode, 0) << r.err;
-    EXPECT_EQ(r.out, "10.1.2.3 pr-node\n");
-    EXPECT_EQ(read_file("/etc/hosts"), host_hosts);
+    EXPECT_EQ(r.out, "10.1.2.3 pr-node\nno-" + absent + "\n");
+    EXPECT_EQ(read_file(host_file), "host\n");
+    EXPECT_FALSE(std::filesystem::exists("/etc/" + absent));
 }
 
 TEST_F(Proc, RunTimeoutKillsTheProcessGroup) {
