@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+import killpoints
 from conftest import LABCTL, run_labctl
 from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
 
@@ -96,49 +97,38 @@ def two_nodes(addr_a="10.9.0.1/24", addr_b="10.9.0.2/24", **node_extra):
 
 # ---- SIGKILL at many points of a 200-node up ---------------------------------------------
 
-_UP_SECONDS = {}
+STAR_HOSTS = 199
+KILL_POINTS = killpoints.points_of_star(STAR_HOSTS)
 
 
-def measured_up_seconds(tmp_path_factory):
-    """How long `up --no-verify` of a 200-node star takes here (measured once)."""
-    if "star200" not in _UP_SECONDS:
-        l = Labs(tmp_path_factory.mktemp("measure"))
-        path, name = l.write(star(199), name=unique_name("rl"))
-        try:
-            t0 = time.monotonic()
-            r = run_labctl("up", path, "--no-verify")
-            _UP_SECONDS["star200"] = time.monotonic() - t0
-            assert r.returncode == 0, r.stderr
-        finally:
-            l.cleanup()
-    return _UP_SECONDS["star200"]
-
-
-KILL_POINTS = 8
-
-
-@pytest.mark.parametrize("point", range(KILL_POINTS))
-def test_sigkill_at_spread_points_of_200_node_up(labs, tmp_path_factory, point):
-    """SIGKILL at point/(KILL_POINTS-1) of the measured up time (0 = at once, last = about
-    when it finishes); then `down` (even points) or a new `up` + `down` (odd points)."""
-    duration = measured_up_seconds(tmp_path_factory)
-    path, name = labs.write(star(199), name=unique_name("rl"))
+@pytest.mark.parametrize("point", range(len(KILL_POINTS)), ids=[p[0].replace(" ", "-") for p in KILL_POINTS])
+def test_sigkill_at_spread_points_of_200_node_up(labs, tmp_path, point):
+    """SIGKILL at an observed point of `up` (from "journal begun" to "exec command
+    running"): `up` is stopped there, the partial state it leaves is recorded (and must
+    be partial: no "up" in the journal), it is killed; then `down` (even points) or a new
+    `up` + `down` (odd points) leaves nothing, not even the exec command."""
+    marker = tmp_path / "exec-started"
+    path, name = labs.write(killpoints.star_with_exec(star(STAR_HOSTS), marker), name=unique_name("rl"))
     root_before = root_snapshot()
     p = subprocess.Popen([LABCTL, "up", str(path), "--no-verify"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
-    time.sleep(duration * point / (KILL_POINTS - 1))
-    p.send_signal(signal.SIGKILL)
-    finished = p.wait() == 0  # the kill came after `up` had finished: the lab is up
+    try:
+        killed_at = killpoints.stop_at(p, name, STAR_HOSTS, KILL_POINTS[point], marker)
+    finally:
+        assert killpoints.kill_stopped(p) == -signal.SIGKILL
+    assert KILL_POINTS[point][1](killed_at) and not killed_at.complete, killed_at
+    exec_cmd = killpoints.exec_process(marker)  # running when killed at the last points
+    assert lab_namespaces(name) or killed_at.namespaces == 0, killed_at  # what it left is still there
     if point % 2:
+        killpoints.release_exec(marker)
         r = run_labctl("up", path, "--no-verify")
-        if finished:
-            assert r.returncode == 3 and "already up" in r.stderr, r.stderr
-        else:
-            assert r.returncode == 0, r.stderr
-        assert len(lab_namespaces(name)) == 200
+        assert r.returncode == 0, r.stderr
+        assert len(lab_namespaces(name)) == STAR_HOSTS + 1
+        assert "removed the leftovers of an interrupted `up`" in r.stderr, (killed_at, r.stderr)
     r = run_labctl("down", name)
     assert r.returncode == 0, r.stderr
     assert_clean(name, root_before)
+    assert not killpoints.process_alive(*exec_cmd), "the exec command outlived down"
 
 
 # ---- injected kernel errors ---------------------------------------------------------------
