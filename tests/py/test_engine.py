@@ -137,13 +137,22 @@ def test_up_builds_what_the_topology_says(labs):
     assert root_snapshot() == before
 
 
-def test_up_twice_is_refused_and_down_all_removes(labs):
+def test_up_twice_is_refused_and_down_all_removes(labs, tmp_path):
+    # A private state directory: `down --all` there sees only this test's labs.
+    env = dict(os.environ, LABCTL_STATE_DIR=str(tmp_path / "state"))
     path, name = labs.write(star(2))
-    assert run_labctl("up", path, "--no-verify").returncode == 0
-    r = run_labctl("up", path)
+    other, other_name = labs.write(star(3))
+    assert run_labctl("up", path, "--no-verify", env=env).returncode == 0
+    r = run_labctl("up", path, env=env)
     assert r.returncode == 3 and "already up" in r.stderr
     # still intact
     assert len([n for n in netns_list() if n.startswith(name + "-")]) == 3
+    assert run_labctl("up", other, "--no-verify", env=env).returncode == 0
+    r = run_labctl("down", "--all", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "removed 2 lab(s)" in r.stdout, r.stdout
+    assert not [n for n in netns_list() if n.startswith((name + "-", other_name + "-"))]
+    assert sorted(os.listdir(tmp_path / "state")) in ([], ["locks"])
 
 
 def test_foreign_namespace_is_never_touched(labs):

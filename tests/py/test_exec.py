@@ -1,6 +1,7 @@
 """`labctl exec`, node exec commands and daemons, end to end."""
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -127,10 +128,24 @@ def test_down_kills_stray_processes_in_the_lab(labs):
     assert run_labctl("up", path).returncode == 0
     stray = subprocess.Popen(["ip", "netns", "exec", f"{name}-a", "sleep", "300"])
     try:
-        time.sleep(0.3)
+        # Observed, not hoped: the stray is `sleep` inside the lab's namespace a.
+        lab_ns = os.stat(f"/run/netns/{name}-a").st_ino
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                inside = (os.stat(f"/proc/{stray.pid}/ns/net").st_ino == lab_ns and
+                          open(f"/proc/{stray.pid}/comm").read().strip() == "sleep")
+            except FileNotFoundError:
+                inside = False
+            if inside:
+                break
+            assert stray.poll() is None, f"the stray exited ({stray.returncode}) before it was in the lab"
+            assert time.monotonic() < deadline, "the stray never entered the lab's namespace"
+            time.sleep(0.01)
         assert run_labctl("down", name).returncode == 0
-        assert stray.wait(timeout=10) != 0
+        assert stray.wait(timeout=10) in (-signal.SIGTERM, -signal.SIGKILL)
         assert not [n for n in netns_list() if n.startswith(name + "-")]
     finally:
         if stray.poll() is None:
             stray.kill()
+            stray.wait()
