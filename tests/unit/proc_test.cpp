@@ -418,10 +418,14 @@ TEST_F(Proc, DaemonThatCannotStartIsAnError) {
 }
 
 TEST_F(Proc, IsSameProcessIsFalseOnceItDied) {
-    auto id = start_daemon(command({"sleep", "0.2"}), (dir_ / "s.log").string());
+    // The daemon lives until the test lets it end (no guess at how long a check takes).
+    const auto go = dir_ / "go";
+    auto id = start_daemon(command({"/bin/sh", "-c", "while [ ! -e " + go.string() + " ]; do sleep 0.01; done"}),
+                           (dir_ / "s.log").string());
     daemons_.push_back(id);
     EXPECT_TRUE(is_same_process(id));
     EXPECT_FALSE(is_same_process(ProcessId{id.pid, id.start_time + 1}));  // a reused pid
+    std::ofstream(go).close();
     EXPECT_TRUE(eventually([&] { return !is_same_process(id); }));
     stop(id, 100ms);  // gone already: nothing to do
     EXPECT_TRUE(start_time_of(::getpid()).has_value());
@@ -484,9 +488,27 @@ TEST_F(Proc, InteractiveForwardsSigterm) {
     const pid_t helper = ::fork();
     ASSERT_GE(helper, 0);
     if (helper == 0) {
-        ::usleep(500 * 1000);
-        ::kill(self, SIGTERM);
-        ::_exit(0);
+        // Only once the command runs (a child of ours named sleep), so that the signal
+        // reaches run_interactive's forwarding, not a test binary still setting up.
+        for (int i = 0; i < 2000; ++i) {  // up to 20 s
+            for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+                const std::string pid = entry.path().filename();
+                if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+                std::ifstream status(entry.path() / "status");
+                std::string line, name;
+                bool ours = false;
+                while (std::getline(status, line)) {
+                    if (line.rfind("Name:\t", 0) == 0) name = line.substr(6);
+                    if (line == "PPid:\t" + std::to_string(self)) ours = true;
+                }
+                if (ours && name == "sleep") {
+                    ::kill(self, SIGTERM);
+                    ::_exit(0);
+                }
+            }
+            ::usleep(10 * 1000);
+        }
+        ::_exit(1);  // never saw it: the test fails on the exit code (sleep 30 runs out)
     }
     const int code = run_interactive(command({"sleep", "30"}));
     ::waitpid(helper, nullptr, 0);
