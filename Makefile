@@ -110,7 +110,7 @@ down: build
 
 # Benchmarks (bench/README.md): N list, repetitions, topologies and tools are knobs.
 BENCH_N    ?= 10 100 1000 2000
-BENCH_REPS ?= 3
+BENCH_REPS ?=
 bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
