@@ -460,10 +460,8 @@ def test_many_up_down_cycles_stay_flat(labs, record_property, capsys):
     """Up to CYCLES (200) up/down cycles of a two-node lab, within CYCLE_BUDGET_S seconds
     (at least MIN_CYCLES): nsfs mounts, namespaces and the state directory end where
     they began (the host-wide open-file count is too noisy on a shared machine to
-    check; each CLI run's own fds end with it). An idle host runs all 200 in a few seconds;
-    when other labs keep the kernel's linkwatch busy, each `up` waits about 1 s for
-    carrier (see docs/reliability.md) and the budget cuts the run short: the count
-    run is reported."""
+    check; each CLI run's own fds end with it). On a loaded host the budget cuts the
+    run short: the count run is reported."""
     path, name = labs.write(two_nodes(), name=unique_name("rl"))
 
     def counts():
