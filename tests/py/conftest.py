@@ -7,6 +7,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LABCTL = os.environ.get("LABCTL", str(ROOT / "build" / "labctl"))
+# Where labctl keeps its state in these runs (LABCTL_STATE_DIR, as labctl reads it).
+STATE_ROOT = os.environ.get("LABCTL_STATE_DIR") or "/run/labctl"
 
 
 def run_labctl(*args, input=None, timeout=120, env=None):

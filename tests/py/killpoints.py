@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 
 def state_root():
-    return os.environ.get("LABCTL_STATE_DIR", "/run/labctl")
+    return os.environ.get("LABCTL_STATE_DIR") or "/run/labctl"
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import killpoints
-from conftest import LABCTL, run_labctl
+from conftest import LABCTL, STATE_ROOT, run_labctl
 from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
 
 ROUTED = {
@@ -132,7 +132,7 @@ def test_up_builds_what_the_topology_says(labs):
     d = run_labctl("down", path)
     assert d.returncode == 0, d.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
     assert run_labctl("down", name).returncode == 0
     assert root_snapshot() == before
 
@@ -183,7 +183,7 @@ def test_failure_part_way_rolls_everything_back(labs):
     assert "h3: adding route 10.200.0.0/16 via 172.31.0.1" in r.stderr
     assert "(ENETUNREACH)" in r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
     assert root_snapshot() == before
 
 

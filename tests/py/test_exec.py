@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from conftest import LABCTL, run_labctl
+from conftest import LABCTL, STATE_ROOT, run_labctl
 from labfix import labs, netns_list  # noqa: F401
 
 
@@ -89,7 +89,7 @@ def test_failing_or_hanging_exec_rolls_back(labs):
     assert r.returncode == 3
     assert "b: exec" in r.stderr and "exited with 3" in r.stderr and "bad things" in r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
 
 
 def test_hanging_exec_times_out_and_rolls_back(labs):

@@ -21,10 +21,10 @@ import time
 import pytest
 
 import killpoints
-from conftest import LABCTL, run_labctl
+from conftest import LABCTL, STATE_ROOT, run_labctl
 from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
 
-DEFAULT_STATE = "/run/labctl"
+DEFAULT_STATE = STATE_ROOT  # /run/labctl unless LABCTL_STATE_DIR says otherwise
 
 
 # ---- witnesses -------------------------------------------------------------------------
