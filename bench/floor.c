@@ -13,7 +13,11 @@
 // for the last message of each send. Two requests labctl found cheaper for the kernel
 // are used here too, so the floor stays a floor: veths made with one queue each way,
 // and the bridge's multicast snooping off while its ports come up (bench/observations.md).
-// One thread: labctl's namespace creation on several threads is labctl's own.
+// The same kernel work as `labctl up` of the star: in each new namespace the two IPv6
+// sysctls labctl writes (net.ipv6.conf.default.accept_dad and router_solicitations 0),
+// and at the end the wait until every veth end is operationally up (carrier), then
+// multicast snooping back on. One thread: labctl makes namespaces on up to 4 threads
+// (2 on 2 CPUs); run.py reports `labctl1` (LABCTL_NETNS_THREADS=1) beside it.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -106,6 +110,58 @@ static struct nlmsghdr* msg_start(struct out* o, size_t cap, int type, int flags
 
 static void msg_end(struct out* o, struct nlmsghdr* h) { o->len += NLMSG_ALIGN(h->nlmsg_len); }
 
+// What labctl writes in each new namespace (realize.cpp), through this thread's
+// namespace's /proc/sys/net.
+static void write_sysctl(const char* path, const char* value) {
+    int f = open(path, O_WRONLY | O_CLOEXEC);
+    if (f < 0 || write(f, value, strlen(value)) != (ssize_t)strlen(value)) die(path);
+    close(f);
+}
+
+static int operstate_cb(const struct nlattr* a, void* data) {
+    if (mnl_attr_get_type(a) == IFLA_OPERSTATE) *(int*)data = mnl_attr_get_u8(a);
+    return MNL_CB_OK;
+}
+
+// How many links of the namespace behind `nl` with ifindex in [lo, hi] are
+// operationally up (one RTM_GETLINK dump).
+static int count_oper_up(struct mnl_socket* nl, int lo, int hi) {
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    struct nlmsghdr* h = mnl_nlmsg_put_header(buf);
+    h->nlmsg_type = RTM_GETLINK;
+    h->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    h->nlmsg_seq = 0x7fff0000;
+    struct rtgenmsg* g = mnl_nlmsg_put_extra_header(h, sizeof *g);
+    g->rtgen_family = AF_UNSPEC;
+    if (mnl_socket_sendto(nl, h, h->nlmsg_len) < 0) die("sendto getlink");
+    int up = 0;
+    for (;;) {
+        ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof buf);
+        if (n < 0) die("recv getlink");
+        for (struct nlmsghdr* m = (struct nlmsghdr*)buf; mnl_nlmsg_ok(m, (int)n); m = mnl_nlmsg_next(m, (int*)&n)) {
+            if (m->nlmsg_seq != 0x7fff0000) continue;
+            if (m->nlmsg_type == NLMSG_DONE) return up;
+            if (m->nlmsg_type == NLMSG_ERROR) die("getlink");
+            if (m->nlmsg_type != RTM_NEWLINK) continue;
+            struct ifinfomsg* ifi = mnl_nlmsg_get_payload(m);
+            int state = -1;
+            mnl_attr_parse(m, sizeof *ifi, operstate_cb, &state);
+            if (ifi->ifi_index >= lo && ifi->ifi_index <= hi && state == IF_OPER_UP) ++up;
+        }
+    }
+}
+
+// labctl's "waiting for links": until every veth end is operationally up.
+static void wait_carrier(struct mnl_socket* nl, int lo, int hi) {
+    for (int tries = 0; count_oper_up(nl, lo, hi) < hi - lo + 1; ++tries) {
+        if (tries > 30000) {
+            fprintf(stderr, "links not up after 30 s\n");
+            exit(1);
+        }
+        usleep(1000);
+    }
+}
+
 static void link_up(struct out* o, size_t cap, int ifindex, int flags, unsigned seq) {
     struct nlmsghdr* h = msg_start(o, cap, RTM_NEWLINK, flags, seq);
     struct ifinfomsg* ifi = mnl_nlmsg_put_extra_header(h, sizeof *ifi);
@@ -145,6 +201,8 @@ int main(int argc, char** argv) {
         close(f);
         if (unshare(CLONE_NEWNET) != 0) die("unshare");
         if (mount("/proc/self/ns/net", path, "none", MS_BIND, NULL) != 0) die("bind mount");
+        write_sysctl("/proc/sys/net/ipv6/conf/default/accept_dad", "0");
+        write_sysctl("/proc/sys/net/ipv6/conf/default/router_solicitations", "0");
         fds[i] = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
         if (fds[i] < 0) die("open netns");
         socks[i] = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
@@ -227,6 +285,10 @@ int main(int argc, char** argv) {
         link_up(&o, cap, 1, NLM_F_ACK, ++seq);
         send_and_wait(socks[i], o.buf, o.len, seq);
     }
+
+    // Carrier on both ends of every veth, as labctl waits for it.
+    wait_carrier(socks[0], 1001, 1000 + n);
+    for (int i = 1; i <= n; ++i) wait_carrier(socks[i], 1000, 1000);
 
     // Multicast snooping back on (the kernel's default; a lab switch behaves as one):
     // off while the ports came up, each of which otherwise re-enables multicast on every

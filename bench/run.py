@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """labctl benchmark: parametric topologies built by labctl and by the alternatives in the
-same run, alternating the order per repetition to cancel machine drift. See README.md.
+same run, the tool order rotated per repetition (every tool in every position equally
+often over a multiple of the tool count) to cancel machine drift. See README.md.
 
 Every namespace a run makes is removed again, also on failure (labctl down, then
 `ip netns del` of exactly the names this run made). Lab and namespace names start with
@@ -25,14 +26,32 @@ from quiet import wait_cpu_idle  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
-TOOLS = ["labctl", "floor", "ipbatch", "ipscript", "pyroute2", "mininet"]
-LETTER = {"labctl": "l", "floor": "f", "ipbatch": "b", "ipscript": "i", "pyroute2": "p", "mininet": "m"}
+TOOLS = ["labctl", "labctl1", "floor", "ipbatch", "ipscript", "pyroute2", "mininet"]
+LETTER = {"labctl": "l", "labctl1": "s", "floor": "f", "ipbatch": "b", "ipscript": "i", "pyroute2": "p",
+          "mininet": "m"}
+# What each tool's lab is like when its `up` returns (the state the times buy).
+END_STATE = {
+    "labctl": "carrier up on every veth end (waited for); IPv6 DAD and router solicitations off",
+    "labctl1": "as labctl; namespaces made on one thread (LABCTL_NETNS_THREADS=1)",
+    "floor": "as labctl (same sysctls, same carrier wait), one thread; star only",
+    "ipbatch": "links set up, carrier not waited for; IPv6 defaults (DAD, router solicitations)",
+    "ipscript": "links set up, carrier not waited for; IPv6 defaults (DAD, router solicitations)",
+    "pyroute2": "links set up, carrier not waited for; IPv6 defaults (DAD, router solicitations)",
+    "mininet": "Mininet's own (its hosts' shells running); IPv6 defaults",
+}
 ALL_PAIRS_MAX = 200
 MAX_BRIDGE_PORTS = 1023
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+def balanced_order(tools, rep):
+    """The tool order of repetition REP: the list rotated by REP, so that over any
+    len(tools) consecutive repetitions every tool runs in every position once."""
+    k = rep % len(tools) if tools else 0
+    return tools[k:] + tools[:k]
 
 
 def run_timed(argv, env=None, timeout=900, capture=True):
@@ -52,12 +71,12 @@ def run_timed(argv, env=None, timeout=900, capture=True):
     return time.monotonic() - t0, p.returncode, None, (out or b"").decode(), (err or b"").decode()
 
 
-def run_rss(argv, timeout=900):
+def run_rss(argv, timeout=900, env=None):
     """Like run_timed, plus the peak RSS (KiB) of argv and its children, read by GNU time
     (wait4's own number would include the RSS of our forked Python before exec)."""
     with tempfile.NamedTemporaryFile(mode="r") as rf:
         dt, rc, _, out, err = run_timed(["/usr/bin/time", "-q", "-f", "%M", "-o", rf.name] + argv,
-                                        timeout=timeout)
+                                        timeout=timeout, env=env)
         try:
             rss = int(rf.read().strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -202,7 +221,7 @@ class Bench:
         try:
             getattr(self, "run_" + tool)(t, tool, rep, prefix, d)
         finally:
-            if tool == "labctl":
+            if tool in ("labctl", "labctl1"):
                 subprocess.run([self.labctl, "down", prefix], capture_output=True)
             n = remove_namespaces(names)
             if n:
@@ -214,14 +233,24 @@ class Bench:
         log(msg)
         self.notes.append(msg)
 
-    def run_labctl(self, t, tool, rep, lab, d):
+    def run_labctl1(self, t, tool, rep, lab, d):
+        """labctl with its namespaces made (and removed) on one thread, like the floor."""
+        self.run_labctl(t, tool, rep, lab, d, env=dict(os.environ, LABCTL_NETNS_THREADS="1"))
+
+    def run_labctl(self, t, tool, rep, lab, d, env=None):
         path = os.path.join(d, "topology.json")
         T.write_json(path, T.labctl_json(t, lab))
         self.labs.add(lab)
-        dt, rc, rss, out, err = run_rss([self.labctl, "up", path, "--no-verify"])
+        dt, rc, rss, out, err = run_rss([self.labctl, "up", path, "--no-verify"], env=env)
         if rc != 0:
             return self.fail(t, tool, "up", rc, err)
         self.record(t, tool, rep, "up", dt, rss_kb=rss)
+        if tool != "labctl":  # verify does not depend on how the namespaces were made
+            self.before_down()
+            dt, rc, _, out, err = run_timed([self.labctl, "down", lab], env=env)
+            if rc != 0:
+                return self.fail(t, tool, "down", rc, err)
+            return self.record(t, tool, rep, "down", dt)
         dt, rc, _, out, err = run_timed([self.labctl, "verify", lab, "--json"])
         ok, total = self._count_ok(out)
         self.record(t, tool, rep, "verify", dt, ok=ok, checks=total, rc=rc)
@@ -345,9 +374,7 @@ class Bench:
                         continue
                     t = T.GENERATORS[kind](n)
                     for rep in range(a.reps):
-                        # A/B alternation: the order flips every repetition.
-                        order = tools if rep % 2 == 0 else list(reversed(tools))
-                        for tool in order:
+                        for tool in balanced_order(tools, rep):
                             if not a.smoke:
                                 self.settle_seconds += settle(self.netns_baseline)
                             log("%s N=%d rep %d: %s" % (kind, n, rep + 1, tool))
@@ -382,6 +409,13 @@ def mmm(xs):
     return "%s / %s / %s" % (fmt(min(xs)), fmt(statistics.median(xs)), fmt(max(xs)))
 
 
+def git_commit():
+    """The repository's commit (with -dirty when the work tree differs), or '?'."""
+    r = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=7"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "?"
+
+
 def machine():
     cpu = "?"
     try:
@@ -393,6 +427,7 @@ def machine():
         pass
     return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": git_commit(),
             "loadavg": open("/proc/loadavg").read().split()[:3],
             "gc_thresh3": neigh_limit()}
 
@@ -410,11 +445,15 @@ def report(bench, m_start, m_end, elapsed):
     out = ["# labctl benchmark results", "",
            "Generated by `make bench` (`bench/run.py`); do not edit by hand.", "",
            "Machine: %d CPUs (%s), kernel %s, %s; load average %s at start, %s at end "
-           "(other engineers' tests share this machine). N = %s, %d repetitions, tool order "
-           "reversed every repetition. Run took %.0f s." % (
+           "(other engineers' tests share this machine). N = %s, %d repetitions of %d tools, "
+           "the tool order rotated by one every repetition (%s). labctl at commit %s. "
+           "Run took %.0f s." % (
                m_start["nproc"], m_start["cpu"], m_start["kernel"], m_start["date"],
                " ".join(m_start["loadavg"]), " ".join(m_end["loadavg"]),
-               " ".join(map(str, a.n)), a.reps, elapsed), ""]
+               " ".join(map(str, a.n)), a.reps, len(a.tools),
+               "every tool in every position equally often" if a.reps % max(1, len(a.tools)) == 0
+               else "NOT balanced: the repetitions are not a multiple of the tool count",
+               m_start.get("commit", "?"), elapsed), ""]
     out += ["Times are wall seconds as min / median / max over repetitions. Ratios are "
             "labctl ÷ alternative, computed per repetition (same rep, adjacent in time), then "
             "min / median / max: below 1 means labctl is faster. Before each tool the harness "
@@ -425,7 +464,10 @@ def report(bench, m_start, m_end, elapsed):
             "`bench/quiet.py`: right after a large `up` the kernel is still busy with the "
             "lab's IPv6 multicast, whatever tool made it): %.0f s in all." % (
                 bench.settle_seconds, bench.quiet_seconds), "",
-            "- **floor**: `bench/floor.c`, only the kernel work of a star (libmnl, ~20 syscalls per node).",
+            "- **floor**: `bench/floor.c`, only the kernel work of a star (libmnl, ~20 syscalls per node), "
+            "one thread.",
+            "- **labctl1**: labctl with its namespaces made and removed on one thread "
+            "(`LABCTL_NETNS_THREADS=1`), the floor's way; labctl uses up to one thread per CPU (at most 4).",
             "- **ipbatch**: one `ip -batch` in the root namespace (namespaces, veths born in both "
             "namespaces, sysctls via `netns exec`) + one `ip -n NS -batch` per namespace.",
             "- **ipscript**: a shell script, one `ip` process per operation.",
@@ -433,7 +475,9 @@ def report(bench, m_start, m_end, elapsed):
             "- **mininet**: Mininet 2.3, LinuxBridge, no controller (`bench/alt_mininet.py`), "
             "star and chain; its verify runs the same checks with `ping` from each node's shell.",
             "- labctl verify = the topology's checks (up to 10 sampled pairs); all-pairs for N <= %d." % ALL_PAIRS_MAX,
-            ""]
+            "", "What each tool's lab is like when its `up` returns:", "",
+            "| tool | state at the end of `up` |", "|---|---|"] + [
+            "| %s | %s |" % (tool, END_STATE[tool]) for tool in TOOLS if tool in a.tools] + [""]
     keys = sorted({(r["topo"], r["n"]) for r in rows}, key=lambda k: (["star", "chain", "tree"].index(k[0]), k[1]))
     # Summary: key ratios
     out += ["## Key ratios (labctl ÷ alternative, min / median / max)", "",
@@ -480,7 +524,7 @@ def report(bench, m_start, m_end, elapsed):
             "| topology | tool | phase | " + " | ".join("N=%d" % n for n in a.n) + " |",
             "|---|---|---|" + "---|" * len(a.n)]
     for kind in ["star", "chain", "tree"]:
-        for tool in ("labctl", "floor", "ipbatch"):
+        for tool in ("labctl", "labctl1", "floor", "ipbatch"):
             for phase in ("up", "verify", "down"):
                 cells, anyv = [], False
                 for n in a.n:
@@ -498,8 +542,6 @@ def report(bench, m_start, m_end, elapsed):
         out += ["## Skipped", ""] + ["- %s: %s" % s for s in bench.skips] + [""]
     if bench.notes:
         out += ["## Notes from this run", ""] + ["- " + x for x in bench.notes] + [""]
-    if a.extra_md and os.path.exists(a.extra_md):
-        out += [open(a.extra_md).read()]
     return "\n".join(out) + "\n"
 
 
@@ -507,15 +549,15 @@ def main():
     env_n = os.environ.get("BENCH_N", "10 100 1000 2000")
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", default=env_n, help="N values (BENCH_N), default '%(default)s'; chain stops at 1000, star at 1023")
-    ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS") or 0),
+                    help="repetitions (BENCH_REPS); default: the number of tools, so that every "
+                         "tool runs in every position once")
     ap.add_argument("--topos", default=os.environ.get("BENCH_TOPOS", "star chain tree"))
     ap.add_argument("--tools", default=os.environ.get("BENCH_TOOLS", " ".join(TOOLS)))
     ap.add_argument("--mininet-max", type=int, default=int(os.environ.get("BENCH_MININET_MAX", "1000")))
     ap.add_argument("--labctl", default=os.environ.get("LABCTL", os.path.join(ROOT, "build", "labctl")))
     ap.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(HERE, "RESULTS.md")))
     ap.add_argument("--json", default=os.environ.get("BENCH_JSON"), help="also write raw rows here")
-    ap.add_argument("--extra-md", default=os.path.join(HERE, "observations.md"),
-                    help="appended to RESULTS.md (hand-written observations)")
     ap.add_argument("--smoke", action="store_true", help="N=10, 1 repetition, no installs")
     a = ap.parse_args()
     if a.smoke:
@@ -523,6 +565,8 @@ def main():
     a.n = [int(x) for x in str(a.n).replace(",", " ").split()]
     a.topos = a.topos.replace(",", " ").split()
     a.tools = a.tools.replace(",", " ").split()
+    if a.reps <= 0:
+        a.reps = len(a.tools)
     if os.geteuid() != 0:
         raise SystemExit("the benchmark needs root (namespaces and interfaces)")
     if not os.access(a.labctl, os.X_OK):

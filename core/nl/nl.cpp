@@ -163,6 +163,7 @@ bool injected_dump_interrupt() {
 }
 
 std::atomic<std::uint64_t> restarted_dumps{0};
+std::atomic<std::uint64_t> retried_requests{0};
 
 int errno_from_name(std::string_view name) {
     if (name.empty()) return 0;
@@ -374,6 +375,7 @@ std::vector<Result> Batch::run(Socket& sock) const {
             if (is_transient(results[i].error) && !ack_lost[i]) again.push_back(i);
         if (again.empty() || attempt + 1 >= kTransientAttempts) break;
         std::this_thread::sleep_for(kTransientBackoff * (1 << attempt));
+        retried_requests += again.size();
         todo = std::move(again);
     }
     return results;
@@ -398,6 +400,7 @@ void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)
             if (!is_transient(e.errno_value()) || attempt + 1 >= kTransientAttempts) throw;
         }
         std::this_thread::sleep_for(kTransientBackoff * (1 << attempt));
+        ++retried_requests;
     }
 }
 
@@ -567,5 +570,6 @@ std::optional<FaultInjection> parse_fault_spec(std::string_view spec) {
 }
 
 std::uint64_t dump_restarts() { return restarted_dumps.load(); }
+std::uint64_t request_retries() { return retried_requests.load(); }
 
 }  // namespace labctl::nl

@@ -183,7 +183,7 @@ void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)
 
 // A dump (NLM_F_DUMP is added). The whole answer is collected first and `each` runs
 // only over a consistent one: when the kernel flags NLM_F_DUMP_INTR (the table changed
-// meanwhile), the dump is restarted, at most 10 times, then KernelError(EAGAIN).
+// meanwhile), the dump is restarted; after 10 attempts in all, KernelError(EAGAIN).
 // Throws KernelError.
 void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
           const std::string& context);
@@ -212,7 +212,11 @@ void set_fault_injection(std::optional<FaultInjection> faults);
 // Parses the LABCTL_NL_FAULTS syntax; nullopt when malformed. Throws nothing.
 std::optional<FaultInjection> parse_fault_spec(std::string_view spec);
 // How many times dumps in this process were restarted because the kernel (or the hook)
-// flagged an answer NLM_F_DUMP_INTR or parts of it were lost (ENOBUFS).
+// flagged an answer NLM_F_DUMP_INTR or parts of it were lost (ENOBUFS); an answer
+// flagged on the last of the 10 attempts counts too.
 std::uint64_t dump_restarts();
+// How many times requests in this process were sent again after a transient error
+// (EBUSY, ENOBUFS): at most 3 per request (4 attempts).
+std::uint64_t request_retries();
 
 }  // namespace labctl::nl

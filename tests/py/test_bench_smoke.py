@@ -27,12 +27,12 @@ def test_bench_smoke(tmp_path):
     out, raw = tmp_path / "RESULTS.md", tmp_path / "rows.json"
     env = dict(os.environ, LABCTL=labctl)
     r = subprocess.run([sys.executable, RUN, "--smoke", "--topos", "star chain",
-                        "--tools", "labctl floor ipbatch",
+                        "--tools", "labctl labctl1 floor ipbatch",
                         "--out", str(out), "--json", str(raw)],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = json.loads(raw.read_text())["rows"]
-    for tool in ("labctl", "floor", "ipbatch"):
+    for tool in ("labctl", "labctl1", "floor", "ipbatch"):
         for phase in ("up", "down"):
             got = [x for x in rows if x["tool"] == tool and x["phase"] == phase]
             if tool == "floor":
@@ -40,5 +40,7 @@ def test_bench_smoke(tmp_path):
             assert got and all(x["seconds"] > 0 for x in got), (tool, phase)
     assert any(x["tool"] == "labctl" and x["phase"] == "verify" for x in rows)
     assert any(x["phase"] == "up" and x.get("rss_kb") for x in rows)
-    assert "| labctl |" in out.read_text()
+    text = out.read_text()
+    assert "| labctl |" in text and "| labctl1 |" in text
+    assert "## " in text and "observations" not in text.lower()  # generated only
     assert _ours() - before == set()

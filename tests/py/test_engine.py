@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from conftest import LABCTL, run_labctl
+import killpoints
+from conftest import LABCTL, STATE_ROOT, run_labctl
 from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
 
 ROUTED = {
@@ -131,18 +132,27 @@ def test_up_builds_what_the_topology_says(labs):
     d = run_labctl("down", path)
     assert d.returncode == 0, d.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
     assert run_labctl("down", name).returncode == 0
     assert root_snapshot() == before
 
 
-def test_up_twice_is_refused_and_down_all_removes(labs):
+def test_up_twice_is_refused_and_down_all_removes(labs, tmp_path):
+    # A private state directory: `down --all` there sees only this test's labs.
+    env = dict(os.environ, LABCTL_STATE_DIR=str(tmp_path / "state"))
     path, name = labs.write(star(2))
-    assert run_labctl("up", path, "--no-verify").returncode == 0
-    r = run_labctl("up", path)
+    other, other_name = labs.write(star(3))
+    assert run_labctl("up", path, "--no-verify", env=env).returncode == 0
+    r = run_labctl("up", path, env=env)
     assert r.returncode == 3 and "already up" in r.stderr
     # still intact
     assert len([n for n in netns_list() if n.startswith(name + "-")]) == 3
+    assert run_labctl("up", other, "--no-verify", env=env).returncode == 0
+    r = run_labctl("down", "--all", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "removed 2 lab(s)" in r.stdout, r.stdout
+    assert not [n for n in netns_list() if n.startswith((name + "-", other_name + "-"))]
+    assert sorted(os.listdir(tmp_path / "state")) in ([], ["locks"])
 
 
 def test_foreign_namespace_is_never_touched(labs):
@@ -173,7 +183,7 @@ def test_failure_part_way_rolls_everything_back(labs):
     assert "h3: adding route 10.200.0.0/16 via 172.31.0.1" in r.stderr
     assert "(ENETUNREACH)" in r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
     assert root_snapshot() == before
 
 
@@ -197,58 +207,79 @@ def test_concurrent_up_of_one_lab_one_wins(labs):
     assert len([n for n in netns_list() if n.startswith(name + "-")]) == 21
 
 
-@pytest.mark.parametrize("delay", [0.02, 0.08, 0.2, 0.5])
-def test_sigkill_during_up_then_down_leaves_nothing(labs, delay):
-    path, name = labs.write(star(150))
-    p = subprocess.Popen([LABCTL, "up", str(path), "--no-verify"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+STAR_150 = killpoints.points_of_star(150)
+
+
+def start_up(path):
+    return subprocess.Popen([LABCTL, "up", str(path), "--no-verify"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("point", [0, 2, 4, 6], ids=lambda i: STAR_150[i][0].replace(" ", "-"))
+def test_sigkill_during_up_then_down_leaves_nothing(labs, tmp_path, point):
+    marker = tmp_path / "exec-started"
+    path, name = labs.write(killpoints.star_with_exec(star(150), marker))
+    p = start_up(path)
+    try:
+        killed_at = killpoints.stop_at(p, name, 150, STAR_150[point], marker)
+    finally:
+        killpoints.kill_stopped(p)
+    assert not killed_at.complete, killed_at
     before_root = root_snapshot()
     r = run_labctl("down", name)
     assert r.returncode == 0, r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{killpoints.state_root()}/{name}")
     mounts = open("/proc/self/mountinfo").read()
     assert f"/run/netns/{name}-" not in mounts
     assert root_snapshot() == before_root
 
 
-def test_sigkill_during_up_then_up_again_works(labs):
-    path, name = labs.write(star(150))
-    p = subprocess.Popen([LABCTL, "up", str(path), "--no-verify"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    time.sleep(0.1)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+def test_sigkill_during_up_then_up_again_works(labs, tmp_path):
+    marker = tmp_path / "exec-started"
+    path, name = labs.write(killpoints.star_with_exec(star(150), marker))
+    p = start_up(path)
+    try:
+        killed_at = killpoints.stop_at(p, name, 150, STAR_150[5], marker)
+    finally:
+        killpoints.kill_stopped(p)
+    assert killed_at.namespaces == 151 and not killed_at.complete, killed_at
+    killpoints.release_exec(marker)
     r = run_labctl("up", path)
     assert r.returncode == 0, r.stderr
-    if p.returncode == -signal.SIGKILL and "leftovers" not in r.stderr:
-        # killed after it had finished: nothing to clean, also fine
-        pass
+    assert "removed the leftovers of an interrupted `up`" in r.stderr, r.stderr
     assert len([n for n in netns_list() if n.startswith(name + "-")]) == 151
     assert run_labctl("down", name).returncode == 0
     assert not [n for n in netns_list() if n.startswith(name + "-")]
 
 
-@pytest.mark.parametrize("sig,times", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
-def test_interrupted_up_rolls_back_by_itself(labs, sig, times):
-    path, name = labs.write(star(200))
-    p = subprocess.Popen([LABCTL, "up", str(path), "--no-verify"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    time.sleep(0.15)
-    for _ in range(times):
+@pytest.mark.parametrize("sig,times,point", [(signal.SIGINT, 1, 2), (signal.SIGTERM, 1, 5),
+                                             (signal.SIGINT, 2, 6), (signal.SIGTERM, 1, 7)])
+def test_interrupted_up_rolls_back_by_itself(labs, tmp_path, sig, times, point):
+    """The signal lands at an observed point of `up` (stopped there, signalled, resumed;
+    at the last point an exec command is running, and gets the signal too): `up`
+    finishes its step, removes everything and exits 3 saying it was interrupted."""
+    points = killpoints.points_of_star(200)
+    marker = tmp_path / "exec-started"
+    path, name = labs.write(killpoints.star_with_exec(star(200), marker))
+    p = start_up(path)
+    try:
+        at = killpoints.stop_at(p, name, 200, points[point], marker)
+        assert not at.complete, at
         p.send_signal(sig)
-        time.sleep(0.02)
+    finally:
+        p.send_signal(signal.SIGCONT)
+    if times == 2:
+        # The second signal while the removal is under way (namespaces going away).
+        deadline = time.monotonic() + 60
+        while killpoints.lab_namespace_count(name) >= at.namespaces and p.poll() is None:
+            assert time.monotonic() < deadline, "the removal never started"
+            time.sleep(0.001)
+        p.send_signal(sig)
     out, err = p.communicate(timeout=120)
-    mine = [n for n in netns_list() if n.startswith(name + "-")]
-    if p.returncode == 0:  # the signal came after the lab was complete: it stays up
-        assert len(mine) == 201
-    else:
-        assert p.returncode == 3 and "interrupted" in err, err
-        assert not mine
-        assert not os.path.exists(f"/run/labctl/{name}")
+    assert p.returncode == 3 and "interrupted" in err, (p.returncode, err)
+    assert not [n for n in netns_list() if n.startswith(name + "-")]
+    assert not os.path.exists(f"{killpoints.state_root()}/{name}")
 
 
 def test_pyroute2_sees_what_ip_sees(labs):

@@ -1,10 +1,11 @@
 """`labctl exec`, node exec commands and daemons, end to end."""
 import json
 import os
+import signal
 import subprocess
 import time
 
-from conftest import LABCTL, run_labctl
+from conftest import LABCTL, STATE_ROOT, run_labctl
 from labfix import labs, netns_list  # noqa: F401
 
 
@@ -88,7 +89,7 @@ def test_failing_or_hanging_exec_rolls_back(labs):
     assert r.returncode == 3
     assert "b: exec" in r.stderr and "exited with 3" in r.stderr and "bad things" in r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
 
 
 def test_hanging_exec_times_out_and_rolls_back(labs):
@@ -127,10 +128,24 @@ def test_down_kills_stray_processes_in_the_lab(labs):
     assert run_labctl("up", path).returncode == 0
     stray = subprocess.Popen(["ip", "netns", "exec", f"{name}-a", "sleep", "300"])
     try:
-        time.sleep(0.3)
+        # Observed, not hoped: the stray is `sleep` inside the lab's namespace a.
+        lab_ns = os.stat(f"/run/netns/{name}-a").st_ino
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                inside = (os.stat(f"/proc/{stray.pid}/ns/net").st_ino == lab_ns and
+                          open(f"/proc/{stray.pid}/comm").read().strip() == "sleep")
+            except FileNotFoundError:
+                inside = False
+            if inside:
+                break
+            assert stray.poll() is None, f"the stray exited ({stray.returncode}) before it was in the lab"
+            assert time.monotonic() < deadline, "the stray never entered the lab's namespace"
+            time.sleep(0.01)
         assert run_labctl("down", name).returncode == 0
-        assert stray.wait(timeout=10) != 0
+        assert stray.wait(timeout=10) in (-signal.SIGTERM, -signal.SIGKILL)
         assert not [n for n in netns_list() if n.startswith(name + "-")]
     finally:
         if stray.poll() is None:
             stray.kill()
+            stray.wait()

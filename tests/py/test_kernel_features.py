@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import missing_kernel_features, run_labctl
+from conftest import STATE_ROOT, missing_kernel_features, run_labctl
 from labfix import ip_json, labs, netns_list  # noqa: F401
 
 
@@ -37,7 +37,7 @@ def test_missing_feature_is_refused_before_anything_is_touched(labs):
     assert r.returncode == 3
     assert "netem" in r.stderr and "CONFIG_NET_SCH_NETEM" in r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
-    assert not os.path.exists(f"/run/labctl/{name}")
+    assert not os.path.exists(f"{STATE_ROOT}/{name}")
     assert not [n for n in netns_list() if n.startswith("labctl-probe")]
 
 

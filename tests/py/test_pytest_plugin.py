@@ -225,17 +225,32 @@ def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, names):
     topo = {"name": name, "nodes": nodes,
             "links": [{"endpoints": [f"sw:p{i}", f"h{i}:eth0"]} for i in range(1, 40)]}
     (pytester.path / "star.json").write_text(json.dumps(topo))
-    pytester.makepyfile(test_user="""
+    body = pytester.path / "body-ran"
+    pytester.makepyfile(test_user=f"""
         import os, signal, threading, time, pytest
+
+        def interrupt_when_the_lab_appears():
+            # Ctrl-C once the first namespace of the lab exists: while it comes up.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if any(n.startswith("{name}-") for n in os.listdir("/run/netns")):
+                        break
+                except FileNotFoundError:
+                    pass
+                time.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGINT)
 
         @pytest.fixture
         def interrupt_soon():
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            threading.Thread(target=interrupt_when_the_lab_appears, daemon=True).start()
 
         @pytest.mark.lab("star.json")
         def test_interrupted(interrupt_soon, lab):
+            open("{body}", "w").close()
             time.sleep(10)
     """)
     result = run(pytester)
     assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert not body.exists(), "the interrupt came after the lab was up"
     assert not lab_namespaces(name)

@@ -307,7 +307,8 @@ def python_keeps_running(call):
     worker = threading.Thread(target=count)
     worker.start()
     try:
-        time.sleep(0.05)
+        while not beats:  # the counter is running before the call starts
+            time.sleep(0.001)
         start = time.monotonic()
         result = call()
         end = time.monotonic()
@@ -316,21 +317,30 @@ def python_keeps_running(call):
         worker.join()
     during = [t for t in beats if start <= t <= end]
     gaps = [b - a for a, b in zip([start] + during, during + [end])]
-    if end - start > 0.3:
-        assert len(during) > 10, f"{end - start:.2f}s, counter beat {len(during)} times"
-    assert max(gaps) < max(0.3, (end - start) / 4), f"longest pause {max(gaps):.2f}s of {end - start:.2f}s"
+    # A call holding the GIL throughout stops the counter for all of it: no beat inside,
+    # one pause as long as the call. A loaded machine deschedules the counter now and
+    # then, but not for most of a call whose own thread keeps running: relative bounds.
+    # A call shorter than JUDGED_S is too short to tell; callers assert their calls were not.
+    if end - start >= JUDGED_S:
+        assert len(during) >= 3, f"{end - start:.2f}s, counter beat {len(during)} times"
+        assert max(gaps) < 0.75 * (end - start), f"longest pause {max(gaps):.2f}s of {end - start:.2f}s"
     return result, end - start
+
+
+JUDGED_S = 0.1
 
 
 def test_a_python_thread_runs_while_a_60_node_lab_comes_up(names):
     name = names("s")
     lab = labctl.Lab(star(name, 59))
     assert len(lab.nodes) == 60
-    python_keeps_running(lab.up)
-    assert len(lab_namespaces(name)) == 60
+    _, took = python_keeps_running(lab.up)
+    assert took >= JUDGED_S and len(lab_namespaces(name)) == 60
     ping, took = python_keeps_running(lambda: lab.ping("h1", "h59", count=4, interval=0.2))
     assert ping.ok and took > 0.5
-    python_keeps_running(lambda: lab.exec("h3", ["sleep", "0.5"], check=True))
+    _, took = python_keeps_running(lambda: lab.exec("h3", ["sleep", "0.5"], check=True))
+    assert took >= 0.5
+    # Judged when they take long enough (verify and status of this lab often do not).
     python_keeps_running(lab.verify)
     python_keeps_running(lab.status)
     python_keeps_running(lab.down)

@@ -253,9 +253,9 @@ TEST(NlFaults, TransientErrorsAreRetriedWithBounds) {
     nl::set_fault_injection(nl::FaultInjection{0.5, {EBUSY, ENOBUFS}, 11});
     nl::Batch b;
     for (int i = 0; i < 400; ++i) b.add(add_v4(1, 0x0a210000 + i, 32), "addr " + std::to_string(i));
-    const auto start = std::chrono::steady_clock::now();
+    const auto batch_retries_before = nl::request_retries();
     auto results = b.run(sock);
-    const auto took = std::chrono::steady_clock::now() - start;
+    const auto batch_retries = nl::request_retries() - batch_retries_before;
     nl::set_fault_injection(std::nullopt);
     std::size_t failed = 0;
     for (const auto& r : results) {
@@ -267,15 +267,34 @@ TEST(NlFaults, TransientErrorsAreRetriedWithBounds) {
     EXPECT_GT(failed, 5u);    // bounded: not retried forever
     EXPECT_LT(failed, 60u);   // but retried: without retries about 200 fail
     EXPECT_EQ(count_v4(sock), 400 - failed);
-    EXPECT_LT(took, std::chrono::seconds(1));
+    // Every request that failed in the end was sent 4 times; none more than 4.
+    EXPECT_GE(batch_retries, 3 * failed);
+    EXPECT_LE(batch_retries, 3u * 400u);
 
+    // A request that always fails transiently: exactly 4 attempts, with at least
+    // 10 + 20 + 40 ms between them (a lower bound: a loaded machine only adds).
     nl::set_fault_injection(nl::FaultInjection{1.0, {EBUSY}, 3});
+    auto retries_before = nl::request_retries();
+    auto one_start = std::chrono::steady_clock::now();
     EXPECT_THROW(
         {
             auto m = add_v4(1, 0x0a22ff00, 32);
             nl::request(sock, m, "one");
         },
         KernelError);
+    EXPECT_EQ(nl::request_retries() - retries_before, 3u);
+    EXPECT_GE(std::chrono::steady_clock::now() - one_start, std::chrono::milliseconds(70));
+    // The same in a batch: each always-failing request is sent 4 times in all.
+    retries_before = nl::request_retries();
+    one_start = std::chrono::steady_clock::now();
+    {
+        nl::Batch two;
+        two.add(add_v4(1, 0x0a22ff01, 32), "two a");
+        two.add(add_v4(1, 0x0a22ff02, 32), "two b");
+        for (const auto& r : two.run(sock)) EXPECT_EQ(r.error, EBUSY) << r.context;
+    }
+    EXPECT_EQ(nl::request_retries() - retries_before, 6u);
+    EXPECT_GE(std::chrono::steady_clock::now() - one_start, std::chrono::milliseconds(70));
     nl::set_fault_injection(nl::FaultInjection{0.5, {EBUSY}, 5});
     std::size_t thrown = 0;
     for (int i = 0; i < 100; ++i) {
@@ -314,6 +333,7 @@ TEST(NlFaults, InterruptedDumpsAreRestartedAndBounded) {
     EXPECT_GT(nl::dump_restarts() - before, 3u);
 
     nl::set_fault_injection(nl::FaultInjection{1.0, {}, 22, true});
+    const auto restarts_before = nl::dump_restarts();
     try {
         count_v4(sock);
         ADD_FAILURE() << "a dump that is always interrupted must fail";
@@ -321,6 +341,7 @@ TEST(NlFaults, InterruptedDumpsAreRestartedAndBounded) {
         EXPECT_EQ(e.errno_value(), EAGAIN);
         EXPECT_NE(std::string(e.what()).find("dump kept changing"), std::string::npos) << e.what();
     }
+    EXPECT_EQ(nl::dump_restarts() - restarts_before, 10u);  // 10 attempts, every one interrupted
     nl::set_fault_injection(std::nullopt);
     EXPECT_EQ(count_v4(sock), kCount + 1u);  // requests are not touched by DUMP_INTR alone
 }

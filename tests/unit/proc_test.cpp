@@ -97,6 +97,7 @@ protected:
         std::error_code ec;
         std::filesystem::remove_all("/etc/netns/" + ns_, ec);
         if (made_etc_netns_) std::filesystem::remove("/etc/netns", ec);  // only if empty
+        for (const auto& f : etc_files_) std::filesystem::remove(f, ec);
         std::filesystem::remove_all(dir_, ec);
         std::system(("ip netns del " + ns_ + " 2>/dev/null").c_str());
     }
@@ -111,6 +112,7 @@ protected:
     std::filesystem::path dir_;
     std::vector<ProcessId> daemons_;
     bool made_etc_netns_ = false;
+    std::vector<std::filesystem::path> etc_files_;  // files a test made in /etc
 };
 
 // Needs no root: the parser the forked child also uses.
@@ -204,15 +206,27 @@ TEST_F(Proc, RunSeesTheNamespaceInSysClassNet) {
 }
 
 TEST_F(Proc, RunBindsEtcNetnsFilesOverEtc) {
-    const std::string host_hosts = read_file("/etc/hosts");
+    // The test makes the /etc file it binds over (a minimal system has no /etc/hosts),
+    // and a second entry whose /etc target does not exist: iproute2 skips that one with
+    // a warning and runs the command; so does labctl.
+    const std::string present = "labctl-test-" + ns_;
+    const std::string absent = "labctl-absent-" + ns_;
+    const std::filesystem::path host_file = "/etc/" + present;
+    std::ofstream(host_file) << "host\n";
+    etc_files_.push_back(host_file);
+    ASSERT_FALSE(std::filesystem::exists("/etc/" + absent));
     const std::filesystem::path etc = "/etc/netns/" + ns_;
     made_etc_netns_ = !std::filesystem::exists("/etc/netns");
     std::filesystem::create_directories(etc);
-    std::ofstream(etc / "hosts") << "10.1.2.3 pr-node\n";
-    auto r = run(command({"cat", "/etc/hosts"}), std::nullopt, 10s);
+    std::ofstream(etc / present) << "10.1.2.3 pr-node\n";
+    std::ofstream(etc / absent) << "unused\n";
+    auto r = run(command({"/bin/sh", "-c",
+                          "cat /etc/" + present + "; test -e /etc/" + absent + " || echo no-" + absent}),
+                 std::nullopt, 10s);
     EXPECT_EQ(r.returncode, 0) << r.err;
-    EXPECT_EQ(r.out, "10.1.2.3 pr-node\n");
-    EXPECT_EQ(read_file("/etc/hosts"), host_hosts);
+    EXPECT_EQ(r.out, "10.1.2.3 pr-node\nno-" + absent + "\n");
+    EXPECT_EQ(read_file(host_file), "host\n");
+    EXPECT_FALSE(std::filesystem::exists("/etc/" + absent));
 }
 
 TEST_F(Proc, RunTimeoutKillsTheProcessGroup) {
@@ -404,10 +418,14 @@ TEST_F(Proc, DaemonThatCannotStartIsAnError) {
 }
 
 TEST_F(Proc, IsSameProcessIsFalseOnceItDied) {
-    auto id = start_daemon(command({"sleep", "0.2"}), (dir_ / "s.log").string());
+    // The daemon lives until the test lets it end (no guess at how long a check takes).
+    const auto go = dir_ / "go";
+    auto id = start_daemon(command({"/bin/sh", "-c", "while [ ! -e " + go.string() + " ]; do sleep 0.01; done"}),
+                           (dir_ / "s.log").string());
     daemons_.push_back(id);
     EXPECT_TRUE(is_same_process(id));
     EXPECT_FALSE(is_same_process(ProcessId{id.pid, id.start_time + 1}));  // a reused pid
+    std::ofstream(go).close();
     EXPECT_TRUE(eventually([&] { return !is_same_process(id); }));
     stop(id, 100ms);  // gone already: nothing to do
     EXPECT_TRUE(start_time_of(::getpid()).has_value());
@@ -470,9 +488,27 @@ TEST_F(Proc, InteractiveForwardsSigterm) {
     const pid_t helper = ::fork();
     ASSERT_GE(helper, 0);
     if (helper == 0) {
-        ::usleep(500 * 1000);
-        ::kill(self, SIGTERM);
-        ::_exit(0);
+        // Only once the command runs (a child of ours named sleep), so that the signal
+        // reaches run_interactive's forwarding, not a test binary still setting up.
+        for (int i = 0; i < 2000; ++i) {  // up to 20 s
+            for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+                const std::string pid = entry.path().filename();
+                if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+                std::ifstream status(entry.path() / "status");
+                std::string line, name;
+                bool ours = false;
+                while (std::getline(status, line)) {
+                    if (line.rfind("Name:\t", 0) == 0) name = line.substr(6);
+                    if (line == "PPid:\t" + std::to_string(self)) ours = true;
+                }
+                if (ours && name == "sleep") {
+                    ::kill(self, SIGTERM);
+                    ::_exit(0);
+                }
+            }
+            ::usleep(10 * 1000);
+        }
+        ::_exit(1);  // never saw it: the test fails on the exit code (sleep 30 runs out)
     }
     const int code = run_interactive(command({"sleep", "30"}));
     ::waitpid(helper, nullptr, 0);

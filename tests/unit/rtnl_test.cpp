@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -564,13 +565,33 @@ TEST(RtnlFeatures, NetemVlanDummyBridgeVlanFilteringWorkOrFailReadably) {
     b.add(rtnl::dummy_add({.name = "d0"}), "dummy d0");
     b.add(rtnl::bridge_add({.name = "brv"}, true), "bridge with vlan_filtering");
     b.add(rtnl::bridge_vlan_add(6, 10, true, true), "bridge vlan 10 on v1");
-    for (const auto& r : b.run(h.socket())) {
+    // iproute2 is the witness of each outcome: what succeeded is there, what failed is
+    // not, and a failure names the object and an errno the kernel gives for a missing
+    // feature.
+    const std::string in = "ip netns exec " + ns.name + " ";
+    const std::map<std::string, std::string> witness{
+        {"netem on v0", in + "tc qdisc show dev v0 | grep -q 'qdisc netem'"},
+        {"vlan v0.10", in + "ip -d link show v0.10 | grep -q 'vlan protocol 802.1Q id 10'"},
+        {"dummy d0", in + "ip -d link show d0 | grep -q 'dummy'"},
+        {"bridge with vlan_filtering", in + "ip -d link show brv | grep -q 'vlan_filtering 1'"},
+        {"bridge vlan 10 on v1", in + "bridge vlan show dev v1 | grep -Eq '\\b10 PVID'"},
+    };
+    const auto results = b.run(h.socket());
+    ASSERT_EQ(results.size(), witness.size());
+    for (const auto& r : results) {
+        ASSERT_TRUE(witness.count(r.context)) << r.context;
+        const bool there = std::system((witness.at(r.context) + " 2>/dev/null").c_str()) == 0;
         if (r.error == 0) {
             std::cout << "[ feature ] " << r.context << ": supported\n";
+            EXPECT_TRUE(there) << r.context << " succeeded, but iproute2 does not see it";
             continue;
         }
-        std::cout << "[ feature ] " << KernelError(r.error, r.context, r.kernel_message).what() << "\n";
-        EXPECT_TRUE(r.error == EOPNOTSUPP || r.error == ENOENT || r.error == EINVAL) << r.error;
+        const std::string message = KernelError(r.error, r.context, r.kernel_message).what();
+        std::cout << "[ feature ] " << message << "\n";
+        EXPECT_FALSE(there) << r.context << " failed, but iproute2 sees it";
+        EXPECT_TRUE(r.error == EOPNOTSUPP || r.error == ENOENT || r.error == EINVAL) << message;
+        EXPECT_NE(message.find(r.context), std::string::npos) << message;
+        EXPECT_NE(message.find(errno_name(r.error)), std::string::npos) << message;
     }
 }
 
