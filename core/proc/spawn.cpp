@@ -76,6 +76,7 @@ enum class Stage : int {
     mount_sys,
     cloexec,
     exec,
+    chdir,
 };
 
 struct Report {
@@ -96,6 +97,7 @@ const char* stage_text(Stage stage) {
         case Stage::make_slave: return "making / a slave mount";
         case Stage::mount_sys: return "mounting /sys";
         case Stage::cloexec: return "marking inherited descriptors close-on-exec";
+        case Stage::chdir: return "changing to its working directory";
         case Stage::exec:
         case Stage::daemon_started: return nullptr;
     }
@@ -112,6 +114,7 @@ struct ChildSetup {
     unsigned long sysfs_overlay_flags;
     const std::vector<std::pair<std::string, std::string>>* etc_binds;
     char* const* argv;  // null-terminated; argv[0] as the caller gave it
+    const char* cwd;    // the working directory, or null for ours
 };
 
 void report(int fd, const Report& r) {
@@ -254,6 +257,7 @@ void enter(const ChildSetup& s) {
     for (const auto& [from, to] : *s.etc_binds) {
         ::mount(from.c_str(), to.c_str(), "none", MS_BIND, nullptr);
     }
+    if (s.cwd != nullptr && ::chdir(s.cwd) < 0) fail(rep, Stage::chdir, errno);
 
     if (!mark_cloexec_from_3()) fail(rep, Stage::cloexec, errno);
 }
@@ -424,7 +428,8 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
                            command.netns.c_str(),
                            overlay_flags,
                            &binds,
-                           argv.data()};
+                           argv.data(),
+                           command.cwd.empty() ? nullptr : command.cwd.c_str()};
     pid_t launched = -1;
     std::error_code ec;
     {
