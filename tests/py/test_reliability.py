@@ -1,4 +1,4 @@
-"""Reliability and security (issue 9): a suite that attacks labctl.
+"""Reliability and security (docs/reliability.md): a suite that attacks labctl.
 
 Kills at many points of `up`, injected kernel errors, concurrent labs with identical
 names and addresses, namespaces and state files planted by someone else, fd limits,

@@ -546,7 +546,7 @@ TEST(RtnlQdisc, TbfForRateOnly) {
     EXPECT_EQ(run("tc -j -n " + ns.name + " qdisc show dev v0").find("tbf"), std::string::npos);
 }
 
-// Features this development kernel lacks (KERNEL-NOTES): on a stock kernel they must
+// Features some kernels lack (docs/kernel-layer.md): on a stock kernel they must
 // work; here they must fail with a readable reason and touch nothing else.
 TEST(RtnlFeatures, NetemVlanDummyBridgeVlanFilteringWorkOrFailReadably) {
     LABCTL_REQUIRE_ROOT();
@@ -620,7 +620,7 @@ TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
 namespace labctl {
 namespace {
 
-// The floor program's shape (KERNEL-NOTES): namespaces with a socket each, all veths in
+// The floor program's shape (bench/floor.c): namespaces with a socket each, all veths in
 // one batch from the switch's namespace (ports created up and enslaved, explicit
 // indexes), then one batch per host. Prints the phases; LABCTL_STAR_N sets the size.
 TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
@@ -692,7 +692,7 @@ TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
 namespace labctl {
 namespace {
 
-// The kernel fact behind veth_add's refusal of b.up (KERNEL-NOTES): a peer created with
+// The kernel fact behind veth_add's refusal of b.up (docs/kernel-layer.md): a peer created with
 // IFF_UP fails. Built by patching the peer's ifinfomsg of a valid request.
 TEST(RtnlVeth, KernelFactPeerCannotBeCreatedUp) {
     LABCTL_REQUIRE_ROOT();
