@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 
 #include <linux/if_addr.h>
 #include <linux/if_bridge.h>
@@ -463,8 +464,12 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     auto tap = find_link(links, "vm1");
     ASSERT_TRUE(tap);
     EXPECT_EQ(tap->ifindex, 42);
-    EXPECT_EQ(tap->kind, "tun");
-    EXPECT_TRUE(find_link(links, "tun1"));
+    EXPECT_EQ(tap->kind, "tap");  // the tun driver's "tun", told apart by IFLA_TUN_TYPE
+    EXPECT_EQ(tap->type, ARPHRD_ETHER);
+    auto tun = find_link(links, "tun1");
+    ASSERT_TRUE(tun);
+    EXPECT_EQ(tun->kind, "tun");
+    EXPECT_EQ(tun->type, ARPHRD_NONE);  // no MAC address
     // `ip netns exec` mounts a /sys of that namespace.
     EXPECT_EQ(run("ip netns exec " + ns.name + " cat /sys/class/net/vm1/owner /sys/class/net/vm1/group"),
               "1000\n1001\n");
