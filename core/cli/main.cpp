@@ -213,11 +213,9 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
         std::string sub;
         for (const auto* s : app.get_subcommands()) sub = s->get_name();
-        try {
-            throw UsageError(std::string(e.what()) + "\n(see labctl " + (sub.empty() ? "" : sub + " ") + "--help)");
-        } catch (...) {
-            return report(std::current_exception(), json_asked);
-        }
+        print_error(std::string(e.what()) + "\n(see labctl " + (sub.empty() ? "" : sub + " ") + "--help)");
+        if (json_asked) print_json_error(e.what(), {});
+        return kExitUsage;
     }
 
     try {

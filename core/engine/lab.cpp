@@ -708,8 +708,12 @@ nlohmann::json status_all() {
     for (const auto& name : state::Journal::list()) {
         auto rec = state::Journal::load(name);
         if (!rec) continue;
+        // A lab whose namespace was removed behind labctl's back is degraded.
+        bool missing = rec->complete && std::any_of(rec->namespaces.begin(), rec->namespaces.end(), [](const auto& ns) {
+                           return !netns::identity(ns.name).has_value();
+                       });
         Json j{{"name", name},
-               {"state", rec->complete ? "up" : "incomplete"},
+               {"state", !rec->complete ? "incomplete" : missing ? "degraded" : "up"},
                {"nodes", rec->namespaces.size()},
                {"daemons", rec->daemons.size()},
                {"source", rec->source},

@@ -105,7 +105,8 @@ def test_validate_json_good_and_bad(tmp_path):
 def test_json_error_of_a_usage_error():
     r = run_labctl("ping", "--json", "onlylab")
     assert r.returncode == 2
-    assert "required" in json_out(r)["error"] and json_out(r)["errors"] == []
+    assert json_out(r) == {"error": "FROM is required", "errors": []}
+    assert r.stderr == "labctl: FROM is required\n  (see labctl ping --help)\n"
 
 
 def test_verify_json_has_python_field_names_and_null_rtts(lab):
@@ -324,6 +325,8 @@ def test_a_missing_namespace_fails_its_checks_and_the_rest_run(tmp_path):
         assert s["state"] == "degraded"
         assert {n["name"]: n["state"] for n in s["nodes"]} == {"h1": "up", "r1": "up", "h2": "missing", "h3": "up"}
         assert f"h2 (host, namespace {name}-h2) missing" in run_labctl("status", name).stdout
+        listed = [l for l in json_out(run_labctl("status", "--json")) if l["name"] == name]
+        assert [l["state"] for l in listed] == ["degraded"]
         r = run_labctl("verify", name, "--json")
         assert r.returncode == 1, r.stderr
         got = {(c["src"], c["dst"]): (c["ok"], c["reason"]) for c in json_out(r)["checks"]}

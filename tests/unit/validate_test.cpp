@@ -11,7 +11,9 @@
 #include "topology/load.hpp"
 
 namespace labctl::topology {
-namespace {
+// Named, not anonymous: the sanitizer build compiles the tests as one unity file, where
+// topology_test.cpp's anonymous base() and problems() would collide with these.
+namespace validate_rules {
 
 using Json = nlohmann::ordered_json;
 using ::testing::HasSubstr;
@@ -148,5 +150,5 @@ TEST(Validate, CoursewareLabsStillValidate) {
     EXPECT_GE(seen, 10);
 }
 
-}  // namespace
+}  // namespace validate_rules
 }  // namespace labctl::topology
