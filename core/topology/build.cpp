@@ -90,6 +90,7 @@ struct PendingNode {
     // interface index -> the pointer of each of its addresses, in Interface::addresses order
     std::map<std::size_t, std::vector<std::string>> address_pointer;
     bool bad_address = false;  // one was not an address: its gateways are not judged
+    std::set<std::size_t> shared_addresses;  // interfaces with "shared_addresses": true
 };
 
 class Builder {
@@ -284,6 +285,8 @@ private:
         }
         if (auto* m = field("mtu"); m && m->is_number_integer()) iface.mtu = m->get<std::uint32_t>();
         if (auto* u = field("up"); u && u->is_boolean()) iface.up = u->get<bool>();
+        if (auto* sh = field("shared_addresses"); sh && sh->is_boolean() && sh->get<bool>())
+            pend.shared_addresses.insert(index);
         if (auto* o = field("owner"); o && o->is_number_integer()) iface.owner = o->get<std::uint32_t>();
         if (auto* g = field("group"); g && g->is_number_integer()) iface.group = g->get<std::uint32_t>();
         if (iface.type == InterfaceType::vlan) {
@@ -563,7 +566,8 @@ private:
 
     // An address belongs to one interface: given twice, pings "succeed" against the wrong
     // node. IPv6 link-local addresses (fe80::/10) are scoped to their link, so only two on
-    // one layer-2 segment (a link, a bridge and its ports) collide.
+    // one layer-2 segment (a link, a bridge and its ports) collide. Interfaces that say
+    // "shared_addresses": true may share theirs with each other (anycast, reused networks).
     void duplicate_addresses() {
         std::vector<std::size_t> base(topo_.nodes.size() + 1, 0);
         for (std::size_t n = 0; n < topo_.nodes.size(); ++n) base[n + 1] = base[n] + topo_.nodes[n].interfaces.size();
@@ -579,21 +583,24 @@ private:
         for (std::size_t n = 0; n < topo_.nodes.size(); ++n)
             for (std::size_t i = 0; i < topo_.nodes[n].interfaces.size(); ++i)
                 if (auto m = topo_.nodes[n].interfaces[i].master) parent[find(base[n] + i)] = find(base[n] + *m);
-        std::map<std::pair<IpAddress, std::size_t>, std::string> seen;  // (address, segment or 0) -> pointer
+        // (address, segment or 0) -> where it was first, and whether that one may be shared
+        std::map<std::pair<IpAddress, std::size_t>, std::pair<std::string, bool>> seen;
         for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
             const Node& node = topo_.nodes[n];
             for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
                 const auto& ptrs = pending_[n].address_pointer[i];
                 const auto& addrs = node.interfaces[i].addresses;
+                bool shared = pending_[n].shared_addresses.count(i) > 0;
                 for (std::size_t k = 0; k < addrs.size() && k < ptrs.size(); ++k) {
                     const IpAddress& a = addrs[k].address;
                     bool link_local = a.family == AF_INET6 && a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80;
                     std::size_t scope = link_local ? find(base[n] + i) + 1 : 0;
-                    auto [it, fresh] = seen.emplace(std::make_pair(a, scope), ptrs[k]);
-                    if (!fresh)
-                        error(ptrs[k], a.to_string() + " is already the address at " + it->second +
+                    auto [it, fresh] = seen.emplace(std::make_pair(a, scope), std::make_pair(ptrs[k], shared));
+                    if (!fresh && !(shared && it->second.second))
+                        error(ptrs[k], a.to_string() + " is already the address at " + it->second.first +
                                            (link_local ? " on the same link" : "") +
-                                           "; an address belongs to one interface");
+                                           "; an address belongs to one interface (unless both say "
+                                           "\"shared_addresses\": true)");
                 }
             }
         }

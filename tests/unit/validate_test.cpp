@@ -88,6 +88,19 @@ TEST(Validate, LinkLocalAddressesCollideOnlyOnOneLink) {
     EXPECT_THAT(found[0].message, HasSubstr("/nodes/h1/interfaces/eth0/addresses/2 on the same link"));
 }
 
+TEST(Validate, SharedAddressesOnPurpose) {
+    Json d = base();
+    // The same /32 on two routers' lo (anycast): both must say so.
+    d["nodes"]["r1"]["interfaces"]["lo"] = {{"addresses", {"192.0.2.1/32"}}, {"shared_addresses", true}};
+    d["nodes"]["h2"]["interfaces"]["lo"] = {{"addresses", {"192.0.2.1/32"}}};
+    auto found = problems(d);
+    ASSERT_EQ(found.size(), 1u) << all(found);
+    EXPECT_EQ(found[0].pointer, "/nodes/h2/interfaces/lo/addresses/0");
+    EXPECT_THAT(found[0].message, HasSubstr("shared_addresses"));
+    d["nodes"]["h2"]["interfaces"]["lo"]["shared_addresses"] = true;
+    EXPECT_TRUE(problems(d).empty()) << all(problems(d));
+}
+
 TEST(Validate, CheckToItsOwnNodeIsAnError) {
     Json d = base();
     d["checks"].push_back({{"from", "h1"}, {"to", "10.0.1.10"}});
