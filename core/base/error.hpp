@@ -68,4 +68,11 @@ private:
     int errno_;
 };
 
+// Bad input found past the topology: an unknown lab, node or interface, a count out of
+// range, a missing file. Nothing was touched; the CLI exits 2 (usage) for it.
+class UsageError : public LabError {
+public:
+    using LabError::LabError;
+};
+
 }  // namespace labctl

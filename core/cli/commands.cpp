@@ -17,66 +17,53 @@ namespace labctl::cli {
 
 namespace {
 
-void print_problems(const TopologyError& e) { std::cerr << e.what() << "\n"; }
+// "1 link", "2 links".
+std::string count_of(std::size_t n, const std::string& word) {
+    return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+}
+
+// A lab named by FILE or LAB: the file's topology when it is a file, else the running lab's.
+engine::Lab lab_for(const std::string& target) {
+    struct stat st {};
+    if (::stat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return engine::Lab::from_file(target);
+    return engine::Lab::attach(engine::lab_name_of(target));
+}
 
 }  // namespace
 
 int run_validate(const Options& o) {
-    try {
-        auto topo = topology::load_file(o.file);
-        std::cout << o.file << ": valid: lab " << topo.name << ", " << topo.nodes.size() << " nodes, "
-                  << topo.links.size() << " links, " << topo.checks.size() << " checks\n";
+    auto topo = topology::load_file(o.file);
+    if (o.json) {
+        std::cout << nlohmann::json{{"file", o.file},          {"valid", true},
+                                    {"lab", topo.name},        {"nodes", topo.nodes.size()},
+                                    {"links", topo.links.size()}, {"checks", topo.checks.size()}}
+                         .dump(2)
+                  << "\n";
         return kExitOk;
-    } catch (const TopologyError& e) {
-        print_problems(e);
-        return kExitUsage;
     }
+    std::cout << o.file << ": valid: lab " << topo.name << ", " << count_of(topo.nodes.size(), "node") << ", "
+              << count_of(topo.links.size(), "link") << ", " << count_of(topo.checks.size(), "check") << "\n";
+    return kExitOk;
 }
 
 int run_graph(const Options& o) {
-    topology::Topology topo;
-    try {
-        topo = topology::load_file(o.file);
-    } catch (const TopologyError& e) {
-        print_problems(e);
-        return kExitUsage;
-    }
+    // FILE, or the name of a running lab (drawn from the topology it was built from).
+    auto lab = lab_for(o.file);
     if (o.output.empty()) {
-        std::cout << graph::to_dot(topo);
+        std::cout << graph::to_dot(lab.topology());
         return kExitOk;
     }
-    try {
-        graph::render(topo, o.output);
-        return kExitOk;
-    } catch (const LabError& e) {
-        std::cerr << "labctl graph: " << e.what() << "\n";
-        return kExitUsage;
-    } catch (const KernelError& e) {
-        std::cerr << "labctl graph: " << e.what() << "\n";
-        return kExitFailed;
-    }
+    graph::render(lab.topology(), o.output);
+    return kExitOk;
 }
 
 namespace {
 
-// Runs an engine call, turning its exceptions into messages and exit codes.
+// Runs a subcommand's body. Failures propagate to main, which reports them for every
+// subcommand alike (messages, --json errors, exit codes).
 template <typename F>
-int guarded(const char* what, F&& f) {
-    try {
-        return f();
-    } catch (const TopologyError& e) {
-        print_problems(e);
-        return kExitUsage;
-    } catch (const KernelError& e) {
-        std::cerr << "labctl " << what << ": " << e.what() << "\n";
-        return kExitFailed;
-    } catch (const LabError& e) {
-        std::cerr << "labctl " << what << ": " << e.what() << "\n";
-        return kExitFailed;
-    } catch (const std::exception& e) {
-        std::cerr << "labctl " << what << ": " << e.what() << "\n";
-        return kExitFailed;
-    }
+int guarded(const char*, F&& f) {
+    return f();
 }
 
 std::string fmt_ms(double v) {
@@ -126,13 +113,6 @@ bool all_ok(const std::vector<engine::CheckResult>& checks) {
     return std::all_of(checks.begin(), checks.end(), [](const auto& c) { return c.ok; });
 }
 
-// A lab named by FILE or LAB: the file's topology when it is a file, else the running lab's.
-engine::Lab lab_for(const std::string& target) {
-    struct stat st {};
-    if (::stat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return engine::Lab::from_file(target);
-    return engine::Lab::attach(engine::lab_name_of(target));
-}
-
 }  // namespace
 
 // SIGINT/SIGTERM/SIGHUP during `up`: finish the current step, then remove what was
@@ -147,17 +127,17 @@ int run_up(const Options& o) {
     return guarded("up", [&] {
         auto lab = engine::Lab::from_file(o.file);
         if (!o.no_verify)
-            for (const auto& w : lab.host_limit_warnings(false)) std::cerr << "labctl up: warning: " << w << "\n";
+            for (const auto& w : lab.host_limit_warnings(false)) std::cerr << "labctl: warning: " << w << "\n";
         auto result = lab.up(!o.no_verify);
-        for (const auto& note : result.notes) std::cerr << "labctl up: " << note << "\n";
+        for (const auto& note : result.notes) std::cerr << "labctl: " << note << "\n";
         bool ok = result.checks_ok();
         if (o.json) {
             nlohmann::json j{{"lab", lab.name()}, {"up", true}, {"notes", result.notes},
                              {"checks", checks_json(result.checks)}, {"ok", ok}};
             std::cout << j.dump(2) << "\n";
         } else {
-            std::cout << "lab " << lab.name() << " is up: " << lab.topology().nodes.size() << " nodes, "
-                      << lab.topology().links.size() << " links\n";
+            std::cout << "lab " << lab.name() << " is up: " << count_of(lab.topology().nodes.size(), "node") << ", "
+                      << count_of(lab.topology().links.size(), "link") << "\n";
             if (!o.no_verify) print_checks(result.checks);
         }
         return ok ? kExitOk : kExitCheckFailed;
@@ -181,6 +161,8 @@ int run_down(const Options& o) {
 
 int run_status(const Options& o) {
     return guarded("status", [&] {
+        // The state directory and the namespaces are root's: say so as `up` does.
+        engine::require_privileges();
         if (o.target.empty()) {
             auto labs = engine::status_all();
             if (o.json) {
@@ -188,9 +170,12 @@ int run_status(const Options& o) {
             } else if (labs.empty()) {
                 std::cout << "no labs\n";
             } else {
+                std::cout << pad("LAB", 18) << pad("STATE", 12) << pad("NODES", 7) << pad("DAEMONS", 9) << "SOURCE\n";
                 for (const auto& l : labs)
                     std::cout << pad(l["name"].get<std::string>(), 18) << pad(l["state"].get<std::string>(), 12)
-                              << l["nodes"].get<std::size_t>() << " nodes  " << l["source"].get<std::string>() << "\n";
+                              << pad(std::to_string(l["nodes"].get<std::size_t>()), 7)
+                              << pad(std::to_string(l["daemons"].get<std::size_t>()), 9)
+                              << l["source"].get<std::string>() << "\n";
             }
             return kExitOk;
         }
@@ -200,10 +185,16 @@ int run_status(const Options& o) {
             std::cout << s.dump(2) << "\n";
             return kExitOk;
         }
-        std::cout << "lab " << s["name"].get<std::string>() << ": " << s["state"].get<std::string>() << "\n";
+        std::cout << "lab " << s["name"].get<std::string>() << ": " << s["state"].get<std::string>();
+        if (!s["description"].get<std::string>().empty()) std::cout << " (" << s["description"].get<std::string>() << ")";
+        std::cout << "\n";
+        if (s.contains("source")) std::cout << "  from " << s["source"].get<std::string>() << "\n";
+        if (s.contains("state_dir")) std::cout << "  state and logs in " << s["state_dir"].get<std::string>() << "\n";
         for (const auto& n : s["nodes"]) {
+            std::string state = n.value("state", "up");
             std::cout << "  " << n["name"].get<std::string>() << " (" << n["kind"].get<std::string>()
-                      << ", namespace " << n["namespace"].get<std::string>() << ")\n";
+                      << ", namespace " << n["namespace"].get<std::string>() << ")"
+                      << (state == "up" ? "" : " " + state) << "\n";
             for (const auto& i : n["interfaces"]) {
                 std::string addrs;
                 for (const auto& a : i["addresses"]) addrs += " " + a.get<std::string>();
@@ -215,9 +206,16 @@ int run_status(const Options& o) {
             for (const auto& d : n["daemons"]) {
                 std::string argv;
                 for (const auto& a : d["argv"]) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
-                std::cout << "    daemon pid " << d["pid"].get<int>() << (d["running"].get<bool>() ? " running: " : " exited: ")
-                          << argv << "\n";
+                std::cout << "    daemon pid " << d["pid"].get<int>() << " " << d.value("state", "running") << ": "
+                          << argv << "\n"
+                          << "      log " << d["log"].get<std::string>() << "\n";
             }
+        }
+        for (const auto& l : s["links"]) {
+            std::cout << "  link " << l["endpoints"][0].get<std::string>() << " <-> " << l["endpoints"][1].get<std::string>();
+            if (!l["mtu"].is_null()) std::cout << "  mtu " << l["mtu"].get<std::uint32_t>();
+            for (const auto& [k, v] : l["impair"].items()) std::cout << "  " << k << " " << v.dump();
+            std::cout << "\n";
         }
         return kExitOk;
     });
@@ -226,7 +224,7 @@ int run_status(const Options& o) {
 int run_verify(const Options& o) {
     return guarded("verify", [&] {
         auto lab = lab_for(o.target);
-        for (const auto& w : lab.host_limit_warnings(o.all_pairs)) std::cerr << "labctl verify: warning: " << w << "\n";
+        for (const auto& w : lab.host_limit_warnings(o.all_pairs)) std::cerr << "labctl: warning: " << w << "\n";
         auto checks = lab.verify(o.all_pairs);
         if (o.json)
             std::cout << nlohmann::json{{"lab", lab.name()}, {"checks", checks_json(checks)}, {"ok", all_ok(checks)}}.dump(2)
@@ -238,19 +236,44 @@ int run_verify(const Options& o) {
 }
 
 int run_ping(const Options& o) {
+    // Ctrl-C (or TERM) ends the pinging; the summary of what was sent is printed, as ping(8) does.
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM}) ::sigaction(sig, &sa, nullptr);
     return guarded(kPingCommand, [&] {
         auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
         int count = o.count > 0 ? o.count : 3;
-        auto timeout = std::chrono::milliseconds(static_cast<long>((o.timeout_s > 0 ? o.timeout_s : 1.0) * 1000));
-        std::string address;
-        bool header = false;
-        auto out = lab.ping(o.from, o.to, count, timeout, std::chrono::milliseconds(200), [&](const ping::Reply& r) {
-            (void)header;
-            std::cout << "reply from " << o.to << ": icmp_seq=" << r.seq << " ttl=" << r.ttl
-                      << " time=" << fmt_ms(r.rtt_ms) << " ms" << std::endl;
-        });
+        auto ms = [](double s) { return std::chrono::milliseconds(static_cast<long>(s * 1000 + 0.5)); };
+        auto timeout = ms(o.timeout_s > 0 ? o.timeout_s : 1.0);
+        auto interval = ms(o.interval_s > 0 ? o.interval_s : 0.2);
+        int family = o.ipv4 ? 4 : o.ipv6 ? 6 : 0;
+        auto out = lab.ping(
+            o.from, o.to, count, timeout, interval,
+            [&](const ping::Reply& r) {
+                if (!o.json)
+                    std::cout << "reply from " << o.to << ": icmp_seq=" << r.seq << " ttl=" << r.ttl
+                              << " time=" << fmt_ms(r.rtt_ms) << " ms" << std::endl;
+            },
+            family);
         const auto& res = out.result;
         int loss = res.sent ? (100 * (res.sent - res.received) + res.sent / 2) / res.sent : 100;
+        if (o.json) {
+            // The field names of Python's PingResult.
+            nlohmann::json rtts = nlohmann::json::array();
+            for (const auto& r : res.replies) rtts.push_back(r.rtt_ms);
+            auto rtt = [&](double v) { return res.received ? nlohmann::json(v) : nlohmann::json(nullptr); };
+            std::cout << nlohmann::json{{"lab", lab.name()},        {"src", o.from},
+                                        {"dst", o.to},              {"address", out.address},
+                                        {"ok", res.received > 0},   {"sent", res.sent},
+                                        {"received", res.received}, {"loss_pct", loss},
+                                        {"rtt_ms", rtts},           {"rtt_min_ms", rtt(res.rtt_min())},
+                                        {"rtt_avg_ms", rtt(res.rtt_avg())}, {"rtt_max_ms", rtt(res.rtt_max())},
+                                        {"reason", res.reason}}
+                             .dump(2)
+                      << "\n";
+            return res.received > 0 ? kExitOk : kExitCheckFailed;
+        }
         std::cout << "--- " << o.to << " (" << out.address << ") from " << o.from << " ---\n"
                   << res.sent << " packets transmitted, " << res.received << " received, " << loss << "% packet loss\n";
         if (res.received)
@@ -280,15 +303,15 @@ int run_doctor(const Options& o) {
 }
 
 int run_exec(const Options& o) {
+    auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
     try {
-        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
         return lab.exec_interactive(o.node, o.command);
-    } catch (const TopologyError& e) {
-        print_problems(e);
-        return kExitUsage;
-    } catch (const std::exception& e) {
-        std::cerr << "labctl exec: " << e.what() << "\n";
-        return kExitFailed;
+    } catch (const KernelError& e) {
+        // The program could not be started: exit as a shell does, 127 when it does not
+        // exist, 126 when it cannot be executed.
+        if (o.command.empty() || !e.context().ends_with(": running \"" + o.command.front() + "\"")) throw;
+        std::cerr << "labctl: " << e.what() << "\n";
+        return e.errno_value() == ENOENT ? 127 : 126;
     }
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-// One function per subcommand; each returns the process exit code.
+// One function per subcommand; each returns the process exit code, or throws: main reports
+// every failure in one place (TopologyError and UsageError exit 2, anything else 3).
 
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@ struct Options {
     bool no_verify = false, json = false, all = false, all_pairs = false;
     int count = 0;          // 0: the command's default
     double timeout_s = 0;   // 0: the command's default
+    double interval_s = 0;  // 0: the command's default
+    bool ipv4 = false, ipv6 = false;  // ping -4 / -6
 };
 
 int run_validate(const Options& o);

@@ -1,6 +1,7 @@
 #include "engine/lab.hpp"
 
 #include <linux/capability.h>
+#include <net/if_arp.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -171,10 +172,12 @@ std::vector<ping::ProbeResult> run_paced(const std::vector<ping::Probe>& probes,
 }  // namespace
 
 nlohmann::json to_json(const CheckResult& r) {
-    return Json{{"from", r.from},         {"to", r.to},           {"address", r.address},
+    // The field names of Python's CheckResult; RTTs are null without a reply.
+    auto rtt = [&](double v) { return r.received ? Json(v) : Json(nullptr); };
+    return Json{{"src", r.from},         {"dst", r.to},           {"address", r.address},
                 {"expect", to_string(r.expect)}, {"ok", r.ok},    {"sent", r.sent},
-                {"received", r.received}, {"rtt_min_ms", r.rtt_min}, {"rtt_avg_ms", r.rtt_avg},
-                {"rtt_max_ms", r.rtt_max}, {"reason", r.reason}};
+                {"received", r.received}, {"rtt_min_ms", rtt(r.rtt_min)}, {"rtt_avg_ms", rtt(r.rtt_avg)},
+                {"rtt_max_ms", rtt(r.rtt_max)}, {"reason", r.reason}};
 }
 
 bool UpResult::checks_ok() const {
@@ -221,7 +224,7 @@ Lab Lab::from_text(const std::string& text, const std::string& source) {
 Lab Lab::attach(const std::string& name) {
     if (!valid_lab_name(name)) throw LabError("\"" + name + "\" is not a lab name");
     auto rec = state::Journal::load(name);
-    if (!rec || !rec->complete) throw LabError("lab " + name + " is not up");
+    if (!rec || !rec->complete) throw UsageError("lab " + name + " is not up");
     std::string text = state::Journal::topology_text(name);
     Lab lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
     // The saved copy must describe this lab: anything else would aim ping/exec/verify
@@ -236,9 +239,20 @@ bool Lab::is_up() const {
     return rec && rec->complete;
 }
 
+bool Lab::runs_this_topology() const {
+    if (!is_up()) return false;
+    if (text_.empty()) return true;
+    // The same document, whatever its spacing and key order; the name is the lab's.
+    Json ours = Json::parse(text_, nullptr, false);
+    Json theirs = Json::parse(state::Journal::topology_text(topo_.name), nullptr, false);
+    if (ours.is_object()) ours.erase("name");
+    if (theirs.is_object()) theirs.erase("name");
+    return !ours.is_discarded() && ours == theirs;
+}
+
 const Node& Lab::node(const std::string& name) const {
     auto n = topo_.find_node(name);
-    if (!n) throw LabError("lab " + topo_.name + " has no node \"" + name + "\"");
+    if (!n) throw UsageError("lab " + topo_.name + " has no node \"" + name + "\"");
     return topo_.nodes[*n];
 }
 
@@ -389,19 +403,47 @@ UpResult Lab::up(bool verify) {
 }
 
 std::vector<CheckResult> Lab::verify(bool all_pairs) {
-    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    if (!is_up()) throw UsageError("lab " + topo_.name + " is not up");
     raise_fd_limit();
-    std::vector<netns::NetnsHandle> ns;
-    ns.reserve(topo_.nodes.size());
-    for (const auto& n : topo_.nodes) ns.push_back(netns::open(n.netns));
+    // A node whose namespace is gone (ip netns del) is missing: the checks that involve
+    // it fail, the others run.
+    std::vector<netns::NetnsHandle> ns(topo_.nodes.size());
+    std::vector<bool> missing(topo_.nodes.size(), false);
+    for (std::size_t i = 0; i < topo_.nodes.size(); ++i) {
+        try {
+            if (netns::identity(topo_.nodes[i].netns)) ns[i] = netns::open(topo_.nodes[i].netns);
+            else missing[i] = true;
+        } catch (const KernelError& e) {
+            if (e.errno_value() != ENOENT) throw;
+            missing[i] = true;
+        }
+    }
+    auto missing_reason = [&](std::size_t n) {
+        return "node " + topo_.nodes[n].name + " is missing (namespace " + topo_.nodes[n].netns + " is gone)";
+    };
+    // The node an address belongs to, for checks aimed at a literal address.
+    auto owner = [&](const IpAddress& a) -> std::optional<std::size_t> {
+        for (std::size_t n = 0; n < topo_.nodes.size(); ++n)
+            for (const auto& iface : topo_.nodes[n].interfaces)
+                for (const auto& p : iface.addresses)
+                    if (p.address == a) return n;
+        return std::nullopt;
+    };
 
     struct Want {
         std::string from, to;
         IpAddress addr;
         Expect expect;
+        std::string failed;  // not probed: why it fails
     };
     std::vector<ping::Probe> probes;
     std::vector<Want> wants;
+    auto add = [&](std::size_t from, std::optional<std::size_t> to, Want want, const ping::Probe& p) {
+        if (missing[from]) want.failed = missing_reason(from);
+        else if (to && missing[*to]) want.failed = missing_reason(*to);
+        else probes.push_back(p);
+        wants.push_back(std::move(want));
+    };
     if (!all_pairs) {
         for (const auto& c : topo_.checks) {
             ping::Probe p;
@@ -411,63 +453,84 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
             p.count = c.count;
             p.timeout = std::chrono::milliseconds(c.timeout_ms);
             p.stop_at_first_reply = true;
-            probes.push_back(p);
-            wants.push_back({c.from_text, c.to_text, c.to, c.expect});
+            add(c.from_node, c.to_node ? c.to_node : owner(c.to), {c.from_text, c.to_text, c.to, c.expect, {}}, p);
         }
     } else {
+        // Every ordered pair, in every family both nodes have an address of (IPv4 first):
+        // a dual-stack pair is pinged on IPv4 and on IPv6. A node without addresses (a
+        // switch) sends and receives nothing.
         for (std::size_t a = 0; a < topo_.nodes.size(); ++a) {
             for (std::size_t b = 0; b < topo_.nodes.size(); ++b) {
                 if (a == b) continue;
-                // The target's first address in a family the source has an address of
-                // (IPv4 first): a node without one (a switch) sends nothing in it.
-                std::optional<IpAddress> addr;
                 for (int family : {AF_INET, AF_INET6}) {
                     if (!topo_.nodes[a].first_address(family)) continue;
-                    if ((addr = topo_.nodes[b].first_address(family))) break;
+                    auto addr = topo_.nodes[b].first_address(family);
+                    if (!addr) continue;
+                    ping::Probe p;
+                    p.netns_fd = ns[a].fd.get();
+                    p.destination = *addr;
+                    add(a, b, {topo_.nodes[a].name, topo_.nodes[b].name, *addr, Expect::reachable, {}}, p);
                 }
-                if (!addr) continue;
-                ping::Probe p;
-                p.netns_fd = ns[a].fd.get();
-                p.destination = *addr;
-                probes.push_back(p);
-                wants.push_back({topo_.nodes[a].name, topo_.nodes[b].name, *addr, Expect::reachable});
             }
         }
     }
     auto results = run_paced(probes, ns);
     std::vector<CheckResult> out;
-    out.reserve(results.size());
-    for (std::size_t i = 0; i < results.size(); ++i)
-        out.push_back(to_check_result(wants[i].from, wants[i].to, wants[i].addr, wants[i].expect, results[i]));
+    out.reserve(wants.size());
+    std::size_t next = 0;
+    for (const auto& w : wants) {
+        if (w.failed.empty()) {
+            out.push_back(to_check_result(w.from, w.to, w.addr, w.expect, results[next++]));
+            continue;
+        }
+        CheckResult r;
+        r.from = w.from;
+        r.to = w.to;
+        r.address = w.addr.to_string();
+        r.expect = w.expect;
+        r.ok = false;
+        r.reason = w.failed;
+        out.push_back(r);
+    }
     return out;
 }
 
 PingOutcome Lab::ping(const std::string& from, const std::string& to, int count, std::chrono::milliseconds timeout,
-                      std::chrono::milliseconds interval, const std::function<void(const ping::Reply&)>& on_reply) {
-    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+                      std::chrono::milliseconds interval, const std::function<void(const ping::Reply&)>& on_reply,
+                      int family) {
+    if (count < 1 || count > kMaxPingCount)
+        throw UsageError("count must be 1 to " + std::to_string(kMaxPingCount) + ", not " + std::to_string(count));
+    if (family != 0 && family != 4 && family != 6) throw UsageError("family must be 4 or 6");
+    if (!is_up()) throw UsageError("lab " + topo_.name + " is not up");
     std::string from_node = from.substr(0, from.find(':'));
     const Node& src = node(from_node);
     ping::Probe p;
     if (from.find(':') != std::string::npos) {
         std::string ifname = from.substr(from.find(':') + 1);
-        if (!src.find_interface(ifname)) throw LabError("node " + from_node + " has no interface \"" + ifname + "\"");
+        if (!src.find_interface(ifname)) throw UsageError("node " + from_node + " has no interface \"" + ifname + "\"");
         p.bind_ifname = ifname;
     }
     // The target resolves as a check's does: first address, IPv4 before IPv6.
     std::optional<IpAddress> addr = IpAddress::parse(to);
+    if (addr && family && addr->family != (family == 6 ? AF_INET6 : AF_INET))
+        throw UsageError(to + " is not an IPv" + std::to_string(family) + " address");
     if (!addr) {
         std::string to_node = to.substr(0, to.find(':'));
         const Node& dst = node(to_node);
         if (to.find(':') != std::string::npos) {
             auto i = dst.find_interface(to.substr(to.find(':') + 1));
-            if (!i) throw LabError("node " + to_node + " has no interface \"" + to.substr(to.find(':') + 1) + "\"");
-            for (const auto& pr : dst.interfaces[*i].addresses)
+            if (!i) throw UsageError("node " + to_node + " has no interface \"" + to.substr(to.find(':') + 1) + "\"");
+            for (const auto& pr : dst.interfaces[*i].addresses) {
+                if (family && pr.address.family != (family == 6 ? AF_INET6 : AF_INET)) continue;
                 if (!addr || (addr->family == AF_INET6 && pr.address.family == AF_INET)) addr = pr.address;
+            }
+        } else if (family) {
+            addr = dst.first_address(family == 6 ? AF_INET6 : AF_INET);
         } else {
             addr = dst.first_address(AF_INET);
             if (!addr) addr = dst.first_address(AF_INET6);
         }
-        if (!addr) throw LabError(to + " has no address to ping");
+        if (!addr) throw UsageError(to + " has no " + (family == 4 ? "IPv4 " : family == 6 ? "IPv6 " : "") + "address to ping");
     }
     netns::NetnsHandle ns = netns::open(src.netns);
     p.netns_fd = ns.fd.get();
@@ -477,25 +540,49 @@ PingOutcome Lab::ping(const std::string& from, const std::string& to, int count,
     p.timeout = timeout;
     p.stop_at_first_reply = false;
     p.stop_on_error = false;
-    auto results = ping::run({p}, [&](std::size_t, const ping::Reply& r) {
-        if (on_reply) on_reply(r);
-    });
+    auto results = ping::run(
+        {p},
+        [&](std::size_t, const ping::Reply& r) {
+            if (on_reply) on_reply(r);
+        },
+        &interrupt_flag());
     return {addr->to_string(), results.at(0)};
 }
 
 ExecResult Lab::exec(const std::string& node_name, const std::vector<std::string>& argv,
-                     const std::optional<std::string>& input, std::optional<std::chrono::milliseconds> timeout) {
+                     const std::optional<std::string>& input, std::optional<std::chrono::milliseconds> timeout,
+                     const std::map<std::string, std::string>& env, const std::string& cwd) {
     const Node& n = node(node_name);
-    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
-    if (argv.empty()) throw LabError("exec needs a command");
-    auto r = proc::run(proc::Command{n.netns, argv, {}, -1, n.name}, input, timeout);
+    if (!is_up()) throw UsageError("lab " + topo_.name + " is not up");
+    if (argv.empty()) throw UsageError("exec needs a command");
+    proc::Command cmd{n.netns, argv, env, -1, n.name};
+    cmd.cwd = cwd;
+    auto r = proc::run(cmd, input, timeout);
     return {r.returncode, r.out, r.err, r.timed_out};
+}
+
+Background Lab::start(const std::string& node_name, const std::vector<std::string>& argv,
+                      const std::map<std::string, std::string>& env, const std::string& cwd) {
+    const Node& n = node(node_name);
+    if (argv.empty()) throw UsageError("a background process needs a command");
+    state::LabLock lock(topo_.name);
+    if (!is_up()) throw UsageError("lab " + topo_.name + " is not up");
+    auto journal = state::Journal::reopen(topo_.name);
+    auto rec = state::Journal::load(topo_.name);
+    std::size_t k = rec ? rec->daemons.size() : 0;
+    std::string log = journal.log_dir() + "/" + n.name + ".process." + std::to_string(k) + ".log";
+    proc::Command cmd{n.netns, argv, env, -1, n.name};
+    cmd.cwd = cwd;
+    auto id = proc::start_child(cmd, log);
+    // Recorded as a daemon of the node: `down` stops it with the lab.
+    journal.daemon_started({n.name, argv, id.pid, id.start_time, log});
+    return {id.pid, id.start_time, log};
 }
 
 int Lab::exec_interactive(const std::string& node_name, const std::vector<std::string>& argv) {
     const Node& n = node(node_name);
-    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
-    if (argv.empty()) throw LabError("exec needs a command");
+    if (!is_up()) throw UsageError("lab " + topo_.name + " is not up");
+    if (argv.empty()) throw UsageError("exec needs a command");
     return proc::run_interactive(proc::Command{n.netns, argv, {}, -1, n.name});
 }
 
@@ -510,11 +597,16 @@ nlohmann::json Lab::status() const {
         out["state_dir"] = state::state_root() + "/" + topo_.name;
     }
     Json nodes = Json::array();
+    std::size_t missing = 0;
+    std::map<std::string, std::uint32_t> mtus;  // "node:ifname" -> the interface's mtu now
     for (const auto& node : topo_.nodes) {
         Json jn{{"name", node.name}, {"kind", to_string(node.kind)}, {"namespace", node.netns}};
         Json ifaces = Json::array();
         bool present = rec && netns::identity(node.netns).has_value();
         jn["present"] = present;
+        // A namespace removed behind labctl's back (ip netns del) leaves the node missing.
+        jn["state"] = !rec ? "down" : present ? "up" : "missing";
+        if (rec && !present) ++missing;
         if (present) {
             try {
                 auto ns = netns::open(node.netns);
@@ -530,13 +622,16 @@ nlohmann::json Lab::status() const {
                     std::string master;
                     for (const auto& m : links)
                         if (m.ifindex == l.master) master = m.name;
+                    // tun devices and lo have no MAC address (ARPHRD_NONE, ARPHRD_LOOPBACK).
+                    Json mac = l.type == ARPHRD_ETHER ? Json(mac_to_string(l.mac)) : Json(nullptr);
                     Json ji{{"name", l.name},
                             {"kind", l.kind.empty() ? (l.name == "lo" ? "loopback" : "") : l.kind},
                             {"state", l.operstate < 7 ? oper[l.operstate] : "unknown"},
                             {"mtu", l.mtu},
-                            {"mac", mac_to_string(l.mac)},
+                            {"mac", mac},
                             {"addresses", addresses}};
                     if (!master.empty()) ji["master"] = master;
+                    mtus[node.name + ":" + l.name] = l.mtu;
                     ifaces.push_back(ji);
                 }
             } catch (const std::exception& e) {
@@ -553,14 +648,34 @@ nlohmann::json Lab::status() const {
                         alive = proc::is_same_process({d.pid, d.start_time});
                     } catch (const std::exception&) {
                     }
-                    daemons.push_back({{"argv", d.argv}, {"pid", d.pid}, {"running", alive}, {"log", d.log}});
+                    daemons.push_back({{"argv", d.argv},
+                                       {"pid", d.pid},
+                                       {"running", alive},
+                                       {"state", alive ? "running" : "exited"},
+                                       {"log", d.log}});
                 }
         jn["daemons"] = daemons;
         nodes.push_back(jn);
     }
     out["nodes"] = nodes;
+    if (rec && rec->complete && missing) out["state"] = "degraded";
     Json links = Json::array();
-    for (const auto& l : topo_.links) links.push_back({topo_.end_name(l.ends[0]), topo_.end_name(l.ends[1])});
+    for (const auto& l : topo_.links) {
+        std::string a = topo_.end_name(l.ends[0]), b = topo_.end_name(l.ends[1]);
+        Json mtu = l.mtu ? Json(*l.mtu) : Json(nullptr);
+        if (auto it = mtus.find(a); it != mtus.end()) mtu = it->second;
+        Json impair = Json::object();
+        auto put = [&](const char* key, const std::optional<double>& v) {
+            if (v) impair[key] = *v;
+        };
+        put("delay_ms", l.impair.delay_ms);
+        put("jitter_ms", l.impair.jitter_ms);
+        put("loss_pct", l.impair.loss_pct);
+        put("rate_mbit", l.impair.rate_mbit);
+        put("duplicate_pct", l.impair.duplicate_pct);
+        put("reorder_pct", l.impair.reorder_pct);
+        links.push_back({{"endpoints", {a, b}}, {"mtu", mtu}, {"impair", impair}});
+    }
     out["links"] = links;
     return out;
 }
@@ -657,8 +772,12 @@ nlohmann::json status_all() {
     for (const auto& name : state::Journal::list()) {
         auto rec = state::Journal::load(name);
         if (!rec) continue;
+        // A lab whose namespace was removed behind labctl's back is degraded.
+        bool missing = rec->complete && std::any_of(rec->namespaces.begin(), rec->namespaces.end(), [](const auto& ns) {
+                           return !netns::identity(ns.name).has_value();
+                       });
         Json j{{"name", name},
-               {"state", rec->complete ? "up" : "incomplete"},
+               {"state", !rec->complete ? "incomplete" : missing ? "degraded" : "up"},
                {"nodes", rec->namespaces.size()},
                {"daemons", rec->daemons.size()},
                {"source", rec->source},
@@ -703,6 +822,8 @@ std::string lab_name_of(const std::string& arg) {
         return load_file(arg).name;  // throws TopologyError saying what is wrong
     }
     if (valid_lab_name(arg)) return arg;
+    if (::stat(arg.c_str(), &st) != 0)  // not a lab name: it was meant as a file
+        throw TopologyError(arg, {{"", "cannot read: " + describe_errno(errno) + " (and it is not a lab name)"}});
     throw TopologyError(arg, {{"", "neither a topology file nor a lab name"}});
 }
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -17,6 +18,9 @@
 #include "topology/model.hpp"
 
 namespace labctl::engine {
+
+// The most echo requests one `ping` sends.
+inline constexpr int kMaxPingCount = 65535;  // icmp_seq is 16 bits
 
 struct CheckResult {
     std::string from;     // as written ("h1", "h1:eth0")
@@ -41,6 +45,12 @@ struct ExecResult {
     int returncode = 0;
     std::string out, err;
     bool timed_out = false;
+};
+
+struct Background {
+    int pid = 0;
+    unsigned long long start_time = 0;
+    std::string log;
 };
 
 struct PingOutcome {
@@ -68,19 +78,32 @@ public:
     UpResult up(bool verify = true);
     // True when the lab's journal says it is up.
     bool is_up() const;
+    // True when it is up and was built from this topology (the same document, whatever
+    // its spacing and key order), not from another file of the same lab name.
+    bool runs_this_topology() const;
     // The topology's checks, or every node to every other node's first address.
     // Throws LabError when the lab is not up.
     std::vector<CheckResult> verify(bool all_pairs = false);
     // Echo requests from a node (or node:ifname) to a node, node:ifname or address.
-    // `on_reply` sees each reply as it comes. Throws LabError for unknown names.
+    // `on_reply` sees each reply as it comes. `family` 4 or 6 picks the target's address of
+    // that family (0: IPv4 first). Throws UsageError for unknown names, a count outside
+    // 1..kMaxPingCount, or a target without an address of the family. A store of true in
+    // interrupt_flag() ends it early with the results so far.
     PingOutcome ping(const std::string& from, const std::string& to, int count = 3,
                      std::chrono::milliseconds timeout = std::chrono::milliseconds(1000),
                      std::chrono::milliseconds interval = std::chrono::milliseconds(200),
-                     const std::function<void(const ping::Reply&)>& on_reply = {});
-    // Runs argv in the node, output captured. Throws LabError for an unknown node.
+                     const std::function<void(const ping::Reply&)>& on_reply = {}, int family = 0);
+    // Runs argv in the node, output captured, with `env` added to our environment and in
+    // `cwd` (ours when empty). Throws UsageError for an unknown node.
     ExecResult exec(const std::string& node, const std::vector<std::string>& argv,
                     const std::optional<std::string>& input = std::nullopt,
-                    std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+                    std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+                    const std::map<std::string, std::string>& env = {}, const std::string& cwd = {});
+    // Starts argv in the node in the background, as our child (the caller reaps it), its
+    // output appended to a log in the lab's state directory. Recorded with the lab's
+    // daemons, so `down` stops it. Throws UsageError for an unknown node or a lab not up.
+    Background start(const std::string& node, const std::vector<std::string>& argv,
+                     const std::map<std::string, std::string>& env = {}, const std::string& cwd = {});
     // Runs argv in the node with our stdin/stdout/stderr; returns its exit code.
     int exec_interactive(const std::string& node, const std::vector<std::string>& argv);
     // The same as `labctl status LAB --json`.

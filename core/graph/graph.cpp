@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -138,30 +139,34 @@ std::string to_dot(const Topology& topo) {
 void render(const Topology& topo, const std::string& path) {
     auto dot_pos = path.rfind('.');
     std::string ext = dot_pos == std::string::npos ? "" : path.substr(dot_pos + 1);
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (ext != "dot" && ext != "gv" && ext != "svg" && ext != "png")
+        throw UsageError(path + ": unknown picture format; use .dot, .svg or .png");
     std::string text = to_dot(topo);
+    // Every format opens the output itself first: an unwritable path is the same error.
+    UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!out) throw_last_errno(path + ": creating");
     if (ext == "dot" || ext == "gv") {
-        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        if (!fd) throw_last_errno(path + ": creating");
-        write_all(fd.get(), text, path + ": writing");
+        write_all(out.get(), text, path + ": writing");
         return;
     }
-    if (ext != "svg" && ext != "png")
-        throw LabError(path + ": unknown picture format; use .dot, .svg or .png");
 
-    // dot reads the graph on stdin and writes the picture itself (-o).
+    // dot reads the graph on stdin and writes the picture to the file as its stdout.
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
     UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
-    std::string format = "-T" + ext, output = "-o" + path;
-    char* argv[] = {const_cast<char*>("dot"), format.data(), output.data(), nullptr};
+    posix_spawn_file_actions_adddup2(&actions, out.get(), STDOUT_FILENO);
+    std::string format = "-T" + ext;
+    char* argv[] = {const_cast<char*>("dot"), format.data(), nullptr};
     pid_t pid = 0;
     int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     if (err != 0)
         throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
+    out.reset();
     read_end.reset();
     std::string write_error;
     try {

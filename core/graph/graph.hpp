@@ -12,8 +12,9 @@ namespace labctl::graph {
 std::string to_dot(const topology::Topology& topo);
 
 // Writes the picture to `path`: DOT as is for ".dot", else rendered by Graphviz's `dot`
-// ("svg" or "png", from the extension). Throws LabError when the extension is unknown
-// or `dot` fails, KernelError when the file or the process cannot be made.
+// ("svg" or "png", from the extension, in any case). Throws UsageError when the extension
+// is unknown, KernelError when the file (opened first, for every format) or the process
+// cannot be made, LabError when `dot` fails.
 void render(const topology::Topology& topo, const std::string& path);
 
 }  // namespace labctl::graph

@@ -243,8 +243,8 @@ void open_socket(Socket& s) {
 
 class PingRun {
 public:
-    PingRun(const std::vector<Probe>& probes, const ReplyCallback& on_reply)
-        : probes_(probes), on_reply_(on_reply), results_(probes.size()), states_(probes.size()) {}
+    PingRun(const std::vector<Probe>& probes, const ReplyCallback& on_reply, const std::atomic<bool>* stop)
+        : probes_(probes), on_reply_(on_reply), stop_(stop), results_(probes.size()), states_(probes.size()) {}
 
     std::vector<ProbeResult> run() {
         plan();
@@ -273,6 +273,7 @@ private:
 
     const std::vector<Probe>& probes_;
     const ReplyCallback& on_reply_;
+    const std::atomic<bool>* stop_;
     std::vector<ProbeResult> results_;
     std::vector<ProbeState> states_;
     std::vector<Namespace> namespaces_;
@@ -431,8 +432,10 @@ void PingRun::finish(std::size_t p, bool refused, std::string reason, bool alway
     ProbeState& st = states_[p];
     if (st.done) return;
     if (refused && !probes_[p].stop_on_error && !always) {
-        // Like ping(8): note the error and go on with the next request.
-        st.last_error = std::move(reason);
+        // Like ping(8): note the error and go on with the next request. The first error
+        // is the reason: later ones may be missing (routers rate-limit ICMP errors), so
+        // the first one seen in any round is what the run reports.
+        if (st.last_error.empty()) st.last_error = std::move(reason);
         return;
     }
     st.done = true;
@@ -640,6 +643,10 @@ void PingRun::loop() {
 
     std::vector<epoll_event> events(256);
     while (active_ > 0) {
+        if (stop_ && stop_->load()) {
+            for (std::size_t p = 0; p < states_.size(); ++p) finish(p, false, {});
+            break;
+        }
         const auto now = Clock::now();
         std::size_t fired = 0;
         while (!timers_.empty() && timers_.top().at <= now && fired < kTimerBatch) {
@@ -676,8 +683,9 @@ void PingRun::loop() {
 
 }  // namespace
 
-std::vector<ProbeResult> run(const std::vector<Probe>& probes, const ReplyCallback& on_reply) {
-    PingRun run(probes, on_reply);
+std::vector<ProbeResult> run(const std::vector<Probe>& probes, const ReplyCallback& on_reply,
+                             const std::atomic<bool>* stop) {
+    PingRun run(probes, on_reply, stop);
     return run.run();
 }
 

@@ -6,6 +6,7 @@
 // created inside each namespace on short-lived helper threads (a socket keeps the
 // namespace it was created in), so the calling thread never changes namespace.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -63,6 +64,9 @@ using ReplyCallback = std::function<void(std::size_t probe_index, const Reply&)>
 // count < 1, negative times, more than 65536 probes from one namespace), KernelError when
 // a namespace cannot be entered or a socket cannot be opened (EPERM without CAP_NET_RAW,
 // EMFILE), and whatever `on_reply` throws (the run is abandoned).
-std::vector<ProbeResult> run(const std::vector<Probe>& probes, const ReplyCallback& on_reply = {});
+// With `stop`, a store of true (e.g. from a SIGINT handler) ends every probe at once, as
+// its deadline would: the results so far are returned (ping(8)'s Ctrl-C summary).
+std::vector<ProbeResult> run(const std::vector<Probe>& probes, const ReplyCallback& on_reply = {},
+                             const std::atomic<bool>* stop = nullptr);
 
 }  // namespace labctl::ping

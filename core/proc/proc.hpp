@@ -106,6 +106,11 @@ struct ProcessId {
 // has exec'd. Throws like run(), and KernelError when log_path cannot be opened.
 ProcessId start_daemon(const Command& command, const std::string& log_path);
 
+// Starts the command in the background as our child, in its own process group, stdin
+// /dev/null, stdout and stderr appended to log_path (created mode 0600 when absent).
+// The caller reaps it (waitpid). Returns once it has exec'd. Throws like start_daemon().
+ProcessId start_child(const Command& command, const std::string& log_path);
+
 // The start time of a live process; nullopt when there is none with that pid or it has
 // exited and only its zombie is left. Throws KernelError when /proc cannot be read for
 // another reason.

@@ -314,4 +314,15 @@ ProcessId start_daemon(const Command& command, const std::string& log_path) {
     return detail::spawn(command, detail::Mode::daemon, {null.get(), log.get(), log.get()}).daemon;
 }
 
+ProcessId start_child(const Command& command, const std::string& log_path) {
+    const std::string what = detail::describe(command);
+    UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600));
+    if (!log) throw_last_errno(what + ": opening log " + log_path);
+    log = above_stdio(std::move(log), what);
+    UniqueFd null = open_dev_null(O_RDONLY, what);
+    const auto child = detail::spawn(command, detail::Mode::captured, {null.get(), log.get(), log.get()});
+    // Our child cannot be reaped before we read its start time: the pair belongs together.
+    return ProcessId{child.pid, start_time_of(child.pid).value_or(0)};
+}
+
 }  // namespace labctl::proc

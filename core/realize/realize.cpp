@@ -92,6 +92,10 @@ void create_namespaces(const Topology& topo, state::Journal& journal, Realized& 
             // (on a bridge of hundreds of ports their multicast drops packets).
             rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
             rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
+            // ICMP errors are not rate-limited: a check's "Destination net unreachable"
+            // must not turn into "No reply" because another check just got one.
+            rtnl::sysctl_write_here("net.ipv4.icmp_ratemask", "0");
+            rtnl::sysctl_write_here("net.ipv6.icmp.ratelimit", "0");
             if (node.kind == NodeKind::router) {
                 // "all" also sets "default", so interfaces made later forward too.
                 rtnl::sysctl_write_here("net.ipv4.ip_forward", "1");

@@ -6,6 +6,7 @@
 #include <linux/if_addr.h>
 #include <linux/if_link.h>
 #include <linux/neighbour.h>
+#include <linux/if_tun.h>
 #include <linux/rtnetlink.h>
 
 #include <algorithm>
@@ -64,6 +65,7 @@ LinkInfo parse_link(const nlmsghdr* nlh) {
     LinkInfo l;
     l.ifindex = ifi->ifi_index;
     l.flags = ifi->ifi_flags;
+    l.type = ifi->ifi_type;
     auto tb = nl::parse_attrs(nlh, sizeof(ifinfomsg), IFLA_MAX);
     if (tb[IFLA_IFNAME] && mnl_attr_validate(tb[IFLA_IFNAME], MNL_TYPE_NUL_STRING) == 0)
         l.name = mnl_attr_get_str(tb[IFLA_IFNAME]);
@@ -80,6 +82,13 @@ LinkInfo parse_link(const nlmsghdr* nlh) {
             l.kind.assign(static_cast<const char*>(mnl_attr_get_payload(info[IFLA_INFO_KIND])),
                           strnlen(static_cast<const char*>(mnl_attr_get_payload(info[IFLA_INFO_KIND])),
                                   mnl_attr_get_payload_len(info[IFLA_INFO_KIND])));
+        // The tun driver names TAP devices "tun" too; IFLA_TUN_TYPE tells them apart.
+        if (l.kind == "tun" && info[IFLA_INFO_DATA]) {
+            auto data = nl::parse_nested(info[IFLA_INFO_DATA], IFLA_TUN_MAX);
+            if (data[IFLA_TUN_TYPE] && mnl_attr_validate(data[IFLA_TUN_TYPE], MNL_TYPE_U8) == 0 &&
+                mnl_attr_get_u8(data[IFLA_TUN_TYPE]) == IFF_TAP)
+                l.kind = "tap";
+        }
     }
     return l;
 }

@@ -200,8 +200,9 @@ inline constexpr std::uint8_t kOperUp = 6;
 struct LinkInfo {
     int ifindex = 0;
     std::string name;
-    std::string kind;  // IFLA_INFO_KIND: "veth", "bridge", "tun", ""...
+    std::string kind;  // IFLA_INFO_KIND: "veth", "bridge", "tun", ""...; "tap" for a TAP device
     unsigned flags = 0;  // IFF_*
+    unsigned short type = 0;  // ARPHRD_*: ARPHRD_ETHER for the kinds that have a MAC
     std::uint8_t operstate = 0;  // IF_OPER_*
     std::uint32_t mtu = 0;
     Mac mac{};
@@ -266,7 +267,7 @@ namespace labctl::rtnl {
 
 // --- kernel features -------------------------------------------------------------------
 
-// Kernel features a lab may need that some kernels lack (KERNEL-NOTES.md).
+// Kernel features a lab may need that some kernels lack (docs/kernel-layer.md).
 enum class Feature { veth, bridge, tuntap, netem, tbf, vlan_8021q, bridge_vlan_filtering, dummy };
 
 // "netem qdisc", "802.1Q VLAN devices", ...

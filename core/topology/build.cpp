@@ -106,6 +106,10 @@ struct PendingNode {
     // routes in file order, with their raw dev
     std::vector<std::optional<RawRef>> route_dev;
     std::vector<std::string> route_pointer;
+    // interface index -> the pointer of each of its addresses, in Interface::addresses order
+    std::map<std::size_t, std::vector<std::string>> address_pointer;
+    bool bad_address = false;  // one was not an address: its gateways are not judged
+    std::set<std::size_t> shared_addresses;  // interfaces with "shared_addresses": true
 };
 
 class Builder {
@@ -123,6 +127,8 @@ public:
         if (auto it = doc_.find("nodes"); it != doc_.end() && it->is_object()) nodes(*it);
         if (auto it = doc_.find("links"); it != doc_.end() && it->is_array()) links(*it);
         finish_nodes();
+        duplicate_addresses();
+        gateways();
         if (auto it = doc_.find("checks"); it != doc_.end() && it->is_array()) checks(*it);
         return std::move(topo_);
     }
@@ -298,6 +304,7 @@ private:
                 std::string p = ptr + "/addresses/" + std::to_string(i);
                 auto prefix = IpPrefix::parse(text);
                 if (!prefix) {
+                    pend.bad_address = true;
                     error(p, quote(text) +
                                  " is not an address with a prefix length (e.g. 10.0.1.10/24 or fd00::1/64)");
                     continue;
@@ -308,12 +315,8 @@ private:
                     else if (prefix->address == prefix->broadcast())
                         error(p, text + " is the broadcast address of its prefix, not a host address");
                 }
-                auto same = [&](const IpPrefix& q) { return q.address == prefix->address; };
-                bool dup = std::any_of(iface.addresses.begin(), iface.addresses.end(), same);
-                for (const auto& other : node.interfaces)
-                    dup = dup || std::any_of(other.addresses.begin(), other.addresses.end(), same);
-                if (dup) error(p, prefix->address.to_string() + " appears twice in node " + node.name);
                 iface.addresses.push_back(*prefix);
+                pend.address_pointer[index].push_back(p);
             }
         }
         if (auto* m = field("mac"); m && m->is_string()) {
@@ -328,6 +331,8 @@ private:
         }
         if (auto* m = field("mtu"); m && m->is_number_integer()) iface.mtu = m->get<std::uint32_t>();
         if (auto* u = field("up"); u && u->is_boolean()) iface.up = u->get<bool>();
+        if (auto* sh = field("shared_addresses"); sh && sh->is_boolean() && sh->get<bool>())
+            pend.shared_addresses.insert(index);
         if (auto* o = field("owner"); o && o->is_number_integer()) iface.owner = o->get<std::uint32_t>();
         if (auto* g = field("group"); g && g->is_number_integer()) iface.group = g->get<std::uint32_t>();
         if (iface.type == InterfaceType::vlan) {
@@ -603,6 +608,88 @@ private:
         }
     }
 
+    // ---- addresses and gateways, once every interface is known --------------------------
+
+    // An address belongs to one interface: given twice, pings "succeed" against the wrong
+    // node. IPv6 link-local addresses (fe80::/10) are scoped to their link, so only two on
+    // one layer-2 segment (a link, a bridge and its ports) collide. Interfaces that say
+    // "shared_addresses": true may share theirs with each other (anycast, reused networks).
+    void duplicate_addresses() {
+        std::vector<std::size_t> base(topo_.nodes.size() + 1, 0);
+        for (std::size_t n = 0; n < topo_.nodes.size(); ++n) base[n + 1] = base[n] + topo_.nodes[n].interfaces.size();
+        std::vector<std::size_t> parent(base.back());
+        for (std::size_t i = 0; i < parent.size(); ++i) parent[i] = i;
+        auto find = [&](std::size_t x) {
+            while (parent[x] != x) x = parent[x] = parent[parent[x]];
+            return x;
+        };
+        for (const auto& l : topo_.links)
+            if (l.ends[0].node != l.ends[1].node || l.ends[0].interface != l.ends[1].interface)
+                parent[find(base[l.ends[0].node] + l.ends[0].interface)] = find(base[l.ends[1].node] + l.ends[1].interface);
+        for (std::size_t n = 0; n < topo_.nodes.size(); ++n)
+            for (std::size_t i = 0; i < topo_.nodes[n].interfaces.size(); ++i)
+                if (auto m = topo_.nodes[n].interfaces[i].master) parent[find(base[n] + i)] = find(base[n] + *m);
+        // (address, segment or 0) -> where it was first, and whether that one may be shared
+        std::map<std::pair<IpAddress, std::size_t>, std::pair<std::string, bool>> seen;
+        for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
+            const Node& node = topo_.nodes[n];
+            for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
+                const auto& ptrs = pending_[n].address_pointer[i];
+                const auto& addrs = node.interfaces[i].addresses;
+                bool shared = pending_[n].shared_addresses.count(i) > 0;
+                for (std::size_t k = 0; k < addrs.size() && k < ptrs.size(); ++k) {
+                    const IpAddress& a = addrs[k].address;
+                    bool link_local = a.family == AF_INET6 && a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80;
+                    std::size_t scope = link_local ? find(base[n] + i) + 1 : 0;
+                    auto [it, fresh] = seen.emplace(std::make_pair(a, scope), std::make_pair(ptrs[k], shared));
+                    if (!fresh && !(shared && it->second.second))
+                        error(ptrs[k], a.to_string() + " is already the address at " + it->second.first +
+                                           (link_local ? " on the same link" : "") +
+                                           "; an address belongs to one interface (unless both say "
+                                           "\"shared_addresses\": true)");
+                }
+            }
+        }
+    }
+
+    // A gateway must be on a link of the node: inside the prefix of one of its addresses
+    // (of the route's dev, when it names one), or of a route through a dev alone. The
+    // kernel refuses any other ("Nexthop has invalid gateway"). A link-local IPv6 gateway
+    // needs the dev it is on.
+    void gateways() {
+        for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
+            const Node& node = topo_.nodes[n];
+            PendingNode& pend = pending_[n];
+            if (pend.bad_address) continue;
+            for (std::size_t r = 0; r < node.routes.size(); ++r) {
+                const Route& route = node.routes[r];
+                if (!route.via || (route.family && route.via->family != route.family)) continue;
+                if (pend.route_dev[r] && !route.dev) continue;  // an unknown dev, said already
+                const IpAddress& via = *route.via;
+                std::string ptr = pend.route_pointer[r] + "/via";
+                bool link_local = via.family == AF_INET6 && via.bytes[0] == 0xfe && (via.bytes[1] & 0xc0) == 0x80;
+                if (link_local) {
+                    if (!route.dev) error(ptr, "gateway " + via.to_string() + " is link-local; give the dev it is on");
+                    continue;
+                }
+                bool on_link = false;
+                for (std::size_t i = 0; i < node.interfaces.size() && !on_link; ++i) {
+                    if (route.dev && *route.dev != i) continue;
+                    for (const auto& p : node.interfaces[i].addresses)
+                        on_link = on_link || (p.address.family == via.family && p.contains(via));
+                }
+                for (const auto& other : node.routes)
+                    if (!other.via && other.dev && other.family == via.family &&
+                        (!route.dev || *route.dev == *other.dev) && (!other.to || other.to->contains(via)))
+                        on_link = true;
+                if (!on_link)
+                    error(ptr, "gateway " + via.to_string() + " is in none of " + node.name + "'s connected prefixes" +
+                                   (route.dev ? " on " + node.interfaces[*route.dev].name : std::string()) +
+                                   "; a gateway must be on one of the node's links");
+            }
+        }
+    }
+
     // ---- checks ------------------------------------------------------------------------
 
     void checks(const Json& j) {
@@ -648,6 +735,16 @@ private:
                 }
             } else {
                 ok = false;
+            }
+            if (ok) {
+                const Node& src = topo_.nodes[check.from_node];
+                for (const auto& iface : src.interfaces)
+                    for (const auto& p : iface.addresses)
+                        if (p.address == check.to) {
+                            error(ptr + "/to", check.to.to_string() + " is " + src.name + "'s own address (" +
+                                                   iface.name + "); a check pings another node");
+                            ok = false;
+                        }
             }
             if (auto e = c.find("expect"); e != c.end() && e->is_string())
                 check.expect = e->get<std::string>() == "unreachable" ? Expect::unreachable : Expect::reachable;

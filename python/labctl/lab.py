@@ -1,8 +1,11 @@
 """The Lab object and its result types; a thin layer over labctl._core."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -11,7 +14,7 @@ from . import _core
 from .errors import CheckFailed, Error, ExecError, ExecTimeout
 
 __all__ = ["Lab", "validate", "status", "down", "PingResult", "CheckResult", "ExecResult",
-           "Topology"]
+           "Process", "Topology"]
 
 #: A topology: the path of a JSON file, or the document itself as a dict.
 Topology = Union[str, "os.PathLike[str]", Mapping]
@@ -38,6 +41,24 @@ class PingResult:
     rtt_ms: List[float] = field(default_factory=list)
     reason: str = ""
 
+    # The names of ``labctl ping --json``'s fields, computed from the replies.
+    @property
+    def loss_pct(self) -> int:
+        """Requests without a reply, in percent (rounded, as ping(8) prints it)."""
+        return (100 * (self.sent - self.received) + self.sent // 2) // self.sent if self.sent else 100
+
+    @property
+    def rtt_min_ms(self) -> Optional[float]:
+        return min(self.rtt_ms) if self.rtt_ms else None
+
+    @property
+    def rtt_avg_ms(self) -> Optional[float]:
+        return sum(self.rtt_ms) / len(self.rtt_ms) if self.rtt_ms else None
+
+    @property
+    def rtt_max_ms(self) -> Optional[float]:
+        return max(self.rtt_ms) if self.rtt_ms else None
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -47,6 +68,8 @@ class CheckResult:
     the address pinged. ``ok`` is true when the outcome matched ``expect`` ("reachable" or
     "unreachable"). A reachable check stops at its first reply, so ``rtt_ms`` is one
     number: the mean round-trip time of the replies in milliseconds, None without any.
+    ``rtt_min_ms``/``rtt_avg_ms``/``rtt_max_ms`` are those of ``labctl verify --json``
+    (None without a reply); the field names are the JSON's.
     """
 
     src: str
@@ -58,11 +81,17 @@ class CheckResult:
     rtt_ms: Optional[float]
     address: str
     reason: str = ""
+    rtt_min_ms: Optional[float] = None
+    rtt_avg_ms: Optional[float] = None
+    rtt_max_ms: Optional[float] = None
 
     @classmethod
     def _from_core(cls, r: Any) -> "CheckResult":
+        got = r.received > 0
         return cls(src=r.src, dst=r.dst, expect=r.expect, ok=r.ok, sent=r.sent, received=r.received,
-                   rtt_ms=r.rtt_avg if r.received else None, address=r.address, reason=r.reason)
+                   rtt_ms=r.rtt_avg if got else None, address=r.address, reason=r.reason,
+                   rtt_min_ms=r.rtt_min if got else None, rtt_avg_ms=r.rtt_avg if got else None,
+                   rtt_max_ms=r.rtt_max if got else None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,92 @@ class ExecResult:
             raise ExecError(self.node, self)
 
 
+class Process:
+    """A process started in the background by :meth:`Lab.popen`, like ``subprocess.Popen``.
+
+    It runs in its node's namespace, in a process group of its own, with stdin
+    /dev/null and stdout and stderr appended to ``log`` (a file in the lab's state
+    directory; :meth:`output` reads it). ``down`` of the lab stops it (TERM, then KILL),
+    so a test never leaves it behind. As a context manager it is terminated and
+    waited for on exit.
+    """
+
+    def __init__(self, node: str, args: List[str], pid: int, log: str) -> None:
+        self.node = node
+        self.args = args
+        self.pid = pid
+        self.log = log
+        #: The exit code once it has exited (minus the signal that killed it), else None.
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        """The exit code if it has exited, else None (it is still running)."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone, status unknown
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Waits until it exits and returns its exit code. Raises
+        ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+        import select
+        import subprocess
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            try:
+                fd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                continue
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not select.select([fd], [], [], left)[0] and self.poll() is None:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            finally:
+                os.close(fd)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Sends ``sig`` to its process group (it and what it started), unless it has exited."""
+        if self.poll() is None:  # not yet reaped: the pid (and group) are still its own
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def output(self) -> str:
+        """What it has written to stdout and stderr so far."""
+        with open(self.log, "rb") as f:
+            return _decode(f.read())
+
+    def __enter__(self) -> "Process":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+        try:
+            self.wait(5.0)
+        except Exception:
+            self.kill()
+            self.wait()
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else f"returncode={self.returncode}"
+        return f"<labctl.Process {self.node}: {self.args!r} pid {self.pid} {state}>"
+
+
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
@@ -96,7 +211,10 @@ def _load(topology: Topology) -> "_core.Lab":
         # its first address in file order.
         return _core.Lab.from_text(json.dumps(topology, default=_jsonable), DICT_SOURCE)
     if isinstance(topology, (str, os.PathLike)):
-        return _core.Lab.from_file(os.fspath(topology))
+        path = os.fspath(topology)
+        if not os.path.lexists(path):  # an OSError, as open() raises, not an invalid topology
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return _core.Lab.from_file(path)
     raise TypeError(f"a topology is a path or a dict, not {type(topology).__name__}")
 
 
@@ -108,6 +226,14 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"a topology holds JSON values only, not {type(obj).__name__}")
+
+
+def _env(env: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    return {str(k): os.fspath(v) for k, v in (env or {}).items()}
+
+
+def _cwd(cwd: Union[str, "os.PathLike[str]", None]) -> str:
+    return os.path.abspath(os.fspath(cwd)) if cwd is not None else ""
 
 
 def validate(topology: Topology) -> None:
@@ -147,14 +273,19 @@ class Lab:
         # Only an owned lab is removed by __exit__ and the pytest fixtures, so that a
         # refused up() ("already up") never removes somebody else's lab of that name.
         self._owned = False
+        self._attached = False
 
     @classmethod
     def attach(cls, name: str) -> "Lab":
-        """The running lab called ``name``. Raises :class:`labctl.LabError` when it is not up."""
+        """The running lab called ``name``. Raises :class:`labctl.LabError` when it is not up.
+
+        As a context manager (``with Lab.attach(name) as lab:``) it is not brought up on
+        entry (it is up) and is taken down on exit."""
         self = cls.__new__(cls)
         self._lab = _core.Lab.attach(name)
         self.notes = []
         self._owned = False
+        self._attached = True
         return self
 
     @property
@@ -179,8 +310,9 @@ class Lab:
 
     @property
     def is_up(self) -> bool:
-        """True while the lab is up (its state says so)."""
-        return self._lab.is_up()
+        """True while this topology is the one up under the lab's name (a lab of that
+        name built from another topology does not count)."""
+        return self._lab.runs_this_topology()
 
     def up(self, verify: bool = True) -> List[CheckResult]:
         """Builds the lab, then (with ``verify``) runs its checks; returns their results.
@@ -210,25 +342,34 @@ class Lab:
         return [CheckResult._from_core(c) for c in self._lab.verify(all_pairs)]
 
     def ping(self, src: str, dst: str, count: int = 3, timeout: float = 1.0,
-             interval: float = 0.2) -> PingResult:
+             interval: float = 0.2, family: Optional[int] = None) -> PingResult:
         """Sends ``count`` echo requests ``interval`` seconds apart from ``src`` (a node, or
         ``node:ifname`` to send out of that interface) to ``dst`` (a node, ``node:ifname``
-        or an address; a node stands for its first address, IPv4 first) and waits up to
-        ``timeout`` seconds after the last one. Raises :class:`labctl.LabError` for unknown
-        names or a lab that is not up."""
-        r = self._lab.ping(src, dst, count, timeout, interval)
+        or an address; a node stands for its first address, IPv4 first, or of ``family``
+        4 or 6, like ``labctl ping -4/-6``) and waits up to ``timeout`` seconds after the
+        last one. Raises ValueError for a count outside 1 to ``labctl ping``'s maximum or
+        another family, :class:`labctl.LabError` for unknown names or a lab that is not up."""
+        if not 1 <= count <= _core.MAX_PING_COUNT:
+            raise ValueError(f"count must be 1 to {_core.MAX_PING_COUNT}, not {count}")
+        if family not in (None, 4, 6):
+            raise ValueError(f"family must be 4 or 6, not {family!r}")
+        r = self._lab.ping(src, dst, count, timeout, interval, family or 0)
         return PingResult(src=src, dst=dst, address=r.address, ok=r.received > 0, sent=r.sent,
                           received=r.received, rtt_ms=[x.rtt_ms for x in r.replies], reason=r.reason)
 
     def exec(self, node: str, argv: Union[Sequence[str], str], timeout: Optional[float] = None,
-             check: bool = False, input: Union[str, bytes, None] = None) -> ExecResult:
+             check: bool = False, input: Union[str, bytes, None] = None,
+             env: Optional[Mapping[str, str]] = None,
+             cwd: Union[str, "os.PathLike[str]", None] = None) -> ExecResult:
         """Runs ``argv`` in ``node``'s namespace, output captured, like ``subprocess.run``.
 
         A string instead of a list is run by ``/bin/sh -c`` (as in the topology's ``exec``).
         ``input`` (str or bytes) is fed to stdin, else stdin is /dev/null. After ``timeout``
         seconds the command's process group is killed and :class:`labctl.ExecTimeout`
         (a ``subprocess.TimeoutExpired``) raised. With ``check``, a non-zero exit raises
-        :class:`labctl.ExecError` (a ``subprocess.CalledProcessError``). Raises
+        :class:`labctl.ExecError` (a ``subprocess.CalledProcessError``). ``env`` adds
+        variables to (or replaces them in) the environment; ``cwd`` is the working
+        directory (else the caller's). Raises
         :class:`labctl.LabError` for an unknown node, a lab that is not up, or a command
         that cannot be started (``.errno`` ENOENT for a missing program).
         """
@@ -237,7 +378,7 @@ class Lab:
         else:
             args = [os.fspath(a) for a in argv]
         data = input.encode() if isinstance(input, str) else input
-        r = self._lab.exec(node, args, data, timeout)
+        r = self._lab.exec(node, args, data, timeout, _env(env), _cwd(cwd))
         result = ExecResult(node=node, args=args, returncode=r.returncode, stdout=_decode(r.stdout),
                             stderr=_decode(r.stderr))
         if r.timed_out:
@@ -245,6 +386,23 @@ class Lab:
         if check:
             result.check_returncode()
         return result
+
+    def popen(self, node: str, argv: Union[Sequence[str], str],
+              env: Optional[Mapping[str, str]] = None,
+              cwd: Union[str, "os.PathLike[str]", None] = None) -> Process:
+        """Starts ``argv`` in ``node``'s namespace in the background and returns its
+        :class:`Process` handle at once (a server in one node, a client in another)::
+
+            with lab.popen("h2", ["python3", "-m", "http.server", "80"]) as server:
+                lab.exec("h1", ["curl", "-s", "http://10.0.2.10/"], check=True)
+
+        Output goes to ``Process.log``. The process is stopped with the lab (``down``),
+        also when the test fails. A string is run by ``/bin/sh -c``; ``env`` and ``cwd``
+        as for :meth:`exec`. Raises :class:`labctl.LabError` for an unknown node, a lab
+        that is not up, or a program that cannot be started."""
+        args = ["/bin/sh", "-c", argv] if isinstance(argv, str) else [os.fspath(a) for a in argv]
+        pid, _, log = self._lab.start(node, args, _env(env), _cwd(cwd))
+        return Process(node, args, pid, log)
 
     def status(self) -> Dict[str, Any]:
         """The lab's nodes, namespaces, interfaces, addresses, states and daemons: the same
@@ -259,6 +417,9 @@ class Lab:
         return removed
 
     def __enter__(self) -> "Lab":
+        if self._attached:  # Lab.attach(name): up already; ours to take down on exit
+            self._owned = True
+            return self
         try:
             self.up()
         except CheckFailed:

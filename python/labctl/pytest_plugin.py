@@ -23,7 +23,7 @@ the end of the run (remove it with ``labctl down NAME``).
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Tuple
 
 import pytest
 
@@ -129,6 +129,12 @@ def _failed(node: pytest.Item) -> Optional[str]:
     return node.stash.get(_FAILED, None)
 
 
+def _fail(error: BaseException) -> NoReturn:
+    """Fails the test with labctl's message alone: no traceback through the plugin."""
+    __tracebackhide__ = True
+    pytest.fail(f"labctl: {type(error).__name__}: {error}", pytrace=False)
+
+
 def _bring_up(registry: _Registry, lab: Lab, verify: bool) -> None:
     """up() that leaves the registry knowing of every lab that may be up."""
     registry.started(lab)
@@ -150,18 +156,26 @@ class _SharedLabs:
         self.failed: Dict[str, str] = {}
 
     def get(self, topology: Topology, verify: bool) -> Lab:
+        __tracebackhide__ = True
         key = repr(topology)
         if key not in self.labs:
-            lab = Lab(topology)
+            try:
+                lab = Lab(topology)
+            except (Error, OSError) as e:
+                _fail(e)
             try:
                 _bring_up(self.registry, lab, verify)
                 self.labs[key] = (lab, None)
             except BaseException as e:  # also Ctrl-C: close() removes what came up
                 self.labs[key] = (lab, e)
+                if isinstance(e, Error):
+                    _fail(e)
                 raise
         lab, error = self.labs[key]
+        if isinstance(error, Error):
+            _fail(error)  # every test of the module sees why its lab is missing
         if error is not None:
-            raise error  # every test of the module sees why its lab is missing
+            raise error
         return lab
 
     def test_failed(self, topology: Topology, test: str) -> None:
@@ -206,7 +220,9 @@ def _marker_args(node: pytest.Item) -> Tuple[Topology, str, bool]:
 @pytest.fixture
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The lab of the test's ``@pytest.mark.lab(...)``: up and verified before the test,
-    removed after it (or after the module with ``scope="module"``)."""
+    removed after it (or after the module with ``scope="module"``). A lab that cannot
+    be built fails the test with labctl's message (an invalid topology: every pointer)."""
+    __tracebackhide__ = True
     topology, scope, verify = _marker_args(request.node)
     topology = _resolve(topology, request.path)
     if scope != "function":
@@ -219,14 +235,19 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         return
 
     registry = request.config.stash[_REGISTRY]
-    the_lab = Lab(topology)
+    try:
+        the_lab = Lab(topology)
+    except (Error, OSError) as e:
+        _fail(e)
     failed: Optional[str] = None
     try:
         try:
             _bring_up(registry, the_lab, verify)
-        except CheckFailed:
+        except CheckFailed as e:
             failed = request.node.nodeid
-            raise
+            _fail(e)
+        except Error as e:
+            _fail(e)
         yield the_lab
     finally:
         registry.finish(the_lab, failed or _failed(request.node))

@@ -56,26 +56,40 @@ void init_lab(py::module_& m) {
                                })
         .def("up", &Lab::up, py::arg("verify") = true, release())
         .def("is_up", &Lab::is_up, release())
+        .def("runs_this_topology", &Lab::runs_this_topology, release())
         .def("verify", &Lab::verify, py::arg("all_pairs") = false, release())
         .def(
             "ping",
-            [](Lab& l, const std::string& from, const std::string& to, int count, double timeout, double interval) {
+            [](Lab& l, const std::string& from, const std::string& to, int count, double timeout, double interval,
+               int family) {
                 auto t = to_ms(timeout), i = to_ms(interval);
                 py::gil_scoped_release unlocked;
-                return l.ping(from, to, count, t, i);
+                return l.ping(from, to, count, t, i, {}, family);
             },
             py::arg("src"), py::arg("dst"), py::arg("count") = 3, py::arg("timeout") = 1.0,
-            py::arg("interval") = 0.2)
+            py::arg("interval") = 0.2, py::arg("family") = 0)
         .def(
             "exec",
             [](Lab& l, const std::string& node, const std::vector<std::string>& argv,
-               const std::optional<std::string>& input, std::optional<double> timeout) {
+               const std::optional<std::string>& input, std::optional<double> timeout,
+               const std::map<std::string, std::string>& env, const std::string& cwd) {
                 std::optional<milliseconds> t;
                 if (timeout) t = to_ms(*timeout);
                 py::gil_scoped_release unlocked;
-                return l.exec(node, argv, input, t);
+                return l.exec(node, argv, input, t, env, cwd);
             },
-            py::arg("node"), py::arg("argv"), py::arg("input") = py::none(), py::arg("timeout") = py::none())
+            py::arg("node"), py::arg("argv"), py::arg("input") = py::none(), py::arg("timeout") = py::none(),
+            py::arg("env") = std::map<std::string, std::string>{}, py::arg("cwd") = std::string())
+        .def(
+            "start",
+            [](Lab& l, const std::string& node, const std::vector<std::string>& argv,
+               const std::map<std::string, std::string>& env, const std::string& cwd) {
+                py::gil_scoped_release unlocked;
+                auto b = l.start(node, argv, env, cwd);
+                return std::make_tuple(b.pid, b.start_time, b.log);
+            },
+            py::arg("node"), py::arg("argv"), py::arg("env") = std::map<std::string, std::string>{},
+            py::arg("cwd") = std::string())
         .def("status",
              [](const Lab& l) {
                  nlohmann::json j;
@@ -87,6 +101,7 @@ void init_lab(py::module_& m) {
              })
         .def("down", &Lab::down, release());
 
+    m.attr("MAX_PING_COUNT") = engine::kMaxPingCount;
     m.def("down", &engine::down, py::arg("name"), release(),
           "Removes the lab named `name`; False when there was nothing to remove.");
     m.def("down_all", &engine::down_all, release(), "Removes every lab labctl knows of; their names.");

@@ -174,13 +174,15 @@ def test_foreign_namespace_is_never_touched(labs):
 
 def test_failure_part_way_rolls_everything_back(labs):
     doc = star(3)
-    # The kernel refuses this route only at the very end (no route to the gateway).
-    doc["nodes"]["h3"]["routes"] = [{"to": "10.200.0.0/16", "via": "172.31.0.1"}]
+    # The kernel refuses this route only at the very end: its gateway is on a link that
+    # is down, so there is no route to it.
+    doc["nodes"]["h3"]["interfaces"] = {"eth0": {"addresses": ["10.0.3.1/8"], "up": False}}
+    doc["nodes"]["h3"]["routes"] = [{"to": "10.200.0.0/16", "via": "10.0.0.254"}]
     path, name = labs.write(doc)
     before = root_snapshot()
     r = run_labctl("up", path)
     assert r.returncode == 3
-    assert "h3: adding route 10.200.0.0/16 via 172.31.0.1" in r.stderr
+    assert "h3: adding route 10.200.0.0/16 via 10.0.0.254" in r.stderr
     assert "(ENETUNREACH)" in r.stderr
     assert not [n for n in netns_list() if n.startswith(name + "-")]
     assert not os.path.exists(f"{STATE_ROOT}/{name}")

@@ -67,9 +67,9 @@ def test_exec_errors(labs):
     path, name = labs.write(two_hosts())
     assert run_labctl("up", path).returncode == 0
     r = run_labctl("exec", name, "zz", "--", "true")
-    assert r.returncode == 3 and "no node" in r.stderr
+    assert r.returncode == 2 and "no node" in r.stderr
     r = run_labctl("exec", name, "a", "--", "/nonexistent/program")
-    assert r.returncode == 3 and "ENOENT" in r.stderr
+    assert r.returncode == 127 and "ENOENT" in r.stderr
 
 
 def test_node_exec_runs_before_checks(labs, tmp_path):

@@ -1,4 +1,4 @@
-"""The Python API (CONTRACT §3) against real namespaces. Every lab has a unique name and
+"""The Python API (docs/python.md) against real namespaces. Every lab has a unique name and
 is removed by the `names` fixture even when a test fails."""
 import errno
 import json
@@ -56,9 +56,8 @@ def test_validate_reports_every_error_with_its_pointer(tmp_path):
     assert info.value.errors == [("/links/0/endpoints/1", 'no node "r9"')]
     assert str(info.value) == f'{path}: /links/0/endpoints/1: no node "r9"'
 
-    with pytest.raises(labctl.TopologyError) as info:
+    with pytest.raises(FileNotFoundError):
         labctl.validate(tmp_path / "missing.json")
-    assert "ENOENT" in str(info.value)
     with pytest.raises(TypeError):
         labctl.validate(42)
 
@@ -249,9 +248,10 @@ def test_a_second_up_of_the_same_lab_is_refused(names):
 
 def test_a_kernel_refusal_keeps_its_errno_and_message(names):
     name = names()
-    # A gateway on no connected network: the kernel says ENETUNREACH.
+    # A gateway on a link that is down (no connected route): the kernel says ENETUNREACH.
     topo = pair(name)
-    topo["nodes"]["h1"]["routes"] = [{"to": "10.5.0.0/16", "via": "10.7.7.7"}]
+    topo["nodes"]["h1"]["interfaces"]["eth0"]["up"] = False
+    topo["nodes"]["h1"]["routes"] = [{"to": "10.5.0.0/16", "via": "10.0.0.7"}]
     lab = labctl.Lab(topo)
     with pytest.raises(labctl.LabError) as info:
         lab.up()

@@ -50,9 +50,11 @@ def test_good_files_validate(path):
     doc = json.loads(path.read_text())
     summary = r.stdout.strip()
     assert summary.count("\n") == 0
-    assert f"{len(doc['nodes'])} nodes" in summary
-    assert f"{len(doc.get('links', []))} links" in summary
-    assert f"{len(doc.get('checks', []))} checks" in summary
+    def count(n, word):  # "1 node", "2 nodes"
+        return f"{n} {word}" + ("" if n == 1 else "s")
+    assert count(len(doc["nodes"]), "node") in summary
+    assert count(len(doc.get("links", [])), "link") in summary
+    assert count(len(doc.get("checks", [])), "check") in summary
     # The independent validator agrees.
     assert schema_valid(path) is True
 
@@ -65,10 +67,10 @@ def test_bad_files_are_rejected_with_every_error(path):
     assert r.stdout == ""
     lines = r.stderr.splitlines()
     for want in expected:
-        assert any(line.startswith(f"{path}: ") and want in line for line in lines), \
+        assert any(line.startswith(f"labctl: {path}: ") and want in line for line in lines), \
             f"missing {want!r} in:\n{r.stderr}"
     # One line per problem, every line names the file.
-    assert all(line.startswith(f"{path}: ") for line in lines)
+    assert all(line.startswith(f"labctl: {path}: ") for line in lines)
     # Structural problems are the schema's: python-jsonschema must agree.
     verdict = schema_valid(path)
     if schema == "unparsable":

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 
 #include <linux/if_addr.h>
 #include <linux/if_bridge.h>
@@ -464,8 +465,12 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     auto tap = find_link(links, "vm1");
     ASSERT_TRUE(tap);
     EXPECT_EQ(tap->ifindex, 42);
-    EXPECT_EQ(tap->kind, "tun");
-    EXPECT_TRUE(find_link(links, "tun1"));
+    EXPECT_EQ(tap->kind, "tap");  // the tun driver's "tun", told apart by IFLA_TUN_TYPE
+    EXPECT_EQ(tap->type, ARPHRD_ETHER);
+    auto tun = find_link(links, "tun1");
+    ASSERT_TRUE(tun);
+    EXPECT_EQ(tun->kind, "tun");
+    EXPECT_EQ(tun->type, ARPHRD_NONE);  // no MAC address
     // `ip netns exec` mounts a /sys of that namespace.
     EXPECT_EQ(run("ip netns exec " + ns.name + " cat /sys/class/net/vm1/owner /sys/class/net/vm1/group"),
               "1000\n1001\n");
@@ -547,7 +552,7 @@ TEST(RtnlQdisc, TbfForRateOnly) {
     EXPECT_EQ(run("tc -j -n " + ns.name + " qdisc show dev v0").find("tbf"), std::string::npos);
 }
 
-// Features this development kernel lacks (KERNEL-NOTES): on a stock kernel they must
+// Features some kernels lack (docs/kernel-layer.md): on a stock kernel they must
 // work; here they must fail with a readable reason and touch nothing else.
 TEST(RtnlFeatures, NetemVlanDummyBridgeVlanFilteringWorkOrFailReadably) {
     LABCTL_REQUIRE_ROOT();
@@ -641,7 +646,7 @@ TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
 namespace labctl {
 namespace {
 
-// The floor program's shape (KERNEL-NOTES): namespaces with a socket each, all veths in
+// The floor program's shape (bench/floor.c): namespaces with a socket each, all veths in
 // one batch from the switch's namespace (ports created up and enslaved, explicit
 // indexes), then one batch per host. Prints the phases; LABCTL_STAR_N sets the size.
 TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
@@ -713,7 +718,7 @@ TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
 namespace labctl {
 namespace {
 
-// The kernel fact behind veth_add's refusal of b.up (KERNEL-NOTES): a peer created with
+// The kernel fact behind veth_add's refusal of b.up (docs/kernel-layer.md): a peer created with
 // IFF_UP fails. Built by patching the peer's ifinfomsg of a valid request.
 TEST(RtnlVeth, KernelFactPeerCannotBeCreatedUp) {
     LABCTL_REQUIRE_ROOT();

@@ -1,4 +1,4 @@
-// Every rule of CONTRACT §1: a passing case and a failing case with its exact JSON pointer.
+// Every rule of docs/topology.md: a passing case and a failing case with its exact JSON pointer.
 
 #include <functional>
 #include <gmock/gmock.h>
@@ -182,7 +182,7 @@ TEST(TopologyValidate, Addresses) {
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["addresses"][0] = "10.0.1.255/24"; },
                    "/nodes/h1/interfaces/eth0/addresses/0", "broadcast");
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["addresses"][1] = "10.0.1.10/24"; },
-                   "/nodes/h1/interfaces/eth0/addresses/1", "twice");
+                   "/nodes/h1/interfaces/eth0/addresses/1", "is already the address at /nodes/h1/interfaces/eth0/addresses/0");
     expect_valid([](Json& d) { d["nodes"]["r2"]["interfaces"]["lo"] = Json{{"addresses", {"10.0.0.0/31"}}}; });
 }
 
