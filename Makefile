@@ -95,6 +95,7 @@ BENCH_REPS ?= 3
 bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
+	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/checks.py
 
 install: build
 	cmake --install $(BUILD)
