@@ -142,7 +142,7 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
     patterns.reserve(checks.size());
     std::vector<proc::BatchJob> jobs;
     for (const Check* c : checks) {
-        patterns.push_back(c->expect_stdout ? std::optional<std::regex>(std::regex(*c->expect_stdout)) : std::nullopt);
+        patterns.push_back(c->expect_stdout ? std::optional<std::regex>(std::regex(*c->expect_stdout, kExpectStdoutSyntax)) : std::nullopt);
         const std::regex* re = patterns.back() ? &*patterns.back() : nullptr;
         const Node& node = topo.nodes[c->on_node];
         proc::BatchJob job;
@@ -705,7 +705,9 @@ std::vector<std::string> Lab::host_limit_warnings(bool all_pairs) const {
     if (all_pairs) {
         for (auto k : addressed_per_segment(topo_)) need += k * (k - 1);
     } else {
-        need = 2 * topo_.checks.size();
+        // Pings and TCP checks resolve neighbours; command checks do not (as far as we know).
+        for (const auto& c : topo_.checks)
+            if (c.kind != CheckKind::command) need += 2;
     }
     if (need <= static_cast<std::size_t>(limit)) return {};
     return {"lab " + topo_.name + (all_pairs ? ": pinging all pairs needs about " : ": its checks need about ") +

@@ -682,7 +682,7 @@ private:
         if (auto f = c.find("expect_stdout"); f != c.end() && f->is_string()) {
             check.expect_stdout = f->get<std::string>();
             try {
-                std::regex re(*check.expect_stdout);
+                std::regex re(*check.expect_stdout, kExpectStdoutSyntax);
             } catch (const std::regex_error& e) {
                 error(ptr + "/expect_stdout", "not a valid regular expression: " + std::string(e.what()));
             }

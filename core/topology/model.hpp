@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <regex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -124,6 +125,9 @@ struct Link {
     Impairment impair;
 };
 
+// How `expect_stdout` is compiled (std::regex flags), wherever it is.
+inline constexpr auto kExpectStdoutSyntax = std::regex_constants::ECMAScript | std::regex_constants::multiline;
+
 struct Check {
     CheckKind kind = CheckKind::ping;
     std::string name;     // empty: none given
@@ -143,7 +147,8 @@ struct Check {
     int timeout_ms = 1000;   // command: 10000 unless given
     std::uint16_t port = 0;  // tcp
     // command: run `run` inside node `on_node`; holds when it exits with `expect_exit` and
-    // (if given) `expect_stdout` (ECMAScript regular expression) is found in its stdout.
+    // (if given) `expect_stdout` is found in its stdout: an ECMAScript regular expression
+    // whose ^ and $ match at every line's start and end (as grep reads it), kExpectStdoutSyntax.
     std::size_t on_node = 0;
     std::vector<std::string> run;
     int expect_exit = 0;

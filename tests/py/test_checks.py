@@ -250,3 +250,29 @@ def test_verify_writes_junit_xml(labs, tmp_path):
     assert '<bad> & "quoted"' in failure.text
     assert "ECONNREFUSED" in cases[3].find("failure").get("message")
     assert cases[0].find("properties/property").get("value") == "2"
+
+
+def test_python_check_results_carry_kind_name_points_and_output(labs):
+    import labctl
+
+    checks = [
+        {"name": "ping h2", "from": "h1", "to": "h2", "points": 2},
+        {"from": "h1", "to": "h2", "port": 9, "expect": "unreachable"},
+        {"on": "h2", "run": ["sh", "-c", "echo out; exit 3"], "expect_exit": 3, "expect_stdout": "^out$"},
+        {"on": "h2", "run": ["false"], "within_s": 0.3},
+    ]
+    path, name = labs.write(pair(checks))
+    lab = labctl.Lab(path)
+    try:
+        with pytest.raises(labctl.CheckFailed) as failed:
+            lab.up()
+        res = failed.value.results
+    finally:
+        lab.down()
+    assert [r.kind for r in res] == ["ping", "tcp", "command", "command"]
+    assert [r.ok for r in res] == [True, True, True, False]
+    assert [r.name for r in res] == ["ping h2", "h1 -> h2 port 9", "h2: sh -c echo out; exit 3", "h2: false"]
+    assert [r.points for r in res] == [2, 1, 1, 1]
+    assert res[1].port == 9 and res[0].port is None
+    assert res[2].returncode == 3 and res[2].output == "out"
+    assert res[3].attempts >= 2 and res[3].reason == "exited with 1, expected 0"
