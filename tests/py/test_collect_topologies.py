@@ -7,36 +7,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import labctl
-from labhelpers import lab_namespaces, pair, unique_name
+from labhelpers import lab_namespaces, pair
+# The inner pytest's PYTHONPATH, unique lab names removed after the test, the runner.
+from test_pytest_plugin import importable_labctl, names, run  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")
-
-
-@pytest.fixture(autouse=True)
-def importable_labctl(monkeypatch):
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(labctl.__file__)))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([package_dir, os.environ.get("PYTHONPATH", "")]))
-
-
-@pytest.fixture
-def names():
-    made = []
-
-    def new(tag="c"):
-        made.append(unique_name(tag))
-        return made[-1]
-
-    yield new
-    for name in made:
-        labctl.down(name)
-
-
-def run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "labctl.pytest_plugin", "-p", "no:cacheprovider", *args,
-                                         timeout=300)
 
 
 GRADED = [
