@@ -114,6 +114,7 @@ BENCH_REPS ?=
 bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
+	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/checks.py
 
 install: build
 	cmake --install $(BUILD)

@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <fstream>
 #include <iostream>
 
 #include "base/error.hpp"
+#include "engine/junit.hpp"
 #include "engine/lab.hpp"
 #include "graph/graph.hpp"
 #include "topology/load.hpp"
@@ -77,6 +80,15 @@ std::string pad(std::string s, std::size_t width) {
     return s;
 }
 
+std::string fmt_points(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
+nlohmann::json checks_json(const std::vector<engine::CheckResult>& checks);
+bool all_ok(const std::vector<engine::CheckResult>& checks);
+
 void print_checks(const std::vector<engine::CheckResult>& checks) {
     if (checks.empty()) {
         std::cout << "no checks\n";
@@ -84,11 +96,29 @@ void print_checks(const std::vector<engine::CheckResult>& checks) {
     }
     std::vector<std::vector<std::string>> rows;
     rows.push_back({"FROM", "TO", "ADDRESS", "EXPECT", "RESULT", "REPLIES", "RTT min/avg/max ms", "NOTE"});
+    const auto score = engine::score_of(checks);
     for (const auto& c : checks) {
+        if (c.kind == topology::CheckKind::command) {
+            std::string expect = "exit " + std::to_string(c.expect_exit);
+            if (c.expect_stdout) expect += ", stdout /" + *c.expect_stdout + "/";
+            rows.push_back({c.from, c.to, "-", expect, c.ok ? "ok" : "FAIL", "-", "-", c.reason});
+            continue;
+        }
         std::string rtt = c.received ? fmt_ms(c.rtt_min) + "/" + fmt_ms(c.rtt_avg) + "/" + fmt_ms(c.rtt_max) : "-";
-        rows.push_back({c.from, c.to, c.address, topology::to_string(c.expect), c.ok ? "ok" : "FAIL",
+        std::string address = c.address;
+        if (c.kind == topology::CheckKind::tcp)
+            address = (c.address.find(':') != std::string::npos ? "[" + c.address + "]" : c.address) + ":" +
+                      std::to_string(c.port);
+        rows.push_back({c.from, c.to, address, topology::to_string(c.expect), c.ok ? "ok" : "FAIL",
                         std::to_string(c.received) + "/" + std::to_string(c.sent), rtt,
                         c.received ? "" : c.reason});
+    }
+    // A NAME column when a check is named, POINTS when one is weighted.
+    const bool named = std::any_of(checks.begin(), checks.end(), [](const auto& c) { return c.named; });
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        if (score.any_weighted)
+            rows[i].insert(rows[i].begin() + 4, i == 0 ? "POINTS" : fmt_points(checks[i - 1].points));
+        if (named) rows[i].insert(rows[i].begin(), i == 0 ? "NAME" : checks[i - 1].name);
     }
     std::vector<std::size_t> width(rows[0].size(), 0);
     for (const auto& r : rows)
@@ -99,8 +129,29 @@ void print_checks(const std::vector<engine::CheckResult>& checks) {
         while (!line.empty() && line.back() == ' ') line.pop_back();
         std::cout << line << "\n";
     }
+    // What a failed command printed, to see why without running it again.
+    for (const auto& c : checks) {
+        if (c.ok || c.kind != topology::CheckKind::command) continue;
+        std::cout << c.from << ": " << c.to << ": " << (c.output.empty() ? "no output" : "its output ends:") << "\n";
+        std::size_t start = 0;
+        while (start < c.output.size()) {
+            std::size_t end = c.output.find('\n', start);
+            if (end == std::string::npos) end = c.output.size();
+            std::cout << "  | " << c.output.substr(start, end - start) << "\n";
+            start = end + 1;
+        }
+    }
     auto failed = std::count_if(checks.begin(), checks.end(), [](const auto& c) { return !c.ok; });
-    std::cout << checks.size() - static_cast<std::size_t>(failed) << " passed, " << failed << " failed\n";
+    std::cout << checks.size() - static_cast<std::size_t>(failed) << " passed, " << failed << " failed";
+    if (score.any_weighted) std::cout << ", score " << fmt_points(score.score) << "/" << fmt_points(score.max_score);
+    std::cout << "\n";
+}
+
+// The JSON every check report carries: the checks, whether all hold, the score.
+nlohmann::json checks_report(const std::string& lab, const std::vector<engine::CheckResult>& checks) {
+    const auto score = engine::score_of(checks);
+    return {{"lab", lab}, {"checks", checks_json(checks)}, {"ok", all_ok(checks)},
+            {"score", score.score}, {"max_score", score.max_score}};
 }
 
 nlohmann::json checks_json(const std::vector<engine::CheckResult>& checks) {
@@ -111,6 +162,28 @@ nlohmann::json checks_json(const std::vector<engine::CheckResult>& checks) {
 
 bool all_ok(const std::vector<engine::CheckResult>& checks) {
     return std::all_of(checks.begin(), checks.end(), [](const auto& c) { return c.ok; });
+}
+
+// The JUnit report, written whole to a temporary file and renamed over FILE.
+void write_junit(const std::string& path, const std::string& lab, const std::vector<engine::CheckResult>& checks,
+                 std::chrono::system_clock::time_point started, std::chrono::steady_clock::time_point clock) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - clock).count();
+    const std::time_t t = std::chrono::system_clock::to_time_t(started);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp, std::ios::trunc);
+        f << engine::to_junit(lab, checks, seconds, stamp);
+        f.close();
+        if (!f) throw LabError("writing the JUnit report " + tmp + " failed");
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        throw_last_errno("writing the JUnit report: renaming " + tmp + " to " + path);
+    }
 }
 
 }  // namespace
@@ -132,8 +205,9 @@ int run_up(const Options& o) {
         for (const auto& note : result.notes) std::cerr << "labctl: " << note << "\n";
         bool ok = result.checks_ok();
         if (o.json) {
-            nlohmann::json j{{"lab", lab.name()}, {"up", true}, {"notes", result.notes},
-                             {"checks", checks_json(result.checks)}, {"ok", ok}};
+            nlohmann::json j = checks_report(lab.name(), result.checks);
+            j["up"] = true;
+            j["notes"] = result.notes;
             std::cout << j.dump(2) << "\n";
         } else {
             std::cout << "lab " << lab.name() << " is up: " << count_of(lab.topology().nodes.size(), "node") << ", "
@@ -206,8 +280,15 @@ int run_status(const Options& o) {
             for (const auto& d : n["daemons"]) {
                 std::string argv;
                 for (const auto& a : d["argv"]) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
-                std::cout << "    daemon pid " << d["pid"].get<int>() << " " << d.value("state", "running") << ": "
-                          << argv << "\n"
+                std::string state = "running";
+                if (!d.value("running", true)) {
+                    state = "exited";
+                    if (d.contains("exit_status") && !d["exit_status"].is_null())
+                        state += " with status " + std::to_string(d["exit_status"].get<int>());
+                    else if (d.contains("signal") && !d["signal"].is_null())
+                        state += ", killed by signal " + std::to_string(d["signal"].get<int>());
+                }
+                std::cout << "    daemon pid " << d["pid"].get<int>() << " " << state << ": " << argv << "\n"
                           << "      log " << d["log"].get<std::string>() << "\n";
             }
         }
@@ -225,10 +306,12 @@ int run_verify(const Options& o) {
     return guarded("verify", [&] {
         auto lab = lab_for(o.target);
         for (const auto& w : lab.host_limit_warnings(o.all_pairs)) std::cerr << "labctl: warning: " << w << "\n";
+        const auto started = std::chrono::system_clock::now();
+        const auto clock = std::chrono::steady_clock::now();
         auto checks = lab.verify(o.all_pairs);
+        if (!o.junit.empty()) write_junit(o.junit, lab.name(), checks, started, clock);
         if (o.json)
-            std::cout << nlohmann::json{{"lab", lab.name()}, {"checks", checks_json(checks)}, {"ok", all_ok(checks)}}.dump(2)
-                      << "\n";
+            std::cout << checks_report(lab.name(), checks).dump(2) << "\n";
         else
             print_checks(checks);
         return all_ok(checks) ? kExitOk : kExitCheckFailed;

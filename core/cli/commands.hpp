@@ -19,6 +19,7 @@ struct Options {
     std::string file;
     std::string target;  // FILE or LAB
     std::string from, to, node, output;
+    std::string junit;  // verify --junit FILE
     std::vector<std::string> command;
     bool no_verify = false, json = false, all = false, all_pairs = false;
     int count = 0;          // 0: the command's default

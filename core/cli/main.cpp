@@ -155,6 +155,7 @@ int main(int argc, char** argv) {
     verify->add_flag("--all-pairs", o.all_pairs,
                     "Ping every node with an address from every other one (in every family both have)");
     verify->add_flag("--json", o.json, "Print JSON");
+    verify->add_option("--junit", o.junit, "Also write the results as JUnit XML to FILE");
 
     auto* ping = app.add_subcommand(kPingCommand, "Ping from a node (or node:ifname) to a node or address");
     ping->add_option("LAB", o.target, "Lab name")->required();

@@ -15,11 +15,13 @@
 #include <tuple>
 #include <regex>
 #include <sstream>
+#include <thread>
 #include <sys/stat.h>
 
 #include "base/error.hpp"
 #include "engine/node_command.hpp"
 #include "engine/teardown.hpp"
+#include "engine/ready.hpp"
 #include "netns/netns.hpp"
 #include "proc/proc.hpp"
 #include "realize/plan.hpp"
@@ -56,6 +58,7 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
 CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr,
                             Expect expect, const ping::ProbeResult& p) {
     CheckResult r;
+    r.kind = CheckKind::ping;
     r.from = from;
     r.to = to;
     r.address = addr.to_string();
@@ -66,8 +69,75 @@ CheckResult to_check_result(const std::string& from, const std::string& to, cons
     r.rtt_avg = p.rtt_avg();
     r.rtt_max = p.rtt_max();
     r.reason = p.reason;
+    r.attempts = std::max(p.attempts, 1);
+    r.name = from + " -> " + to;
     r.ok = expect == Expect::reachable ? p.received > 0 : p.received == 0;
     return r;
+}
+
+// Whether a command check's run holds, and if not, why.
+std::string command_failure(const Check& c, const std::regex* expect_stdout, const proc::BatchResult& b) {
+    const proc::RunResult& r = b.result;
+    if (!b.start_error.empty()) return b.start_error;
+    if (r.timed_out) return "ran longer than " + std::to_string(c.timeout_ms) + " ms (killed)";
+    if (r.returncode < 0) return "killed by signal " + std::to_string(-r.returncode);
+    if (r.returncode != c.expect_exit)
+        return "exited with " + std::to_string(r.returncode) + ", expected " + std::to_string(c.expect_exit);
+    if (expect_stdout && !std::regex_search(r.out, *expect_stdout))
+        return "stdout does not match /" + *c.expect_stdout + "/";
+    return "";
+}
+
+// The last `max_lines` lines of `text`.
+std::string tail(const std::string& text, std::size_t max_lines);
+
+// Runs the command checks (with their retries) from one event loop. Throws like proc::run_batch.
+std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vector<const Check*>& checks,
+                                            const std::vector<netns::NetnsHandle>& ns) {
+    std::vector<std::optional<std::regex>> patterns;
+    patterns.reserve(checks.size());
+    std::vector<proc::BatchJob> jobs;
+    for (const Check* c : checks) {
+        patterns.push_back(c->expect_stdout ? std::optional<std::regex>(std::regex(*c->expect_stdout, kExpectStdoutSyntax)) : std::nullopt);
+        const std::regex* re = patterns.back() ? &*patterns.back() : nullptr;
+        const Node& node = topo.nodes[c->on_node];
+        proc::BatchJob job;
+        job.command = proc::Command{node.netns, c->run, {}, ns[c->on_node].fd.get(), node.name};
+        job.timeout = std::chrono::milliseconds(c->timeout_ms);
+        job.retry_for = std::chrono::milliseconds(static_cast<long long>(c->within_s * 1000));
+        job.holds = [c, re](const proc::RunResult& r) { return command_failure(*c, re, {r, 1, {}}).empty(); };
+        jobs.push_back(std::move(job));
+    }
+    auto batch = proc::run_batch(jobs);
+    std::vector<CheckResult> out;
+    for (std::size_t i = 0; i < checks.size(); ++i) {
+        const Check& c = *checks[i];
+        const auto& b = batch[i];
+        CheckResult r;
+        r.kind = CheckKind::command;
+        r.name = c.label();
+        r.named = !c.name.empty();
+        r.points = c.points;
+        r.attempts = b.attempts;
+        r.from = c.from_text;
+        r.to = c.to_text;
+        r.run = c.run;
+        r.expect_exit = c.expect_exit;
+        r.expect_stdout = c.expect_stdout;
+        if (b.start_error.empty() && !b.result.timed_out && b.result.returncode >= 0) r.returncode = b.result.returncode;
+        r.reason = command_failure(c, patterns[i] ? &*patterns[i] : nullptr, b);
+        r.ok = r.reason.empty();
+        r.output = tail(b.result.out + b.result.err, 20);
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+std::string read_text_file(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
 }
 
 // The last `max_lines` lines of `text`.
@@ -174,10 +244,33 @@ std::vector<ping::ProbeResult> run_paced(const std::vector<ping::Probe>& probes,
 nlohmann::json to_json(const CheckResult& r) {
     // The field names of Python's CheckResult; RTTs are null without a reply.
     auto rtt = [&](double v) { return r.received ? Json(v) : Json(nullptr); };
-    return Json{{"src", r.from},         {"dst", r.to},           {"address", r.address},
-                {"expect", to_string(r.expect)}, {"ok", r.ok},    {"sent", r.sent},
-                {"received", r.received}, {"rtt_min_ms", rtt(r.rtt_min)}, {"rtt_avg_ms", rtt(r.rtt_avg)},
-                {"rtt_max_ms", rtt(r.rtt_max)}, {"reason", r.reason}};
+    Json j{{"name", r.name},          {"points", r.points},    {"attempts", r.attempts},
+           {"kind", to_string(r.kind)}, {"src", r.from},       {"dst", r.to},
+           {"address", r.address},      {"expect", to_string(r.expect)}, {"ok", r.ok},
+           {"sent", r.sent},            {"received", r.received}, {"rtt_min_ms", rtt(r.rtt_min)},
+           {"rtt_avg_ms", rtt(r.rtt_avg)}, {"rtt_max_ms", rtt(r.rtt_max)}, {"reason", r.reason}};
+    if (r.kind == CheckKind::tcp) j["port"] = r.port;
+    if (r.kind == CheckKind::command) {
+        j.erase("address");
+        for (const char* key : {"sent", "received", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "expect"}) j.erase(key);
+        j["on"] = r.from;
+        j["run"] = r.run;
+        j["expect_exit"] = r.expect_exit;
+        j["expect_stdout"] = r.expect_stdout ? Json(*r.expect_stdout) : Json(nullptr);
+        j["returncode"] = r.returncode ? Json(*r.returncode) : Json(nullptr);
+        j["output"] = r.output;
+    }
+    return j;
+}
+
+Score score_of(const std::vector<CheckResult>& checks) {
+    Score s;
+    for (const auto& c : checks) {
+        s.max_score += c.points;
+        if (c.ok) s.score += c.points;
+        if (c.points != 1) s.any_weighted = true;
+    }
+    return s;
 }
 
 bool UpResult::checks_ok() const {
@@ -296,6 +389,7 @@ UpResult Lab::up(bool verify) {
     auto journal = state::Journal::begin(topo_.name, topo_.source, text_);
     realize::Realized r;
     std::vector<state::RecordedDaemon> daemons;
+    std::vector<detail::StartedDaemon> started;
     realize::Plan plan;
     // Undoes only what this process made: the journal holds the identities it recorded.
     auto undo_all = [&] {
@@ -359,12 +453,21 @@ UpResult Lab::up(bool verify) {
                       for (std::size_t i = 0; i < node.daemons.size(); ++i) {
                           if (logs.empty()) logs = journal.log_dir();
                           std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
-                          auto cmd = detail::node_command(node, node.daemons[i], r.namespaces[n].fd.get(), folder_);
+                          auto cmd = detail::node_command(node, node.daemons[i].argv, r.namespaces[n].fd.get(), folder_);
                           auto id = proc::start_daemon(cmd, log);
-                          state::RecordedDaemon d{node.name, node.daemons[i], id.pid, id.start_time, log};
+                          state::RecordedDaemon d{node.name, node.daemons[i].argv, id.pid, id.start_time, log};
                           journal.daemon_started(d);
+                          started.push_back({n, i, id, log});
                       }
                   }
+              },
+              {}});
+    plan.add({"waiting for daemons to be ready",
+              [&] {
+                  if (started.empty()) return;
+                  std::vector<int> fds;
+                  for (const auto& ns : r.namespaces) fds.push_back(ns.fd.get());
+                  detail::wait_until_ready(topo_, fds, started);
               },
               {}});
     // A failure to remove what was built is said together with the failure itself.
@@ -444,15 +547,26 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         else probes.push_back(p);
         wants.push_back(std::move(want));
     };
+    std::vector<const Check*> commands;
     if (!all_pairs) {
         for (const auto& c : topo_.checks) {
+            if (c.kind == CheckKind::command) {
+                if (!missing[c.on_node]) commands.push_back(&c);
+                continue;
+            }
             ping::Probe p;
+            if (c.kind == CheckKind::tcp) {
+                p.protocol = ping::Protocol::tcp;
+                p.port = c.port;
+            }
             p.netns_fd = ns[c.from_node].fd.get();
             if (c.from_interface) p.bind_ifname = topo_.nodes[c.from_node].interfaces[*c.from_interface].name;
             p.destination = c.to;
             p.count = c.count;
             p.timeout = std::chrono::milliseconds(c.timeout_ms);
             p.stop_at_first_reply = true;
+            p.retry_for = std::chrono::milliseconds(static_cast<long long>(c.within_s * 1000));
+            p.want_answer = c.expect == Expect::reachable;
             add(c.from_node, c.to_node ? c.to_node : owner(c.to), {c.from_text, c.to_text, c.to, c.expect, {}}, p);
         }
     } else {
@@ -474,15 +588,30 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
             }
         }
     }
-    auto results = run_paced(probes, ns);
-    std::vector<CheckResult> out;
-    out.reserve(wants.size());
-    std::size_t next = 0;
-    for (const auto& w : wants) {
-        if (w.failed.empty()) {
-            out.push_back(to_check_result(w.from, w.to, w.addr, w.expect, results[next++]));
-            continue;
-        }
+    // Command checks run on a thread of their own, alongside the pings: two event loops.
+    std::vector<CheckResult> command_results;
+    std::exception_ptr command_failure;
+    std::jthread command_thread;
+    if (!commands.empty())
+        command_thread = std::jthread([&] {
+            try {
+                command_results = run_command_checks(topo_, commands, ns);
+            } catch (...) {
+                command_failure = std::current_exception();
+            }
+        });
+    std::vector<ping::ProbeResult> results;
+    try {
+        results = run_paced(probes, ns);
+    } catch (...) {
+        if (command_thread.joinable()) command_thread.join();
+        throw;
+    }
+    if (command_thread.joinable()) command_thread.join();
+    if (command_failure) std::rethrow_exception(command_failure);
+
+    auto result_of = [&](const Want& w, std::size_t& next) {
+        if (w.failed.empty()) return to_check_result(w.from, w.to, w.addr, w.expect, results[next++]);
         CheckResult r;
         r.from = w.from;
         r.to = w.to;
@@ -490,7 +619,43 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         r.expect = w.expect;
         r.ok = false;
         r.reason = w.failed;
-        out.push_back(r);
+        r.name = w.from + " -> " + w.to;
+        return r;
+    };
+    std::vector<CheckResult> out;
+    out.reserve(wants.size() + commands.size());
+    std::size_t next_probe = 0;
+    if (!all_pairs) {
+        // In file order.
+        std::size_t next_want = 0, next_command = 0;
+        for (const auto& c : topo_.checks) {
+            if (c.kind == CheckKind::command) {
+                if (missing[c.on_node]) {
+                    CheckResult r;
+                    r.kind = CheckKind::command;
+                    r.from = c.from_text;
+                    r.to = c.to_text;
+                    r.run = c.run;
+                    r.expect_exit = c.expect_exit;
+                    r.expect_stdout = c.expect_stdout;
+                    r.reason = missing_reason(c.on_node);
+                    out.push_back(std::move(r));
+                } else {
+                    out.push_back(std::move(command_results[next_command++]));
+                }
+            } else {
+                out.push_back(result_of(wants[next_want++], next_probe));
+                out.back().kind = c.kind;
+                out.back().port = c.port;
+            }
+            out.back().name = c.label();
+            out.back().named = !c.name.empty();
+            out.back().points = c.points;
+        }
+        return out;
+    }
+    for (const auto& w : wants) {
+        out.push_back(result_of(w, next_probe));
     }
     return out;
 }
@@ -648,11 +813,14 @@ nlohmann::json Lab::status() const {
                         alive = proc::is_same_process({d.pid, d.start_time});
                     } catch (const std::exception&) {
                     }
-                    daemons.push_back({{"argv", d.argv},
-                                       {"pid", d.pid},
-                                       {"running", alive},
-                                       {"state", alive ? "running" : "exited"},
-                                       {"log", d.log}});
+                    Json jd{{"argv", d.argv}, {"pid", d.pid}, {"running", alive}, {"log", d.log},
+                            {"state", alive ? "running" : "exited"}, {"exit_status", nullptr}, {"signal", nullptr}};
+                    if (!alive)
+                        if (auto st = proc::daemon_exit_status(d.log)) {
+                            if (*st >= 0) jd["exit_status"] = *st;
+                            else jd["signal"] = -*st;
+                        }
+                    daemons.push_back(jd);
                 }
         jn["daemons"] = daemons;
         nodes.push_back(jn);
@@ -729,7 +897,9 @@ std::vector<std::string> Lab::host_limit_warnings(bool all_pairs) const {
     if (all_pairs) {
         for (auto k : addressed_per_segment(topo_)) need += k * (k - 1);
     } else {
-        need = 2 * topo_.checks.size();
+        // Pings and TCP checks resolve neighbours; command checks do not (as far as we know).
+        for (const auto& c : topo_.checks)
+            if (c.kind != CheckKind::command) need += 2;
     }
     if (need <= static_cast<std::size_t>(limit)) return {};
     return {"lab " + topo_.name + (all_pairs ? ": pinging all pairs needs about " : ": its checks need about ") +

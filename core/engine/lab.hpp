@@ -23,17 +23,36 @@ namespace labctl::engine {
 inline constexpr int kMaxPingCount = 65535;  // icmp_seq is 16 bits
 
 struct CheckResult {
+    topology::CheckKind kind = topology::CheckKind::ping;
+    std::string name;     // the check's `name`, else "FROM -> TO" (see topology::Check::label)
+    bool named = false;   // the check has a `name`
+    double points = 1;    // what it is worth when ok
+    int attempts = 1;     // more than 1 when retried (within_s)
     std::string from;     // as written ("h1", "h1:eth0")
     std::string to;       // as written
-    std::string address;  // what was pinged
+    std::string address;  // what was pinged (or connected to)
+    std::uint16_t port = 0;  // tcp
     topology::Expect expect = topology::Expect::reachable;
     bool ok = false;      // the outcome matched `expect`
-    int sent = 0, received = 0;
-    double rtt_min = 0, rtt_avg = 0, rtt_max = 0;  // ms; 0 without replies
+    int sent = 0, received = 0;    // tcp: 1 handshake tried, 0 or 1 completed
+    double rtt_min = 0, rtt_avg = 0, rtt_max = 0;  // ms; 0 without replies; tcp: the handshake
     std::string reason;   // why it was not answered ("Network is unreachable (ENETUNREACH)")
+    // command checks: `from` is the node, `to` the command as text, `address` empty
+    std::vector<std::string> run;
+    int expect_exit = 0;
+    std::optional<std::string> expect_stdout;
+    std::optional<int> returncode;  // nullopt: it did not run to its end (killed, not started)
+    std::string output;             // the end of its stdout and stderr
 };
 
 nlohmann::json to_json(const CheckResult& r);
+
+// The sum of the points of the checks that hold, and of all of them.
+struct Score {
+    double score = 0, max_score = 0;
+    bool any_weighted = false;  // a check has points other than 1
+};
+Score score_of(const std::vector<CheckResult>& checks);
 
 struct UpResult {
     std::vector<CheckResult> checks;  // empty with verify=false

@@ -25,6 +25,17 @@
 //   next sendto() or recvmsg() on that socket returns (and clears) whichever probe it was
 //   about; so a failed sendto is retried once before it counts, and recvmsg errors are
 //   skipped (the details are on the error queue).
+//
+// TCP probes: one SOCK_STREAM socket per attempt, made inside the namespace on a helper
+// thread like the ICMP sockets, then a non-blocking connect() from the loop, whose result
+// (SO_ERROR) epoll reports as EPOLLOUT. A socket keeps its namespace, so the loop thread
+// connects it from wherever it is. The socket is closed normally (FIN), so a server sees
+// a client that went away, not a reset. Kernel fact: in SYN-SENT an ICMP unreachable is a
+// hard error (tcp_v4_err), so "no route" ends the attempt at once, as for pings.
+//
+// Retries: an attempt that ended with the wrong outcome waits on the timer heap (backoff)
+// and starts over; ICMP sequence numbers go on from where the last attempt stopped, so a
+// late reply to an earlier attempt never counts for the current one.
 
 #include "ping/ping.hpp"
 
@@ -126,13 +137,22 @@ struct Socket {
 };
 
 struct ProbeState {
-    std::size_t socket = 0;
-    std::uint16_t id = 0;
+    std::size_t netns = 0;
+    std::size_t socket = 0;  // ICMP
+    std::uint16_t id = 0;    // ICMP
     int next_seq = 1;
-    std::vector<Clock::time_point> sent_at;  // by seq - 1
-    std::vector<bool> answered;              // by seq - 1
-    Clock::time_point start;
-    Clock::time_point due;  // of the one live timer: the next request, or the deadline
+    int seq_base = 0;  // the current attempt's requests are seq_base + 1 ... seq_base + count
+    std::vector<Clock::time_point> sent_at;  // by seq - seq_base - 1
+    std::vector<bool> answered;              // by seq - seq_base - 1
+    Clock::time_point first_start;           // of the first attempt
+    Clock::time_point start;                 // of the current attempt
+    Clock::time_point due;  // of the one live timer: the next request, the deadline, a retry
+    Clock::duration backoff = kFirstBackoff;
+    bool waiting_retry = false;  // between attempts
+    // TCP: the current attempt's socket (connecting while open), or why none could be made.
+    UniqueFd tcp;
+    unsigned tcp_ifindex = 0;
+    std::string tcp_setup_error;
     bool done = false;
     std::string last_error;  // of a probe that goes on after errors
     sockaddr_storage destination{};
@@ -146,6 +166,39 @@ struct Timer {
 };
 
 std::string family_name(int family) { return family == AF_INET ? "ICMP" : "ICMPv6"; }
+
+// epoll data of a TCP probe's socket: the probe index with this bit; else a Socket index.
+constexpr std::uint64_t kTcpTag = std::uint64_t(1) << 63;
+
+bool is_tcp(const Probe& probe) { return probe.protocol == Protocol::tcp; }
+
+// Runs work(i) for every i < n on up to 4 helper threads, each inside namespace fd_of(i)
+// first: setns() changes only the calling thread, so the caller's thread stays where it
+// is. A few threads suffice: entering a namespace and opening a socket take microseconds.
+template <typename FdOf, typename Work>
+void in_namespaces(std::size_t n, const FdOf& fd_of, const Work& work) {
+    const std::size_t thread_count = std::min<std::size_t>(n, 4);
+    std::vector<std::exception_ptr> failures(thread_count);
+    std::vector<std::jthread> threads;  // joined on every way out, exceptions included
+    threads.reserve(thread_count);
+    for (std::size_t t = 0; t < thread_count; ++t) {
+        threads.emplace_back([&, t] {
+            try {
+                for (std::size_t i = t; i < n; i += thread_count) {
+                    if (::setns(fd_of(i), CLONE_NEWNET) < 0)
+                        throw_last_errno("ping: entering network namespace (fd " +
+                                         std::to_string(fd_of(i)) + ")");
+                    work(i);
+                }
+            } catch (...) {
+                failures[t] = std::current_exception();
+            }
+        });
+    }
+    threads.clear();  // joins
+    for (auto& failure : failures)
+        if (failure) std::rethrow_exception(failure);
+}
 
 bool is_transient_send_error(int err) {
     return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == ENOMEM ||
@@ -260,6 +313,10 @@ private:
     void start();
     void loop();
     void on_timer(std::size_t p);
+    void restart(std::size_t p);
+    void open_tcp_sockets();
+    void connect_tcp(std::size_t p);
+    void tcp_done(std::size_t p, int err);
     void send_request(std::size_t p);
     void read_replies(Socket& s);
     void read_errors(Socket& s);
@@ -279,6 +336,9 @@ private:
     std::vector<Namespace> namespaces_;
     std::vector<Socket> sockets_;
     std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+    std::vector<std::size_t> tcp_to_open_;  // TCP attempts due, opened in one batch
+    std::size_t tcp_probes_ = 0;
+    UniqueFd epoll_;
     std::uint64_t token_ = 0;
     std::size_t active_ = 0;
 };
@@ -293,6 +353,8 @@ void validate(const Probe& probe, std::size_t index) {
     if (probe.count < 1 || probe.count > 65535) fail("count must be 1 to 65535");
     if (probe.interval.count() < 0) fail("negative interval");
     if (probe.timeout.count() < 0) fail("negative timeout");
+    if (probe.retry_for.count() < 0) fail("negative retry time");
+    if (is_tcp(probe) && probe.port == 0) fail("TCP port 0");
 }
 
 void PingRun::plan() {
@@ -322,6 +384,11 @@ void PingRun::plan() {
             namespaces_.push_back(std::move(ns));
         }
         Namespace& ns = namespaces_[ns_it->second];
+        states_[p].netns = ns_it->second;
+        if (is_tcp(probe)) {
+            ++tcp_probes_;
+            continue;  // a socket per attempt, made when it is due
+        }
 
         auto socket_for = [&](const std::string& ifname) -> std::size_t {
             auto key = std::make_tuple(ns_it->second, probe.destination.family, ifname);
@@ -373,31 +440,15 @@ void ensure_fd_room(std::size_t fds) {
 }
 
 void PingRun::open_sockets() {
-    ensure_fd_room(sockets_.size());
-    // setns() changes only the calling thread, so each helper thread enters its namespaces
-    // one after another and the caller's thread stays where it is. A few threads suffice:
-    // entering a namespace and opening a socket take microseconds.
-    const std::size_t thread_count = std::min<std::size_t>(namespaces_.size(), 4);
-    std::vector<std::exception_ptr> failures(thread_count);
-    std::vector<std::jthread> threads;  // joined on every way out, exceptions included
-    threads.reserve(thread_count);
-    for (std::size_t t = 0; t < thread_count; ++t) {
-        threads.emplace_back([this, t, thread_count, &failures] {
-            try {
-                for (std::size_t n = t; n < namespaces_.size(); n += thread_count) {
-                    if (::setns(namespaces_[n].fd, CLONE_NEWNET) < 0)
-                        throw_last_errno("ping: entering network namespace (fd " +
-                                         std::to_string(namespaces_[n].fd) + ")");
-                    for (std::size_t s : namespaces_[n].sockets) open_socket(sockets_[s]);
-                }
-            } catch (...) {
-                failures[t] = std::current_exception();
-            }
+    ensure_fd_room(sockets_.size() + tcp_probes_);
+    std::vector<std::size_t> with_sockets;
+    for (std::size_t n = 0; n < namespaces_.size(); ++n)
+        if (!namespaces_[n].sockets.empty()) with_sockets.push_back(n);
+    in_namespaces(
+        with_sockets.size(), [&](std::size_t i) { return namespaces_[with_sockets[i]].fd; },
+        [&](std::size_t i) {
+            for (std::size_t s : namespaces_[with_sockets[i]].sockets) open_socket(sockets_[s]);
         });
-    }
-    threads.clear();  // joins
-    for (auto& failure : failures)
-        if (failure) std::rethrow_exception(failure);
 }
 
 void PingRun::start() {
@@ -405,23 +456,27 @@ void PingRun::start() {
     active_ = probes_.size();
     for (std::size_t p = 0; p < probes_.size(); ++p) {
         ProbeState& st = states_[p];
-        const Socket& s = sockets_[st.socket];
-        st.start = now;
-        if (!s.setup_error.empty()) {
-            finish(p, true, s.setup_error, true);
+        const bool tcp = is_tcp(probes_[p]);
+        st.first_start = st.start = now;
+        results_[p].attempts = 1;
+        if (!tcp && !sockets_[st.socket].setup_error.empty()) {
+            finish(p, true, sockets_[st.socket].setup_error, true);
             continue;
         }
         const IpAddress& dst = probes_[p].destination;
+        const std::uint16_t port = htons(tcp ? probes_[p].port : 0);
         if (dst.family == AF_INET) {
             auto& sin = reinterpret_cast<sockaddr_in&>(st.destination);
             sin.sin_family = AF_INET;
+            sin.sin_port = port;
             std::memcpy(&sin.sin_addr, dst.bytes.data(), 4);
             st.destination_size = sizeof sin;
         } else {
             auto& sin6 = reinterpret_cast<sockaddr_in6&>(st.destination);
             sin6.sin6_family = AF_INET6;
+            sin6.sin6_port = port;
             std::memcpy(&sin6.sin6_addr, dst.bytes.data(), 16);
-            if (is_link_local(dst)) sin6.sin6_scope_id = s.ifindex;
+            if (!tcp && is_link_local(dst)) sin6.sin6_scope_id = sockets_[st.socket].ifindex;
             st.destination_size = sizeof sin6;
         }
         schedule(p, now);
@@ -430,27 +485,142 @@ void PingRun::start() {
 
 void PingRun::finish(std::size_t p, bool refused, std::string reason, bool always) {
     ProbeState& st = states_[p];
-    if (st.done) return;
-    if (refused && !probes_[p].stop_on_error && !always) {
+    const Probe& probe = probes_[p];
+    if (st.done || st.waiting_retry) return;
+    if (refused && !is_tcp(probe) && !probe.stop_on_error && !always) {
         // Like ping(8): note the error and go on with the next request. The first error
         // is the reason: later ones may be missing (routers rate-limit ICMP errors), so
         // the first one seen in any round is what the run reports.
         if (st.last_error.empty()) st.last_error = std::move(reason);
         return;
     }
-    st.done = true;
-    --active_;
     ProbeResult& r = results_[p];
     r.refused = refused;
     r.reason = std::move(reason);
-    if (!refused && r.received == 0) r.reason = st.last_error.empty() ? "No reply" : st.last_error;
+    if (!refused && r.received == 0 && r.reason.empty())
+        r.reason = st.last_error.empty() ? "No reply" : st.last_error;
+
+    const auto now = Clock::now();
+    const auto deadline = st.first_start + probe.retry_for;
+    // Sequence numbers are 16 bits; a probe that would run out of them stops retrying.
+    const bool seq_room = is_tcp(probe) || st.next_seq - 1 + probe.count <= 65535;
+    if (!always && (r.received > 0) != probe.want_answer && now < deadline && seq_room) {
+        st.waiting_retry = true;
+        st.tcp.reset();
+        schedule(p, std::min<Clock::time_point>(now + st.backoff, deadline));
+        st.backoff = std::min<Clock::duration>(st.backoff * 2, kMaxBackoff);
+        return;
+    }
+    st.tcp.reset();
+    st.done = true;
+    --active_;
 }
 
 void PingRun::on_timer(std::size_t p) {
-    if (states_[p].next_seq <= probes_[p].count)
+    ProbeState& st = states_[p];
+    if (st.waiting_retry) {
+        restart(p);
+    } else if (is_tcp(probes_[p])) {
+        if (st.tcp)
+            finish(p, false, "No answer within " + std::to_string(probes_[p].timeout.count()) + " ms");
+        else
+            tcp_to_open_.push_back(p);
+    } else if (st.next_seq - st.seq_base <= probes_[p].count) {
         send_request(p);
-    else
+    } else {
         finish(p, false, {});  // the deadline after the last request
+    }
+}
+
+void PingRun::restart(std::size_t p) {
+    ProbeState& st = states_[p];
+    st.waiting_retry = false;
+    const int attempts = results_[p].attempts + 1;
+    results_[p] = ProbeResult{};
+    results_[p].attempts = attempts;
+    st.start = Clock::now();
+    st.last_error.clear();
+    if (is_tcp(probes_[p])) {
+        tcp_to_open_.push_back(p);
+        return;
+    }
+    st.seq_base = st.next_seq - 1;
+    std::fill(st.answered.begin(), st.answered.end(), false);
+    send_request(p);
+}
+
+void PingRun::open_tcp_sockets() {
+    std::vector<std::size_t> due;
+    due.swap(tcp_to_open_);
+    // One helper-thread visit per namespace, however many of its probes are due.
+    std::map<std::size_t, std::vector<std::size_t>> by_netns;
+    for (std::size_t p : due) by_netns[states_[p].netns].push_back(p);
+    std::vector<const std::pair<const std::size_t, std::vector<std::size_t>>*> groups;
+    for (const auto& group : by_netns) groups.push_back(&group);
+    in_namespaces(
+        groups.size(), [&](std::size_t g) { return namespaces_[groups[g]->first].fd; },
+        [&](std::size_t g) {
+            for (std::size_t p : groups[g]->second) {
+                ProbeState& st = states_[p];
+                const Probe& probe = probes_[p];
+                UniqueFd fd(::socket(probe.destination.family,
+                                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+                if (!fd) throw_last_errno("ping: opening a TCP socket");
+                if (!probe.bind_ifname.empty()) {
+                    if (::setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE,
+                                     probe.bind_ifname.data(),
+                                     static_cast<socklen_t>(probe.bind_ifname.size())) < 0) {
+                        st.tcp_setup_error = probe.bind_ifname + ": " + describe_errno(errno);
+                        continue;
+                    }
+                    st.tcp_ifindex = ::if_nametoindex(probe.bind_ifname.c_str());
+                }
+                st.tcp = std::move(fd);
+            }
+        });
+    for (std::size_t p : due) connect_tcp(p);
+}
+
+void PingRun::connect_tcp(std::size_t p) {
+    ProbeState& st = states_[p];
+    if (!st.tcp_setup_error.empty()) {
+        finish(p, true, st.tcp_setup_error, true);
+        return;
+    }
+    if (is_link_local(probes_[p].destination))
+        reinterpret_cast<sockaddr_in6&>(st.destination).sin6_scope_id = st.tcp_ifindex;
+    st.start = Clock::now();
+    results_[p].sent = 1;
+    if (::connect(st.tcp.get(), reinterpret_cast<const sockaddr*>(&st.destination),
+                  st.destination_size) == 0) {
+        tcp_done(p, 0);  // loopback may complete at once
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        tcp_done(p, errno);  // no route, prohibited...
+        return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLOUT;  // EPOLLERR and EPOLLHUP are always reported
+    ev.data.u64 = kTcpTag | p;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, st.tcp.get(), &ev) < 0)
+        throw_last_errno("ping: adding a TCP socket to epoll");
+    schedule(p, st.start + probes_[p].timeout);
+}
+
+void PingRun::tcp_done(std::size_t p, int err) {
+    ProbeState& st = states_[p];
+    const auto now = Clock::now();
+    st.tcp.reset();  // closing also removes it from epoll
+    if (err != 0) {
+        finish(p, true, describe_errno(err));
+        return;
+    }
+    const Reply reply{1, std::chrono::duration<double, std::milli>(now - st.start).count(), -1};
+    results_[p].replies.push_back(reply);
+    results_[p].received = 1;
+    if (on_reply_) on_reply_(p, reply);
+    finish(p, false, {});
 }
 
 void PingRun::send_request(std::size_t p) {
@@ -458,7 +628,8 @@ void PingRun::send_request(std::size_t p) {
     ProbeState& st = states_[p];
     const Socket& s = sockets_[st.socket];
     const int seq = st.next_seq;
-    const auto planned = st.start + (seq - 1) * probe.interval;
+    const int nth = seq - st.seq_base;  // 1 for the attempt's first request
+    const auto planned = st.start + (nth - 1) * probe.interval;
     const auto payload = echo_payload(token_, static_cast<std::uint32_t>(p),
                                       static_cast<std::uint16_t>(seq));
     const auto message = encode_echo_request(s.family, st.id, static_cast<std::uint16_t>(seq),
@@ -490,15 +661,15 @@ void PingRun::send_request(std::size_t p) {
         if (probe.stop_on_error) return;
         // Not sent, but its turn is used: the next request keeps the schedule.
         ++st.next_seq;
-        if (st.next_seq <= probe.count) schedule(p, st.start + seq * probe.interval);
+        if (nth < probe.count) schedule(p, st.start + nth * probe.interval);
         else schedule(p, Clock::now() + probe.timeout);
         return;
     }
-    st.sent_at[seq - 1] = sent_at;
+    st.sent_at[nth - 1] = sent_at;
     ++st.next_seq;
     ++results_[p].sent;
-    if (st.next_seq <= probe.count)
-        schedule(p, st.start + seq * probe.interval);
+    if (nth < probe.count)
+        schedule(p, st.start + nth * probe.interval);
     else
         schedule(p, sent_at + probe.timeout);
 }
@@ -545,16 +716,17 @@ void PingRun::read_replies(Socket& s) {
         const std::size_t p = it->second;
         ProbeState& st = states_[p];
         const int seq = header->seq;
-        if (st.done || seq < 1 || seq >= st.next_seq) continue;
+        if (st.done || st.waiting_retry || seq <= st.seq_base || seq >= st.next_seq) continue;
         if (!same_address(address_of(from), probes_[p].destination)) continue;
         const auto expected = echo_payload(token_, static_cast<std::uint32_t>(p), header->seq);
         auto body = message.subspan(kIcmpHeaderSize);
         if (!std::equal(body.begin(), body.end(), expected.begin(), expected.end())) continue;
-        if (st.answered[seq - 1]) continue;  // a duplicate (ping's "DUP!") is not counted
-        st.answered[seq - 1] = true;
+        const int nth = seq - st.seq_base;
+        if (st.answered[nth - 1]) continue;  // a duplicate (ping's "DUP!") is not counted
+        st.answered[nth - 1] = true;
 
         Reply reply{seq,
-                    std::chrono::duration<double, std::milli>(now - st.sent_at[seq - 1]).count(),
+                    std::chrono::duration<double, std::milli>(now - st.sent_at[nth - 1]).count(),
                     ttl};
         ProbeResult& r = results_[p];
         r.replies.push_back(reply);
@@ -604,7 +776,9 @@ void PingRun::read_errors(Socket& s) {
         if (it == by_id.end()) continue;
         const std::size_t p = it->second;
         const ProbeState& st = states_[p];
-        if (st.done || header->seq < 1 || header->seq >= st.next_seq) continue;
+        if (st.done || st.waiting_retry || header->seq <= st.seq_base ||
+            header->seq >= st.next_seq)
+            continue;
         if (!same_address(address_of(original_destination), probes_[p].destination)) continue;
         // Routers quote at least 8 bytes past the IP header; Linux quotes much more. Check
         // the payload's key when it is there.
@@ -629,15 +803,14 @@ void PingRun::read_errors(Socket& s) {
 
 void PingRun::loop() {
     if (active_ == 0) return;
-    int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
-    if (epoll_fd < 0) throw_last_errno("ping: creating an epoll instance");
-    UniqueFd epoll(epoll_fd);
+    epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_) throw_last_errno("ping: creating an epoll instance");
     for (std::size_t i = 0; i < sockets_.size(); ++i) {
         if (!sockets_[i].fd) continue;
         epoll_event ev{};
         ev.events = EPOLLIN;  // EPOLLERR (error queue not empty) is always reported
         ev.data.u64 = i;
-        if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, sockets_[i].fd.get(), &ev) < 0)
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, sockets_[i].fd.get(), &ev) < 0)
             throw_last_errno("ping: adding a socket to epoll");
     }
 
@@ -657,6 +830,7 @@ void PingRun::loop() {
             on_timer(timer.probe);
             ++fired;
         }
+        if (!tcp_to_open_.empty()) open_tcp_sockets();
         if (active_ == 0) break;
 
         int timeout_ms = 0;
@@ -667,13 +841,24 @@ void PingRun::loop() {
                 timeout_ms = static_cast<int>(std::min<long long>(ms, INT_MAX));
             }
         }
-        int n = ::epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()),
+        int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()),
                              timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
             throw_last_errno("ping: waiting for replies");
         }
         for (int i = 0; i < n; ++i) {
+            if (events[i].data.u64 & kTcpTag) {
+                const std::size_t p = events[i].data.u64 & ~kTcpTag;
+                ProbeState& st = states_[p];
+                if (!st.tcp || st.done || st.waiting_retry) continue;
+                int err = 0;
+                socklen_t size = sizeof err;
+                if (::getsockopt(st.tcp.get(), SOL_SOCKET, SO_ERROR, &err, &size) < 0) err = errno;
+                if (err == 0 && !(events[i].events & EPOLLOUT)) err = ECONNRESET;
+                tcp_done(p, err);
+                continue;
+            }
             Socket& s = sockets_[events[i].data.u64];
             if (events[i].events & EPOLLERR) read_errors(s);
             if (events[i].events & EPOLLIN) read_replies(s);

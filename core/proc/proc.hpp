@@ -16,11 +16,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "base/unique_fd.hpp"
 
 namespace labctl::proc {
 
@@ -84,6 +87,28 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
               std::optional<std::chrono::milliseconds> timeout, const std::atomic<bool>* cancel = nullptr,
               std::size_t max_output = 0);
 
+// One command of a batch (checks): run with stdin /dev/null and output captured, killed
+// after `timeout`; while `holds` says no and less than `retry_for` has passed since the
+// first attempt, run again after a backoff (100 ms, doubling up to 1 s).
+struct BatchJob {
+    Command command;
+    std::chrono::milliseconds timeout{10000};
+    std::chrono::milliseconds retry_for{0};
+    std::function<bool(const RunResult&)> holds;  // empty: exit code 0
+};
+
+struct BatchResult {
+    RunResult result;        // of the last attempt
+    int attempts = 0;
+    std::string start_error;  // the command could not be started ("h1: running \"foo\": ...")
+};
+
+// Runs every job, up to `parallel` at once, from one event loop (epoll over pidfds and
+// pipes) on the calling thread: no CPU is spent waiting, between attempts included. A
+// command that cannot be started is a result (start_error, returncode 127 or 126 as in
+// shells), not an exception. Throws KernelError when a system call of ours fails.
+std::vector<BatchResult> run_batch(const std::vector<BatchJob>& jobs, std::size_t parallel = 32);
+
 // Runs the command with our stdin, stdout and stderr, in our process group (so the
 // terminal's job control and ^C reach it). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
 // us (not those the terminal already sent to the whole group) are forwarded while it
@@ -104,12 +129,23 @@ struct ProcessId {
 // there), in the command's cwd (ours when empty). It is not our
 // child (double fork), so it outlives us and we never reap it. Returns once the daemon
 // has exec'd. Throws like run(), and KernelError when log_path cannot be opened.
+// The daemon's parent is a small supervisor (a fork of ours, in its own session, holding
+// nothing of ours open) that writes how the daemon ended to exit_status_path(log_path).
 ProcessId start_daemon(const Command& command, const std::string& log_path);
 
 // Starts the command in the background as our child, in its own process group, stdin
 // /dev/null, stdout and stderr appended to log_path (created mode 0600 when absent).
 // The caller reaps it (waitpid). Returns once it has exec'd. Throws like start_daemon().
 ProcessId start_child(const Command& command, const std::string& log_path);
+// A pidfd of the process if it is still `id` (polls readable once it exits); an empty
+// one when it is gone. Throws KernelError for other failures.
+UniqueFd open_pidfd(const ProcessId& id);
+
+// Where the supervisor of the daemon logging to `log_path` records how it ended.
+std::string exit_status_path(const std::string& log_path);
+// How that daemon ended: its exit code, or -signal; nullopt while it runs (or when it
+// was started by a labctl that kept no record).
+std::optional<int> daemon_exit_status(const std::string& log_path);
 
 // The start time of a live process; nullopt when there is none with that pid or it has
 // exited and only its zombie is left. Throws KernelError when /proc cannot be read for

@@ -9,10 +9,12 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "proc/io.hpp"
 #include "proc/pidfd.hpp"
 #include "proc/proc.hpp"
 #include "proc/spawn.hpp"
@@ -22,43 +24,12 @@ namespace labctl::proc {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Our ends must not land on 0-2: the child dup2()s them there (see spawn()).
-UniqueFd above_stdio(UniqueFd fd, const std::string& what) {
-    if (fd.get() > 2) return fd;
-    UniqueFd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3));
-    if (!moved) throw_last_errno(what + ": duplicating a descriptor");
-    return moved;
-}
-
-void make_pipe(UniqueFd& read_end, UniqueFd& write_end, const std::string& what) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) < 0) throw_last_errno(what + ": creating a pipe");
-    read_end = above_stdio(UniqueFd(fds[0]), what);
-    write_end = above_stdio(UniqueFd(fds[1]), what);
-}
-
-UniqueFd open_dev_null(int flags, const std::string& what) {
-    UniqueFd fd(::open("/dev/null", flags | O_CLOEXEC | O_NOCTTY));
-    if (!fd) throw_last_errno(what + ": opening /dev/null");
-    return above_stdio(std::move(fd), what);
-}
-
-void set_nonblocking(int fd, const std::string& what) {
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-        throw_last_errno(what + ": setting O_NONBLOCK");
-}
-
-// The wait status, or -1 with errno (ECHILD when someone else reaped it, e.g. a
-// process that set SIGCHLD to SIG_IGN).
-int wait_status(pid_t pid) {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return -1;
-    }
-    return status;
-}
+using detail::above_stdio;
+using detail::decode;
+using detail::make_pipe;
+using detail::open_dev_null;
+using detail::set_nonblocking;
+using detail::wait_status;
 
 // Writing to a pipe whose reader has gone raises SIGPIPE, which would kill a CLI. It is
 // blocked in this thread while we feed stdin, and one we caused is swallowed.
@@ -112,7 +83,7 @@ private:
 // Reads until the pipe is empty (or at EOF, then closes it).
 // At most `limit` bytes per call, so that a fast writer cannot keep us here (nor grow
 // `into` without bound between two trims); true when it stopped at the limit.
-bool drain(UniqueFd& fd, std::string& into, std::size_t limit = 1u << 20) {
+bool drain_some(UniqueFd& fd, std::string& into, std::size_t limit = 1u << 20) {
     char buf[65536];
     std::size_t got = 0;
     while (fd) {
@@ -140,12 +111,6 @@ void keep_tail(RunResult& r, std::size_t keep, std::size_t above) {
         s->erase(0, drop);
         r.dropped += drop;
     }
-}
-
-int decode(int status) {
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) return -WTERMSIG(status);
-    return -1;
 }
 
 }  // namespace
@@ -227,8 +192,8 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
             ::kill(-child.pid, SIGKILL);
             result.timed_out = true;
         }
-        if (out_slot >= 0 && fds[out_slot].revents != 0) drain(out_read, result.out);
-        if (err_slot >= 0 && fds[err_slot].revents != 0) drain(err_read, result.err);
+        if (out_slot >= 0 && fds[out_slot].revents != 0) drain_some(out_read, result.out);
+        if (err_slot >= 0 && fds[err_slot].revents != 0) drain_some(err_read, result.err);
         keep_tail(result, max_output, 2 * max_output);
         if (in_slot >= 0 && fds[in_slot].revents != 0) {
             const ssize_t n =
@@ -247,8 +212,8 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
     // Whatever it wrote before exiting is in the pipes now. Anything that it left
     // running in the background may keep them open; we do not wait for that.
     // What is in the pipes now, not what a background writer adds forever.
-    for (int i = 0; i < 16 && drain(out_read, result.out); ++i) keep_tail(result, max_output, 2 * max_output);
-    for (int i = 0; i < 16 && drain(err_read, result.err); ++i) keep_tail(result, max_output, 2 * max_output);
+    for (int i = 0; i < 16 && drain_some(out_read, result.out); ++i) keep_tail(result, max_output, 2 * max_output);
+    for (int i = 0; i < 16 && drain_some(err_read, result.err); ++i) keep_tail(result, max_output, 2 * max_output);
     keep_tail(result, max_output, max_output);
     result.returncode = decode(status);
     return result;
@@ -311,7 +276,38 @@ ProcessId start_daemon(const Command& command, const std::string& log_path) {
     if (!log) throw_last_errno(what + ": opening log " + log_path);
     log = above_stdio(std::move(log), what);
     UniqueFd null = open_dev_null(O_RDONLY, what);
-    return detail::spawn(command, detail::Mode::daemon, {null.get(), log.get(), log.get()}).daemon;
+    const std::string status_path = exit_status_path(log_path);
+    UniqueFd status(::open(status_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600));
+    if (!status) throw_last_errno(what + ": opening " + status_path);
+    status = above_stdio(std::move(status), what);
+    return detail::spawn(command, detail::Mode::daemon, {null.get(), log.get(), log.get(), status.get()}).daemon;
+}
+
+std::string exit_status_path(const std::string& log_path) { return log_path + ".exit"; }
+
+UniqueFd open_pidfd(const ProcessId& id) {
+    UniqueFd fd(detail::pidfd_open(id.pid));
+    if (!fd) {
+        if (errno == ESRCH) return {};
+        throw_last_errno("opening a pidfd for process " + std::to_string(id.pid));
+    }
+    // Opened after checking would race with pid reuse; checked after opening, the pidfd
+    // names the process that had the right start time (or none).
+    if (!is_same_process(id)) return {};
+    return fd;
+}
+
+std::optional<int> daemon_exit_status(const std::string& log_path) {
+    UniqueFd fd(::open(exit_status_path(log_path).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return std::nullopt;
+    char text[64];
+    const ssize_t n = ::read(fd.get(), text, sizeof text - 1);
+    if (n <= 0) return std::nullopt;
+    text[n] = '\0';
+    int value = 0;
+    if (std::sscanf(text, "exit %d", &value) == 1) return value;
+    if (std::sscanf(text, "signal %d", &value) == 1) return -value;
+    return std::nullopt;
 }
 
 ProcessId start_child(const Command& command, const std::string& log_path) {

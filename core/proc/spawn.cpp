@@ -35,6 +35,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -223,18 +224,66 @@ void reset_signals() {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
+// "exit 3\n" or "signal 15\n" for a wait status, without snprintf.
+void write_wait_status(int fd, int status) {
+    char text[32];
+    const char* word = WIFSIGNALED(status) ? "signal " : "exit ";
+    unsigned value = WIFSIGNALED(status) ? static_cast<unsigned>(WTERMSIG(status))
+                                         : static_cast<unsigned>(WEXITSTATUS(status));
+    std::size_t n = 0;
+    for (const char* c = word; *c; ++c) text[n++] = *c;
+    char digits[12];
+    std::size_t d = 0;
+    do {
+        digits[d++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    while (d > 0) text[n++] = digits[--d];
+    text[n++] = '\n';
+    while (::write(fd, text, n) < 0 && errno == EINTR) {
+    }
+}
+
+// The daemon's parent for as long as it runs: it keeps nothing of ours open (stdio on
+// /dev/null, every other descriptor closed, so a caller reading our output to EOF is not
+// held up), waits for the daemon and writes how it ended to the exit-status file
+// (`labctl status` and the readiness wait of `up` read it). Async-signal-safe calls only.
+[[noreturn]] void supervise(const ChildSetup& s, pid_t daemon) {
+    ::prctl(PR_SET_NAME, "labctl-daemon", 0, 0, 0);
+    reset_signals();
+    for (int i = 0; i < 3; ++i) ::dup2(s.stdio.in, i);
+    const int keep = s.stdio.exit_status;
+    if (keep > 3) ::close_range(3, static_cast<unsigned>(keep - 1), 0);
+    if (::close_range(static_cast<unsigned>(keep < 3 ? 3 : keep + 1), ~0U, 0) < 0) {
+        for (int fd = 3; fd < 4096; ++fd)
+            if (fd != keep) ::close(fd);
+    }
+    int status = 0;
+    while (::waitpid(daemon, &status, 0) < 0) {
+        if (errno != EINTR) ::_exit(1);
+    }
+    if (keep >= 0) write_wait_status(keep, status);
+    ::_exit(0);
+}
+
 // Runs in the child, between fork and execve. Returns only when the child is ready to
 // exec; any failure is reported and ends the child.
 void enter(const ChildSetup& s) {
     const int rep = s.report_fd;
     if (s.mode == Mode::daemon) {
+        // The intermediate forks the supervisor and exits at once (our caller reaps it),
+        // so the supervisor is adopted by init and outlives us.
+        const pid_t supervisor = ::fork();
+        if (supervisor < 0) fail(rep, Stage::fork, errno);
+        if (supervisor > 0) ::_exit(0);
+        if (::setsid() < 0) fail(rep, Stage::setsid, errno);  // away from our terminal's signals
         const pid_t pid = ::fork();
         if (pid < 0) fail(rep, Stage::fork, errno);
         if (pid > 0) {
-            // The intermediate: until it exits, the daemon is its child and cannot be
-            // reaped, so its pid and start time read here belong together.
+            // The supervisor: the daemon is its child and cannot be reaped before it
+            // waits, so its pid and start time read here belong together.
             report(rep, Report{Stage::daemon_started, 0, pid, read_start_time(pid)});
-            ::_exit(0);
+            supervise(s, pid);
         }
         if (::setsid() < 0) fail(rep, Stage::setsid, errno);
     } else if (s.mode == Mode::captured) {

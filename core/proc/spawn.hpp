@@ -13,7 +13,8 @@ namespace labctl::proc::detail {
 enum class Mode {
     captured,     // own process group, so a timeout can kill everything it started
     interactive,  // stays in our process group: the terminal's foreground job
-    daemon,       // double fork + setsid: adopted by init, never our child
+    daemon,       // fork, fork, fork + setsid: adopted by init, never our child; a supervisor
+                  // (the daemon's parent) records how it ended
 };
 
 // Descriptors to put on the child's 0, 1, 2; -1 leaves ours.
@@ -21,6 +22,8 @@ struct Stdio {
     int in = -1;
     int out = -1;
     int err = -1;
+    // Mode::daemon: where the daemon's supervisor writes its wait status when it ends.
+    int exit_status = -1;
 };
 
 struct Spawned {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <regex>
 #include <set>
 #include <unordered_map>
 
@@ -226,11 +227,27 @@ private:
         }
         if (auto it = j.find("daemons"); it != j.end() && it->is_array())
             for (const auto& item : *it) {
-                std::vector<std::string> argv;
-                if (item.is_array())
-                    for (const auto& a : item)
-                        if (a.is_string()) argv.push_back(a.get<std::string>());
-                node.daemons.push_back(std::move(argv));
+                auto strings = [](const Json& array) {
+                    std::vector<std::string> out;
+                    if (array.is_array())
+                        for (const auto& a : array)
+                            if (a.is_string()) out.push_back(a.get<std::string>());
+                    return out;
+                };
+                Daemon d;
+                if (item.is_array()) {
+                    d.argv = strings(item);
+                } else if (item.is_object()) {
+                    if (auto run = item.find("run"); run != item.end()) d.argv = strings(*run);
+                    if (auto ready = item.find("ready"); ready != item.end() && ready->is_object()) {
+                        if (auto port = ready->find("port"); port != ready->end() && port->is_number_integer())
+                            d.ready_port = static_cast<std::uint16_t>(port->get<int>());
+                        if (auto run = ready->find("run"); run != ready->end()) d.ready_run = strings(*run);
+                    }
+                    if (auto t = item.find("ready_timeout_s"); t != item.end() && t->is_number())
+                        d.ready_timeout_s = t->get<double>();
+                }
+                node.daemons.push_back(std::move(d));
             }
     }
 
@@ -697,7 +714,12 @@ private:
             const Json& c = j[ci];
             std::string ptr = "/checks/" + std::to_string(ci);
             if (!c.is_object()) continue;
+            if (c.contains("on") || c.contains("run")) {
+                command_check(c, ptr);
+                continue;
+            }
             Check check;
+            common_check_fields(check, c);
             bool ok = true;
             int family = 0;
             if (auto f = c.find("family"); f != c.end() && f->is_number_integer())
@@ -751,8 +773,66 @@ private:
             if (auto n = c.find("count"); n != c.end() && n->is_number_integer()) check.count = n->get<int>();
             if (auto n = c.find("timeout_ms"); n != c.end() && n->is_number_integer())
                 check.timeout_ms = n->get<int>();
+            if (auto n = c.find("port"); n != c.end() && n->is_number_integer()) {
+                check.kind = CheckKind::tcp;
+                check.port = static_cast<std::uint16_t>(n->get<int>());
+                if (c.contains("count")) error(ptr + "/count", "count is for pings; a TCP check makes one handshake");
+            }
             if (ok) topo_.checks.push_back(check);
         }
+    }
+
+    // name, points, within_s: every kind has them.
+    static void common_check_fields(Check& check, const Json& c) {
+        if (auto f = c.find("name"); f != c.end() && f->is_string()) check.name = f->get<std::string>();
+        if (auto f = c.find("points"); f != c.end() && f->is_number()) check.points = f->get<double>();
+        if (auto f = c.find("within_s"); f != c.end() && f->is_number()) check.within_s = f->get<double>();
+    }
+
+    // A command check: `on` + `run`, none of the fields of pings and TCP checks.
+    void command_check(const Json& c, const std::string& ptr) {
+        Check check;
+        check.kind = CheckKind::command;
+        common_check_fields(check, c);
+        check.timeout_ms = 10000;
+        bool ok = true;
+        for (const char* field : {"from", "to", "port", "count", "family", "expect"})
+            if (c.contains(field))
+                error(ptr + "/" + field, std::string(field) + " is not for command checks (on + run)");
+        for (const char* field : {"on", "run"})
+            if (!c.contains(field)) {
+                error(ptr, std::string("a command check needs \"") + field + "\"");
+                ok = false;
+            }
+        if (auto f = c.find("on"); f != c.end() && f->is_string()) {
+            auto n = find_node(f->get<std::string>());
+            if (!n) {
+                error(ptr + "/on", "no node " + quote(f->get<std::string>()));
+                ok = false;
+            } else {
+                check.on_node = *n;
+                check.from_text = f->get<std::string>();
+            }
+        }
+        if (auto f = c.find("run"); f != c.end() && f->is_array()) {
+            for (const auto& a : *f)
+                if (a.is_string()) check.run.push_back(a.get<std::string>());
+            Command display{check.run, false};
+            check.to_text = display.display();
+        }
+        if (auto n = c.find("expect_exit"); n != c.end() && n->is_number_integer())
+            check.expect_exit = n->get<int>();
+        if (auto f = c.find("expect_stdout"); f != c.end() && f->is_string()) {
+            check.expect_stdout = f->get<std::string>();
+            try {
+                std::regex re(*check.expect_stdout, kExpectStdoutSyntax);
+            } catch (const std::regex_error& e) {
+                error(ptr + "/expect_stdout", "not a valid regular expression: " + std::string(e.what()));
+            }
+        }
+        if (auto n = c.find("timeout_ms"); n != c.end() && n->is_number_integer())
+            check.timeout_ms = n->get<int>();
+        if (ok) topo_.checks.push_back(check);
     }
 
     bool resolve_target(Check& check, int family, const std::string& ptr) {

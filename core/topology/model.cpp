@@ -30,6 +30,15 @@ const char* to_string(Expect expect) {
     return expect == Expect::reachable ? "reachable" : "unreachable";
 }
 
+const char* to_string(CheckKind kind) {
+    switch (kind) {
+        case CheckKind::ping: return "ping";
+        case CheckKind::tcp: return "tcp";
+        case CheckKind::command: return "command";
+    }
+    return "?";
+}
+
 std::string mac_to_string(const Mac& mac) {
     char buf[18];
     std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
@@ -54,6 +63,14 @@ std::string Command::display() const {
         text += a;
     }
     return text;
+}
+
+std::string Daemon::display() const { return Command{argv, false}.display(); }
+
+std::string Check::label() const {
+    if (!name.empty()) return name;
+    if (kind == CheckKind::command) return from_text + ": " + to_text;
+    return from_text + " -> " + to_text + (kind == CheckKind::tcp ? " port " + std::to_string(port) : "");
 }
 
 std::optional<std::size_t> Node::find_interface(const std::string& ifname) const {

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <regex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,10 +18,13 @@ namespace labctl::topology {
 enum class NodeKind { host, router, switch_ };
 enum class InterfaceType { veth, tap, tun, dummy, vlan, bridge, loopback };
 enum class Expect { reachable, unreachable };
+// ping: ICMP echo; tcp: a TCP handshake ("port"); command: a program run in a node ("on" + "run").
+enum class CheckKind { ping, tcp, command };
 
 const char* to_string(NodeKind kind);
 const char* to_string(InterfaceType type);
 const char* to_string(Expect expect);
+const char* to_string(CheckKind kind);
 
 using Mac = std::array<std::uint8_t, 6>;
 std::string mac_to_string(const Mac& mac);
@@ -67,6 +71,18 @@ struct Command {
     std::string display() const;    // for messages
 };
 
+// A long-running command of a node. With `ready_port` or `ready_run`, `up` waits (up to
+// ready_timeout_s) until a TCP connection from inside the node to that port on one of the
+// node's own addresses (loopback included) succeeds, or until `ready_run` exits 0.
+struct Daemon {
+    std::vector<std::string> argv;
+    std::optional<std::uint16_t> ready_port;
+    std::vector<std::string> ready_run;  // empty: none
+    double ready_timeout_s = 10;
+    bool has_readiness() const { return ready_port || !ready_run.empty(); }
+    std::string display() const;  // argv joined by spaces
+};
+
 struct Node {
     std::string name;
     std::string netns;  // "<lab>-<node>"
@@ -78,7 +94,7 @@ struct Node {
     std::vector<Route> routes;
     std::vector<std::pair<std::string, std::string>> sysctls;  // file order
     std::vector<Command> exec;
-    std::vector<std::vector<std::string>> daemons;
+    std::vector<Daemon> daemons;
     // Added to the clean environment of exec and daemons (file order).
     std::vector<std::pair<std::string, std::string>> env;
     // Who runs exec and daemons: a user name, or a uid in decimal; empty: root.
@@ -113,7 +129,17 @@ struct Link {
     Impairment impair;
 };
 
+// How `expect_stdout` is compiled (std::regex flags), wherever it is.
+inline constexpr auto kExpectStdoutSyntax = std::regex_constants::ECMAScript | std::regex_constants::multiline;
+
 struct Check {
+    CheckKind kind = CheckKind::ping;
+    std::string name;     // empty: none given
+    double points = 1;
+    double within_s = 0;  // > 0: retried until it holds or this much time has passed
+    // What reports call it: `name`, else "FROM -> TO" (+ " port N"), or "NODE: COMMAND".
+    std::string label() const;
+    // ping and tcp
     std::size_t from_node = 0;
     std::optional<std::size_t> from_interface;  // send out of this interface
     std::string from_text;                       // as written
@@ -121,8 +147,16 @@ struct Check {
     IpAddress to;                                // resolved
     std::optional<std::size_t> to_node;          // when `to` named a node
     Expect expect = Expect::reachable;
-    int count = 3;
-    int timeout_ms = 1000;
+    int count = 3;        // ping only
+    int timeout_ms = 1000;   // command: 10000 unless given
+    std::uint16_t port = 0;  // tcp
+    // command: run `run` inside node `on_node`; holds when it exits with `expect_exit` and
+    // (if given) `expect_stdout` is found in its stdout: an ECMAScript regular expression
+    // whose ^ and $ match at every line's start and end (as grep reads it), kExpectStdoutSyntax.
+    std::size_t on_node = 0;
+    std::vector<std::string> run;
+    int expect_exit = 0;
+    std::optional<std::string> expect_stdout;
 };
 
 struct Topology {

@@ -64,10 +64,16 @@ class PingResult:
 class CheckResult:
     """The outcome of one check (``up``, :meth:`Lab.verify`).
 
+    ``name`` is the check's name, else "FROM -> TO"; ``points`` what it is worth when it
+    holds; ``attempts`` more than 1 when it was retried (``within_s``).
+    ``kind`` is "ping", "tcp" (a handshake with ``port``) or "command" (``src`` the node,
+    ``dst`` the command; ``returncode``, None when it was killed or could not start, and
+    ``output``, the end of its stdout and stderr).
     ``src``/``dst`` as written in the topology ("h1", "h1:eth0", "203.0.113.9"), ``address``
-    the address pinged. ``ok`` is true when the outcome matched ``expect`` ("reachable" or
-    "unreachable"). A reachable check stops at its first reply, so ``rtt_ms`` is one
-    number: the mean round-trip time of the replies in milliseconds, None without any.
+    the address pinged (or connected to). ``ok`` is true when the outcome matched ``expect``
+    ("reachable" or "unreachable"). A reachable check stops at its first reply, so
+    ``rtt_ms`` is one number: the mean round-trip time of the replies in milliseconds (for
+    TCP the time the handshake took), None without any.
     ``rtt_min_ms``/``rtt_avg_ms``/``rtt_max_ms`` are those of ``labctl verify --json``
     (None without a reply); the field names are the JSON's.
     """
@@ -84,6 +90,13 @@ class CheckResult:
     rtt_min_ms: Optional[float] = None
     rtt_avg_ms: Optional[float] = None
     rtt_max_ms: Optional[float] = None
+    kind: str = "ping"
+    port: Optional[int] = None
+    returncode: Optional[int] = None
+    output: str = ""
+    name: str = ""
+    points: float = 1
+    attempts: int = 1
 
     @classmethod
     def _from_core(cls, r: Any) -> "CheckResult":
@@ -91,7 +104,10 @@ class CheckResult:
         return cls(src=r.src, dst=r.dst, expect=r.expect, ok=r.ok, sent=r.sent, received=r.received,
                    rtt_ms=r.rtt_avg if got else None, address=r.address, reason=r.reason,
                    rtt_min_ms=r.rtt_min if got else None, rtt_avg_ms=r.rtt_avg if got else None,
-                   rtt_max_ms=r.rtt_max if got else None)
+                   rtt_max_ms=r.rtt_max if got else None,
+                   kind=r.kind, port=r.port if r.kind == "tcp" else None,
+                   returncode=r.returncode, output=r.output, name=r.name, points=r.points,
+                   attempts=r.attempts)
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,25 @@ test that asks for ``lab`` and removed after the module's last test.
 Labs are removed when a test passes, fails or errors, and when the run is interrupted
 (Ctrl-C). With ``--labctl-keep`` a failed test's lab stays up and its name is printed at
 the end of the run (remove it with ``labctl down NAME``).
+
+Topology files as tests: a topology file given on the command line, or matched by the ini
+option ``labctl_topologies`` (glob patterns relative to the rootdir, e.g.
+``labs/*/topology.json``), is collected: each of its checks becomes a test item, named by
+the check's ``name`` (else ``FROM -> TO``), its points recorded as the JUnit property
+``points``. The lab comes up once per file (before its first check) and goes down after
+its last, so ``pytest labs/quickstart/topology.json --junitxml=r.xml`` grades a lab.
 """
 from __future__ import annotations
 
+import fnmatch
+import json
 import pathlib
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Tuple
 
 import pytest
 
 from .errors import CheckFailed, Error
-from .lab import Lab, Topology
+from .lab import CheckResult, Lab, Topology
 
 __all__ = ["lab", "lab_factory"]
 
@@ -84,6 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--labctl-keep", action="store_true", default=False,
                     help="keep the lab of a failed test up for inspection; its name is printed "
                          "at the end of the run (remove it with `labctl down NAME`)")
+    parser.addini("labctl_topologies", type="args", default=[],
+                  help="glob patterns (relative to the rootdir) of topology files whose "
+                       "checks are collected as tests, e.g. labs/*/topology.json")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -282,3 +294,105 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
                 errors.append(e)
         if errors:
             raise errors[0]
+
+
+# ---- topology files as tests ---------------------------------------------------------------
+
+
+def _given_on_command_line(config: pytest.Config, path: pathlib.Path) -> bool:
+    for arg in config.args:
+        given = pathlib.Path(str(arg).split("::", 1)[0])
+        if not given.is_absolute():
+            given = pathlib.Path(config.invocation_params.dir) / given
+        if given.resolve() == path.resolve():
+            return True
+    return False
+
+
+def _matches_ini(config: pytest.Config, path: pathlib.Path) -> bool:
+    patterns = config.getini("labctl_topologies")
+    if not patterns:
+        return False
+    try:
+        relative = path.resolve().relative_to(pathlib.Path(config.rootpath).resolve()).as_posix()
+    except ValueError:
+        return False
+    return any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+def pytest_collect_file(file_path: pathlib.Path, parent: pytest.Collector) -> Optional[pytest.Collector]:
+    if file_path.suffix != ".json":
+        return None
+    if _given_on_command_line(parent.config, file_path) or _matches_ini(parent.config, file_path):
+        return TopologyFile.from_parent(parent, path=file_path)
+    return None
+
+
+def check_label(check: Dict[str, Any]) -> str:
+    """What a check is called in reports, as ``labctl verify --junit`` calls it: its
+    ``name``, else ``FROM -> TO`` (a TCP check adds `` port N``; a command check is
+    ``NODE: COMMAND``)."""
+    if check.get("name"):
+        return str(check["name"])
+    if "on" in check:
+        return f"{check['on']}: {' '.join(check.get('run', []))}"
+    port = f" port {check['port']}" if "port" in check else ""
+    return f"{check.get('from')} -> {check.get('to')}{port}"
+
+
+class TopologyFile(pytest.File):
+    """A topology file: one item per check; the lab is up while its items run."""
+
+    def collect(self) -> Iterator["CheckItem"]:
+        self.lab = Lab(self.path)  # validates: a bad file is a collection error
+        doc = json.loads(self.path.read_text())
+        seen: Dict[str, int] = {}
+        for index, check in enumerate(doc.get("checks", [])):
+            label = check_label(check)
+            seen[label] = seen.get(label, 0) + 1
+            if seen[label] > 1:
+                label = f"{label} [{seen[label]}]"
+            yield CheckItem.from_parent(self, name=label, index=index,
+                                        points=check.get("points", 1))
+
+    def setup(self) -> None:
+        registry = self.config.stash[_REGISTRY]
+        self.results: List[CheckResult] = []
+        self.failed: Optional[str] = None
+        _bring_up(registry, self.lab, verify=False)
+        self.results = self.lab.verify()
+
+    def teardown(self) -> None:
+        self.config.stash[_REGISTRY].finish(self.lab, self.failed)
+
+
+class CheckFailure(Exception):
+    """A check of a collected topology file did not hold."""
+
+
+class CheckItem(pytest.Item):
+    def __init__(self, *, index: int, points: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+        self.points = points
+        self.user_properties.append(("points", points))
+
+    def runtest(self) -> None:
+        topology: TopologyFile = self.parent  # type: ignore[assignment]
+        result = topology.results[self.index]
+        if not result.ok:
+            topology.failed = topology.failed or self.nodeid
+            raise CheckFailure(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Optional[str] = None) -> str:
+        if isinstance(excinfo.value, CheckFailure):
+            r: CheckResult = excinfo.value.args[0]
+            text = f"{self.name}: {r.reason or 'failed'}"
+            if r.output:
+                text += "\n" + "\n".join("  | " + line for line in r.output.splitlines())
+            return text
+        return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
+
+    def reportinfo(self) -> Tuple[Any, Optional[int], str]:
+        return self.path, None, f"check {self.index}: {self.name}"

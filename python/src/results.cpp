@@ -17,6 +17,11 @@ void init_results(py::module_& m) {
     using engine::UpResult;
 
     py::class_<CheckResult>(m, "CheckResult")
+        .def_property_readonly("kind", [](const CheckResult& r) { return std::string(to_string(r.kind)); })
+        .def_readonly("port", &CheckResult::port)
+        .def_readonly("name", &CheckResult::name)
+        .def_readonly("points", &CheckResult::points)
+        .def_readonly("attempts", &CheckResult::attempts)
         .def_readonly("src", &CheckResult::from)
         .def_readonly("dst", &CheckResult::to)
         .def_readonly("address", &CheckResult::address)
@@ -27,7 +32,9 @@ void init_results(py::module_& m) {
         .def_readonly("rtt_min", &CheckResult::rtt_min)
         .def_readonly("rtt_avg", &CheckResult::rtt_avg)
         .def_readonly("rtt_max", &CheckResult::rtt_max)
-        .def_readonly("reason", &CheckResult::reason);
+        .def_readonly("reason", &CheckResult::reason)
+        .def_readonly("returncode", &CheckResult::returncode)
+        .def_readonly("output", &CheckResult::output);
 
     py::class_<UpResult>(m, "UpResult")
         .def_readonly("checks", &UpResult::checks)

@@ -95,8 +95,9 @@ def test_tun_vs_tap_daemons_name_the_shipped_peer():
     daemons = [d for n in doc["nodes"].values() for d in n.get("daemons", [])]
     assert daemons
     for d in daemons:
+        argv = d["run"] if isinstance(d, dict) else d
         # Daemons run in the topology file's folder: the path is relative to it.
-        assert (LABS_DIR / "tun-vs-tap" / d[1]).is_file(), d
+        assert (LABS_DIR / "tun-vs-tap" / argv[1]).is_file(), d
 
 
 @pytest.mark.parametrize("lab", LABS, ids=ids)

@@ -333,7 +333,7 @@ TEST(TopologyValidate, ExecAndDaemons) {
     ASSERT_EQ(t.nodes[0].exec.size(), 2u);
     EXPECT_EQ(t.nodes[0].exec[0].argv, (std::vector<std::string>{"sysctl", "-w", "x=1"}));
     EXPECT_EQ(t.nodes[0].exec[1].argv, (std::vector<std::string>{"/bin/sh", "-c", "echo $(id); ls"}));
-    EXPECT_EQ(t.nodes[0].daemons[0][0], "sleep");
+    EXPECT_EQ(t.nodes[0].daemons[0].argv[0], "sleep");
     expect_problem([](Json& d) { d["nodes"]["h1"]["exec"] = Json::parse("[[]]"); }, "/nodes/h1/exec/0", "");
     expect_problem([](Json& d) { d["nodes"]["h1"]["exec"] = Json::parse("[3]"); }, "/nodes/h1/exec/0",
                    "expected an array or a string");
