@@ -133,13 +133,6 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
     return out;
 }
 
-std::string read_text_file(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
 // The last `max_lines` lines of `text`.
 std::string tail(const std::string& text, std::size_t max_lines) {
     std::vector<std::string> lines;
