@@ -109,30 +109,40 @@ def remove_netns(*names):
         subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
-def stopped_at_first(syscall, argv, env):
-    """Starts argv under strace, stopped (SIGSTOP) at its first `syscall`; returns the
-    strace Popen and the pid of labctl once it is stopped there."""
-    p = subprocess.Popen([STRACE, "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
-                          "-e", f"inject={syscall}:signal=SIGSTOP:when=1", *argv],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         # A process group of its own: in ours, any exit could find it orphaned
-                         # with a stopped member, and the kernel would send SIGHUP + SIGCONT.
-                         start_new_session=True)
-    child = []
+def held_before_first(syscall, argv, env, trace, ready):
+    """Starts argv under strace, its first `syscall` held back at entry (strace's
+    delay_enter, 5 s: a ptrace stop, no job control involved) once `ready()` says it
+    got that far. Returns the strace Popen; `still_held(trace)` tells whether the call
+    has not run yet, which the caller asserts after doing its work meanwhile (so the
+    order is checked, never hoped for)."""
+    p = subprocess.Popen([STRACE, "-f", "-qq", "-o", str(trace), "-e", f"trace={syscall}",
+                          "-e", f"inject={syscall}:delay_enter=5000000:when=1", *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-    def labctl_stopped():
+    def got_there():
         if p.poll() is not None:
-            raise AssertionError("exited before the injected stop: " + p.stderr.read())
+            raise AssertionError("exited early: " + p.stderr.read())
+        return ready()
+    wait_for(got_there, f"{argv} to get as far as {syscall}")
+    return p
+
+
+def still_held(trace, syscall="unshare"):
+    return not any(f"{syscall}(" in l and "= " in l for l in trace.read_text().splitlines()) \
+        if trace.exists() else True
+
+
+def stop_started(p):
+    """A failed test leaves nothing running: the labctl under strace that it started
+    (SIGKILL reaches a traced process too), then strace."""
+    if p is not None and p.poll() is None:
         try:
-            kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-        except FileNotFoundError:
-            return False
-        if not kids:
-            return False
-        child[:] = [int(kids[0])]
-        return proc_state(child[0]) in "tT"
-    wait_for(labctl_stopped, f"{argv} to stop at {syscall}")
-    return p, child[0]
+            for kid in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split():
+                os.kill(int(kid), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        p.kill()
+        p.wait()
 
 
 # ---- High 1: identities, not names ------------------------------------------------------
@@ -148,16 +158,19 @@ def test_rollback_of_a_lab_that_lost_a_name_spares_the_other_lab(tmp_path):
     env = env_with(state)
     first = write(tmp_path, hosts(["a", "s"]), other)
     second = write(tmp_path, hosts(["r-s"], **{"r-s": {"daemons": [["sleep", "300"]]}}), short)
+    p = None
     try:
-        p, labctl_pid = stopped_at_first("unshare", [LABCTL, "up", str(first), "--no-verify"], env)
+        trace = tmp_path / "trace"
+        p = held_before_first("unshare", [LABCTL, "up", str(first), "--no-verify"], env, trace,
+                              lambda: os.path.exists(os.path.join(state, other, "journal")))
         r = run_labctl("up", second, "--no-verify", env=env)
         assert r.returncode == 0, r.stderr
         shared = f"{short}-r-s"
         inode = ns_inode(shared)
         daemons = pids_in_netns_of(f"/run/netns/{shared}")
         assert len(daemons) == 1
-        os.kill(labctl_pid, signal.SIGCONT)
-        out, err = p.communicate(timeout=60)
+        assert still_held(trace), "the winner came up too late for this test (machine too slow?)"
+        out, err = p.communicate(timeout=120)
         assert p.returncode == 3, err
         assert shared in err and f"belongs to lab {short} " in err, err
         assert ns_inode(shared) == inode
@@ -167,6 +180,7 @@ def test_rollback_of_a_lab_that_lost_a_name_spares_the_other_lab(tmp_path):
         s = run_labctl("status", "--json", env=env)
         assert [l["name"] for l in json.loads(s.stdout)] == [short]
     finally:
+        stop_started(p)
         run_labctl("down", "--all", env=env)
         remove_netns(f"{other}-a", f"{other}-s", f"{short}-r-s")
         shutil.rmtree(state, ignore_errors=True)
@@ -180,15 +194,18 @@ def test_one_lab_name_in_two_state_dirs_the_loser_removes_only_its_own(tmp_path)
     doc = hosts([f"h{i}" for i in range(8)], h7={"daemons": [["sleep", "300"]]})
     path = write(tmp_path, doc, name)
     loser_state, winner_state = private_state_dir(), private_state_dir()
+    p = None
     try:
-        p, labctl_pid = stopped_at_first("unshare", [LABCTL, "up", str(path), "--no-verify"], env_with(loser_state))
+        trace = tmp_path / "trace"
+        p = held_before_first("unshare", [LABCTL, "up", str(path), "--no-verify"], env_with(loser_state), trace,
+                              lambda: os.path.exists(os.path.join(loser_state, name, "journal")))
         r = run_labctl("up", path, "--no-verify", env=env_with(winner_state))
         assert r.returncode == 0, r.stderr
         inodes = {n: ns_inode(n) for n in lab_namespaces(name)}
         assert len(inodes) == 8
         daemon = pids_in_netns_of(f"/run/netns/{name}-h7")
-        os.kill(labctl_pid, signal.SIGCONT)
-        out, err = p.communicate(timeout=60)
+        assert still_held(trace), "the winner came up too late for this test (machine too slow?)"
+        out, err = p.communicate(timeout=120)
         assert p.returncode == 3, err
         assert "already exists" in err, err
         assert {n: ns_inode(n) for n in lab_namespaces(name)} == inodes
@@ -197,6 +214,7 @@ def test_one_lab_name_in_two_state_dirs_the_loser_removes_only_its_own(tmp_path)
         assert run_labctl("down", name, env=env_with(winner_state)).returncode == 0
         assert lab_namespaces(name) == []
     finally:
+        stop_started(p)
         run_labctl("down", "--all", env=env_with(winner_state))
         run_labctl("down", "--all", env=env_with(loser_state))
         remove_netns(*[f"{name}-h{i}" for i in range(8)])
