@@ -20,9 +20,9 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         iproute2 iputils-ping python3-pyroute2 strace \
         valgrind time procps libcap2-bin $(FUZZ_DEPS)
 
-# The test VM's packages (qemu-system-x86, busybox-static, cpio, kmod) are installed by
-# tests/vm/prepare, which vm-test runs. `LABCTL_VM=skip make test` skips the VM and says
-# so at the end of the run.
+# The test VM's packages (qemu-system-x86, busybox-static, cpio, kmod, xz-utils) are
+# installed by tests/vm/prepare, which vm-test runs. `LABCTL_VM=skip make test` skips
+# the VM and says so at the end of the run.
 LABCTL_VM ?=
 FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
