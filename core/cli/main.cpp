@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "cli/capture_command.hpp"
 #include "cli/commands.hpp"
 
 int main(int argc, char** argv) {
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
     graph->add_option("FILE", o.file, "Topology file")->required();
     graph->add_option("-o,--output", o.output, "OUT.dot, OUT.svg or OUT.png (default: DOT on stdout)");
 
+    CaptureCommand capture(app);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -84,5 +87,6 @@ int main(int argc, char** argv) {
     if (ping->parsed()) return run_ping(o);
     if (exec->parsed()) return run_exec(o);
     if (doctor->parsed()) return run_doctor(o);
+    if (capture.parsed()) return capture.run();
     return kExitUsage;
 }

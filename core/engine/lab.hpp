@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "capture/capture.hpp"
 #include "ping/ping.hpp"
 #include "topology/model.hpp"
 
@@ -41,6 +42,13 @@ struct ExecResult {
     int returncode = 0;
     std::string out, err;
     bool timed_out = false;
+};
+
+// What `labctl capture` captures: named interfaces, or every interface of the lab.
+struct CaptureRequest {
+    std::vector<std::string> interfaces;  // "NODE:IFNAME", in the order of the file's blocks
+    bool all = false;                     // every interface of every node but lo
+    capture::Options options;
 };
 
 struct PingOutcome {
@@ -83,6 +91,11 @@ public:
                     std::optional<std::chrono::milliseconds> timeout = std::nullopt);
     // Runs argv in the node with our stdin/stdout/stderr; returns its exit code.
     int exec_interactive(const std::string& node, const std::vector<std::string>& argv);
+    // Sockets on the requested interfaces, capturing from the moment it returns; run() or
+    // capture::Background writes them out. Throws LabError when the lab is not up,
+    // capture::RequestError for a name that is not NODE:IFNAME of the lab, an unknown
+    // interface or a bad filter (nothing captured), KernelError.
+    capture::Capture capture(const CaptureRequest& request) const;
     // The same as `labctl status LAB --json`.
     nlohmann::json status() const;
     // Removes the lab. Returns false when there was nothing to remove.
