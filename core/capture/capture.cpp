@@ -5,6 +5,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -76,6 +77,49 @@ bool write_all(int fd, const std::vector<std::uint8_t>& bytes) {
         done += static_cast<std::size_t>(n);
     }
     return true;
+}
+
+// The kernel stamps received packets only while some socket wants timestamps, and turns
+// that on later (from a workqueue) when the first one asks. Until then a packet socket's
+// packets are stamped when read: out of time order. Proof that stamping is on: a datagram
+// sent to ourselves over loopback carries a stamp from before we read it. Gives up after
+// a second (the packets' order may then be off at the very start) without failing.
+void wait_for_receive_timestamps() {
+    UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!probe) return;
+    int on = 1;
+    sockaddr_in self{};
+    self.sin_family = AF_INET;
+    self.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof self;
+    if (::setsockopt(probe.get(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0 ||
+        ::bind(probe.get(), reinterpret_cast<sockaddr*>(&self), sizeof self) != 0 ||
+        ::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&self), &len) != 0)
+        return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (std::chrono::steady_clock::now() < deadline) {
+        char byte = 0;
+        if (::sendto(probe.get(), &byte, 1, 0, reinterpret_cast<sockaddr*>(&self), sizeof self) != 1) return;
+        // Loopback delivers within sendto(): the datagram is queued by now.
+        const std::uint64_t queued_by = realtime_ns();
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+        iovec iov{&byte, 1};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        if (::recvmsg(probe.get(), &msg, MSG_DONTWAIT) != 1) return;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS) continue;
+            timespec ts{};
+            std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            const auto stamp =
+                static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+            if (stamp < queued_by) return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 }  // namespace
@@ -174,8 +218,17 @@ Capture Capture::open(const std::vector<Target>& targets, const Options& options
             ::setsockopt(s.fd.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0)
             throw_last_errno(label + ": sizing the receive buffer");
     }
+    wait_for_receive_timestamps();
     impl->start_ns = realtime_ns();
     for (auto& s : impl->sources) {
+        // Promiscuous while the socket lives (the kernel counts and undoes it when the
+        // socket closes), as tcpdump does: a bridge shows the frames it forwards between
+        // its ports only so.
+        packet_mreq mreq{};
+        mreq.mr_ifindex = s.ifindex;
+        mreq.mr_type = PACKET_MR_PROMISC;
+        if (::setsockopt(s.fd.get(), SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, sizeof mreq) != 0)
+            throw_last_errno(s.target.label + ": entering promiscuous mode");
         sockaddr_ll addr{};
         addr.sll_family = AF_PACKET;
         addr.sll_protocol = htons(ETH_P_ALL);

@@ -9,8 +9,12 @@
 // - A socket is made with protocol 0 (it receives nothing), gets its filter, and only
 //   then is bound to ETH_P_ALL: no packet slips in before the filter (libpcap drains a
 //   socket for that; binding last needs no draining).
+// - Interfaces are put in promiscuous mode for as long as their socket lives (the
+//   kernel undoes it when the socket closes), as tcpdump does.
 // - Timestamps are the kernel's (SO_TIMESTAMPNS, CLOCK_REALTIME), written in
-//   nanoseconds (if_tsresol 9).
+//   nanoseconds (if_tsresol 9). The kernel turns receive stamping on lazily (a
+//   workqueue) for the first socket that asks; until then AF_PACKET packets are stamped
+//   when read. open() waits (briefly) until a loopback datagram shows it is on.
 // - Packets of different sockets are put in time order by holding each back briefly
 //   (kHoldBack) after the read round that found it; on stop every socket is drained
 //   once more and everything left is written, so a stop loses nothing queued.

@@ -20,7 +20,9 @@ struct PcapClose {
 
 std::vector<sock_filter> compile_filter(const std::string& expression, std::uint16_t linktype,
                                         std::uint32_t snaplen) {
-    std::unique_ptr<pcap_t, PcapClose> dead(pcap_open_dead(linktype, static_cast<int>(snaplen)));
+    // libpcap takes a DLT_ value: for raw IP it differs from the file's LINKTYPE_ (12, not 101).
+    const int dlt = linktype == kLinktypeRaw ? DLT_RAW : linktype;
+    std::unique_ptr<pcap_t, PcapClose> dead(pcap_open_dead(dlt, static_cast<int>(snaplen)));
     if (!dead) throw RequestError("filter \"" + expression + "\": libpcap cannot compile for link type " +
                                   std::to_string(linktype));
     bpf_program program{};
