@@ -30,7 +30,7 @@ CaptureCommand::CaptureCommand(CLI::App& app) {
         "interface block per NODE:IFNAME");
     command_->add_option("LAB", lab_, "Lab name")->required();
     command_->add_option("INTERFACES", interfaces_, "NODE:IFNAME of each interface to capture on");
-    command_->add_flag("--all", all_, "Every interface of every node (lo excepted)");
+    command_->add_flag("--all", all_, "Every interface of every node but lo and bridges (their ports carry the same frames)");
     command_->add_option("-w,--write", output_, "The pcapng file to write; - for stdout (e.g. | wireshark -k -i -)")
         ->required();
     command_->add_option("-c,--count", count_, "Stop after COUNT packets")->check(CLI::PositiveNumber);

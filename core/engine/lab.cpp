@@ -446,9 +446,12 @@ capture::Capture Lab::capture(const CaptureRequest& request) const {
         targets.push_back({label, n.netns, ifname});
     };
     if (request.all) {
+        // A bridge's ports carry every frame it forwards, sends or receives: capturing the
+        // bridge too would store each twice, and a promiscuous bridge hands every frame it
+        // forwards to its own stack as well (measured: the costliest interfaces to capture).
         for (const auto& n : topo_.nodes)
             for (const auto& i : n.interfaces)
-                if (i.type != InterfaceType::loopback) add(n, i.name);
+                if (i.type != InterfaceType::loopback && i.type != InterfaceType::bridge) add(n, i.name);
     }
     for (const auto& name : request.interfaces) {
         auto colon = name.find(':');

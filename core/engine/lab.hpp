@@ -47,7 +47,7 @@ struct ExecResult {
 // What `labctl capture` captures: named interfaces, or every interface of the lab.
 struct CaptureRequest {
     std::vector<std::string> interfaces;  // "NODE:IFNAME", in the order of the file's blocks
-    bool all = false;                     // every interface of every node but lo
+    bool all = false;                     // every interface of every node but lo and bridges
     capture::Options options;
 };
 

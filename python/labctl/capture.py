@@ -18,8 +18,8 @@ from . import _core
 
 __all__ = ["Capture", "CaptureStats", "InterfaceStats", "ALL"]
 
-#: ``lab.capture(labctl.ALL, path)``: every interface of every node but ``lo``
-#: (``labctl capture LAB --all``).
+#: ``lab.capture(labctl.ALL, path)``: every interface of every node but ``lo`` and
+#: bridges, whose ports carry the same frames (``labctl capture LAB --all``).
 ALL = "all"
 
 

@@ -253,7 +253,7 @@ class Lab:
                 filter: Optional[str] = None, count: Optional[int] = None,
                 duration: Optional[float] = None) -> "Capture":
         """Starts capturing packets on ``interfaces`` (``["h1:eth0", "r1:eth1"]``, or
-        ``labctl.ALL`` for every interface but ``lo``) into the pcapng file ``path``, like
+        ``labctl.ALL`` for every interface but ``lo`` and bridges) into the pcapng file ``path``, like
         ``labctl capture``: capturing when it returns, until stopped (the returned
         :class:`labctl.Capture` is a context manager), ``count`` packets or ``duration``
         seconds. ``filter`` is a BPF expression (``"icmp or arp"``). Raises
