@@ -20,7 +20,7 @@ FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 ASAN_BUILD := build-asan
 
-.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench clean fuzz sanitize
+.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench bench-capture clean fuzz sanitize
 
 all: build
 
@@ -96,6 +96,11 @@ BENCH_REPS ?= 3
 bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
+	$(MAKE) bench-capture
+
+# `labctl capture --all` on a 100-node lab during all-pairs: drops and CPU (RESULTS-capture.md).
+bench-capture: build
+	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/capture.py
 
 install: build
 	cmake --install $(BUILD)

@@ -384,3 +384,24 @@ def test_pytest_option_keeps_the_files_of_failed_tests_only(pytester, monkeypatc
     rows = tshark(pytester.path / "caps" / f"test_user.py_test_factory_fails--{b}.pcapng",
                   "frame.interface_name", "icmp.type", filter="icmp")
     assert ["h2:eth0", "8"] in rows
+
+
+# ---- the benchmark harness ---------------------------------------------------------------------
+
+def test_capture_bench_smoke(tmp_path):
+    """bench/capture.py works on a small tree (numbers come out, nothing dropped, no
+    namespace left); timings are not checked."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "bench", "capture.py")
+    out = tmp_path / "RESULTS-capture.md"
+    lab = unique_name("bncap")
+    r = subprocess.run([sys.executable, bench, "--hosts", "4", "--fanout", "2", "--reps", "1",
+                        "--out", str(out), "--labctl", LABCTL, "--lab", lab],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = out.read_text()
+    assert "| packets dropped by the kernel (PACKET_STATISTICS) | 0 |" in text
+    assert "| all-pairs passed while capturing | True |" in text
+    captured = int(text.split("| packets captured | ")[1].split(" ")[0])
+    assert captured > 0
+    assert not lab_namespaces(lab)
