@@ -40,14 +40,6 @@ std::uint64_t realtime_ns() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-struct Source {
-    Target target;
-    UniqueFd fd;
-    int ifindex = 0;
-    std::uint16_t linktype = 0;
-    std::uint64_t captured = 0;
-};
-
 struct Packet {
     std::uint64_t ts_ns = 0;
     std::uint64_t seq = 0;  // read order: keeps one socket's packets in order on equal stamps
@@ -141,6 +133,13 @@ std::uint64_t Stats::kernel_drops() const {
 }
 
 struct Capture::Impl {
+    struct Source {
+        Target target;
+        UniqueFd fd;
+        int ifindex = 0;
+        std::uint16_t linktype = 0;
+        std::uint64_t captured = 0;
+    };
     std::vector<Target> targets;
     std::vector<Source> sources;
     Options options;
@@ -175,7 +174,7 @@ Capture Capture::open(const std::vector<Target>& targets, const Options& options
     });
 
     for (std::size_t i = 0; i < targets.size(); ++i) {
-        Source& s = impl->sources[i];
+        Impl::Source& s = impl->sources[i];
         s.target = targets[i];
         const std::string& label = targets[i].label;
         if (targets[i].ifname.empty() || targets[i].ifname.size() >= IFNAMSIZ)
@@ -272,7 +271,7 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
 
     std::priority_queue<Packet*, std::vector<Packet*>, Later> pending;
     std::vector<std::unique_ptr<Packet>> free_list;
-    std::uint64_t seq = 0, written = 0;
+    std::uint64_t seq = 0, written = 0, last_written_ns = 0, out_of_order = 0;
     std::vector<std::uint8_t> frame(kSnapLen);
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
 
@@ -332,6 +331,10 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
         while (!pending.empty() && pending.top()->ts_ns <= until && !limit_reached()) {
             std::unique_ptr<Packet> p(pending.top());
             pending.pop();
+            // Stamped before one already written: it reached its socket later than the
+            // hold-back allows (a starved CPU). Written anyway, and counted.
+            if (p->ts_ns < last_written_ns) ++out_of_order;
+            last_written_ns = std::max(last_written_ns, p->ts_ns);
             pcapng::append_packet(buffer, p->source, p->ts_ns, p->data, p->original_length, p->direction);
             ++sources[p->source].captured;
             ++written;
@@ -387,6 +390,7 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
 
     Stats stats;
     stats.reader_gone = reader_gone;
+    stats.out_of_order = out_of_order;
     const std::uint64_t end_ns = realtime_ns();
     for (std::uint32_t i = 0; i < sources.size(); ++i) {
         tpacket_stats st{};

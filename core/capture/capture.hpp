@@ -120,11 +120,16 @@ struct Stats {
     std::uint64_t received() const;
     std::uint64_t kernel_drops() const;
     bool reader_gone = false;  // the output was a pipe whose reader went away (EPIPE)
+    // Packets written after one stamped later: they reached their socket more than
+    // kHoldBack after their timestamp. 0 means the file is in time order.
+    std::uint64_t out_of_order = 0;
 };
 
 // How long a packet is held back before it may be written, so that a packet read a
 // little later from another socket but stamped earlier still goes before it.
-inline constexpr std::chrono::milliseconds kHoldBack{30};
+// The kernel stamps a received packet when it queues it for processing, and a busy CPU
+// may process (and hand to our socket) that queue a while later.
+inline constexpr std::chrono::milliseconds kHoldBack{100};
 
 // Sockets on every target, filtered and bound: capturing into their buffers from the
 // moment open() returns.

@@ -103,6 +103,9 @@ int CaptureCommand::run() const {
                   << " received by filter\n"
                   << stats.kernel_drops() << " packet" << (stats.kernel_drops() == 1 ? "" : "s")
                   << " dropped by kernel\n";
+        if (stats.out_of_order)
+            std::cerr << stats.out_of_order << " packet" << (stats.out_of_order == 1 ? "" : "s")
+                      << " written out of time order (they reached labctl late: a busy CPU)\n";
         return kExitOk;
     } catch (const std::exception& e) {
         std::cerr << "labctl capture: " << e.what() << "\n";

@@ -42,10 +42,13 @@ class CaptureStats:
     received: int
     kernel_drops: int
     interfaces: List[InterfaceStats] = field(default_factory=list)
+    #: Packets written after one stamped later (they reached labctl late); 0: in time order.
+    out_of_order: int = 0
 
     @classmethod
     def _from_core(cls, s: Any) -> "CaptureStats":
         return cls(captured=s.captured, received=s.received, kernel_drops=s.kernel_drops,
+                   out_of_order=s.out_of_order,
                    interfaces=[InterfaceStats(i.interface, i.captured, i.received, i.kernel_drops)
                                for i in s.interfaces])
 

@@ -30,7 +30,8 @@ void init_capture(py::module_& m) {
         .def_readonly("interfaces", &Stats::interfaces)
         .def_property_readonly("captured", &Stats::captured)
         .def_property_readonly("received", &Stats::received)
-        .def_property_readonly("kernel_drops", &Stats::kernel_drops);
+        .def_property_readonly("kernel_drops", &Stats::kernel_drops)
+        .def_readonly("out_of_order", &Stats::out_of_order);
 
     py::class_<Background>(m, "Capture")
         .def("stop", &Background::stop, py::call_guard<py::gil_scoped_release>(),
