@@ -106,8 +106,8 @@ void wait_for_receive_timestamps() {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS) continue;
             timespec ts{};
             std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
-            const auto stamp =
-                static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+            const auto stamp = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+                               static_cast<std::uint64_t>(ts.tv_nsec);
             if (stamp < queued_by) return;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -188,7 +188,8 @@ Capture Capture::open(const std::vector<Target>& targets, const Options& options
             throw_last_errno(label + ": looking up the interface");
         }
         s.ifindex = ifr.ifr_ifindex;
-        if (::ioctl(s.fd.get(), SIOCGIFHWADDR, &ifr) != 0) throw_last_errno(label + ": reading the link type");
+        if (::ioctl(s.fd.get(), SIOCGIFHWADDR, &ifr) != 0)
+            throw_last_errno(label + ": reading the link type");
         auto linktype = linktype_of_arphrd(ifr.ifr_hwaddr.sa_family);
         if (!linktype)
             throw RequestError(label + ": cannot capture on device type ARPHRD " +
@@ -201,7 +202,8 @@ Capture Capture::open(const std::vector<Target>& targets, const Options& options
         std::map<std::uint16_t, std::vector<sock_filter>> programs;
         for (auto& s : impl->sources) {
             auto it = programs.find(s.linktype);
-            if (it == programs.end()) it = programs.emplace(s.linktype, compile_filter(options.filter, s.linktype)).first;
+            if (it == programs.end())
+                it = programs.emplace(s.linktype, compile_filter(options.filter, s.linktype)).first;
             sock_fprog prog{static_cast<unsigned short>(it->second.size()), it->second.data()};
             if (::setsockopt(s.fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
                 throw_last_errno(s.target.label + ": attaching the filter");
@@ -309,8 +311,8 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
             p->original_length = static_cast<std::uint32_t>(len);
             p->source = i;
             p->seq = seq++;
-            p->direction =
-                from.sll_pkttype == PACKET_OUTGOING ? pcapng::Direction::outbound : pcapng::Direction::inbound;
+            p->direction = from.sll_pkttype == PACKET_OUTGOING ? pcapng::Direction::outbound
+                                                               : pcapng::Direction::inbound;
             p->ts_ns = 0;
             for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
                 if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
@@ -351,7 +353,8 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
     };
 
     const bool timed = options.duration.has_value();
-    const auto deadline = std::chrono::steady_clock::now() + options.duration.value_or(std::chrono::milliseconds(0));
+    const auto deadline =
+        std::chrono::steady_clock::now() + options.duration.value_or(std::chrono::milliseconds(0));
     std::vector<epoll_event> events(std::min<std::size_t>(sources.size() + 1, 256));
     try {
         while (!stop.load() && !reader_gone && !limit_reached()) {
@@ -401,7 +404,8 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
             is.kernel_drops = st.tp_drops;
         }
         stats.interfaces.push_back(is);
-        pcapng::append_statistics(buffer, i, {impl_->start_ns, end_ns, is.received, is.kernel_drops, is.captured});
+        pcapng::append_statistics(buffer, i,
+                                  {impl_->start_ns, end_ns, is.received, is.kernel_drops, is.captured});
     }
     if (!reader_gone) stats.reader_gone = !write_all(out, buffer);
     return stats;

@@ -31,10 +31,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <exception>
-#include <mutex>
 #include <cstdint>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -82,7 +82,8 @@ struct InterfaceStatistics {
     std::uint64_t start_ns = 0, end_ns = 0;
     std::uint64_t received = 0, kernel_drops = 0, delivered = 0;
 };
-void append_statistics(std::vector<std::uint8_t>& out, std::uint32_t interface_id, const InterfaceStatistics& s);
+void append_statistics(std::vector<std::uint8_t>& out, std::uint32_t interface_id,
+                       const InterfaceStatistics& s);
 
 }  // namespace pcapng
 
@@ -102,8 +103,8 @@ struct Target {
 };
 
 struct Options {
-    std::string filter;                                // BPF expression; "" for every packet
-    std::uint64_t count = 0;                           // stop after this many packets; 0: no limit
+    std::string filter;                                 // BPF expression; "" for every packet
+    std::uint64_t count = 0;                            // stop after this many packets; 0: no limit
     std::optional<std::chrono::milliseconds> duration;  // stop after this long
 };
 

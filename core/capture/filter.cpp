@@ -23,8 +23,9 @@ std::vector<sock_filter> compile_filter(const std::string& expression, std::uint
     // libpcap takes a DLT_ value: for raw IP it differs from the file's LINKTYPE_ (12, not 101).
     const int dlt = linktype == kLinktypeRaw ? DLT_RAW : linktype;
     std::unique_ptr<pcap_t, PcapClose> dead(pcap_open_dead(dlt, static_cast<int>(snaplen)));
-    if (!dead) throw RequestError("filter \"" + expression + "\": libpcap cannot compile for link type " +
-                                  std::to_string(linktype));
+    if (!dead)
+        throw RequestError("filter \"" + expression + "\": libpcap cannot compile for link type " +
+                           std::to_string(linktype));
     bpf_program program{};
     if (pcap_compile(dead.get(), &program, expression.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)
         throw RequestError("filter \"" + expression + "\": " + pcap_geterr(dead.get()));

@@ -30,11 +30,16 @@ CaptureCommand::CaptureCommand(CLI::App& app) {
         "interface block per NODE:IFNAME");
     command_->add_option("LAB", lab_, "Lab name")->required();
     command_->add_option("INTERFACES", interfaces_, "NODE:IFNAME of each interface to capture on");
-    command_->add_flag("--all", all_, "Every interface of every node but lo and bridges (their ports carry the same frames)");
-    command_->add_option("-w,--write", output_, "The pcapng file to write; - for stdout (e.g. | wireshark -k -i -)")
+    command_->add_flag(
+        "--all", all_,
+        "Every interface of every node but lo and bridges (their ports carry the same frames)");
+    command_
+        ->add_option("-w,--write", output_,
+                     "The pcapng file to write; - for stdout (e.g. | wireshark -k -i -)")
         ->required();
     command_->add_option("-c,--count", count_, "Stop after COUNT packets")->check(CLI::PositiveNumber);
-    command_->add_option("--duration", duration_s_, "Stop after SECONDS")->check(CLI::Range(0.001, 31536000.0));
+    command_->add_option("--duration", duration_s_, "Stop after SECONDS")
+        ->check(CLI::Range(0.001, 31536000.0));
     command_->add_option("-f,--filter", filter_, "BPF filter, as tcpdump takes it (e.g. 'icmp or arp')");
     command_->footer(
         "labctl capture LAB NODE:IFNAME [NODE:IFNAME ...] | --all  -w FILE|-\n"
@@ -54,7 +59,8 @@ int CaptureCommand::run() const {
     request.options.filter = filter_;
     request.options.count = count_;
     if (duration_s_ > 0)
-        request.options.duration = std::chrono::milliseconds(static_cast<long long>(duration_s_ * 1000.0 + 0.5));
+        request.options.duration =
+            std::chrono::milliseconds(static_cast<long long>(duration_s_ * 1000.0 + 0.5));
 
     struct sigaction sa {};
     sa.sa_handler = on_capture_signal;

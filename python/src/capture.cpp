@@ -47,8 +47,9 @@ void init_capture(py::module_& m) {
 
     m.def(
         "capture_start",
-        [](const engine::Lab& lab, const std::vector<std::string>& interfaces, bool all, const std::string& path,
-           const std::string& filter, std::uint64_t count, std::optional<double> duration) {
+        [](const engine::Lab& lab, const std::vector<std::string>& interfaces, bool all,
+           const std::string& path, const std::string& filter, std::uint64_t count,
+           std::optional<double> duration) {
             engine::CaptureRequest request;
             request.interfaces = interfaces;
             request.all = all;
@@ -56,7 +57,8 @@ void init_capture(py::module_& m) {
             request.options.count = count;
             if (duration) {
                 if (!(*duration > 0)) throw py::value_error("duration must be a positive number of seconds");
-                request.options.duration = std::chrono::milliseconds(static_cast<long long>(*duration * 1000.0 + 0.5));
+                request.options.duration =
+                    std::chrono::milliseconds(static_cast<long long>(*duration * 1000.0 + 0.5));
             }
             py::gil_scoped_release unlocked;
             auto cap = lab.capture(request);

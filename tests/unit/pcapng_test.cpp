@@ -163,7 +163,8 @@ TEST(Pcapng, PacketBlockSplitsTheTimestampAndPadsTheData) {
 
 TEST(Pcapng, PacketBlockWritesTheDirectionAsEpbFlags) {
     const Bytes data{1, 2, 3};
-    for (auto [direction, flags] : {std::pair{pcapng::Direction::inbound, 1u}, {pcapng::Direction::outbound, 2u}}) {
+    for (auto [direction, flags] :
+         {std::pair{pcapng::Direction::inbound, 1u}, {pcapng::Direction::outbound, 2u}}) {
         Bytes b;
         pcapng::append_packet(b, 0, 1, data, 3, direction);
         auto blocks = split(b);
