@@ -18,7 +18,7 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         pybind11-dev pybind11-json-dev libvalijson-dev libcli11-dev python3-dev \
         python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
         iproute2 iputils-ping python3-pyroute2 strace \
-        valgrind time procps libcap2-bin $(FUZZ_DEPS)
+        valgrind time procps libcap2-bin libpcap-dev tshark $(FUZZ_DEPS)
 
 # The test VM's packages (qemu-system-x86, busybox-static, cpio, kmod, xz-utils) are
 # installed by tests/vm/prepare, which vm-test runs. `LABCTL_VM=skip make test` skips
@@ -28,7 +28,7 @@ FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 ASAN_BUILD := build-asan
 
-.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench clean fuzz sanitize
+.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench bench-capture clean fuzz sanitize
 
 all: build
 
@@ -115,6 +115,11 @@ bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
 	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/checks.py
+	$(MAKE) bench-capture
+
+# `labctl capture --all` on a 100-node lab during all-pairs: drops and CPU (RESULTS-capture.md).
+bench-capture: build
+	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/capture.py
 
 install: build
 	cmake --install $(BUILD)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "cli/capture_command.hpp"
 #include "cli/commands.hpp"
 #include "engine/lab.hpp"
 
@@ -184,6 +185,8 @@ int main(int argc, char** argv) {
     graph->add_option("TARGET", o.file, "Topology file or the name of a running lab")->required();
     graph->add_option("-o,--output", o.output, "OUT.dot, OUT.svg or OUT.png (default: DOT on stdout)");
 
+    CaptureCommand capture(app);
+
     // --json anywhere before "--" asks for the JSON error too, parse errors included.
     bool json_asked = false;
     for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i) json_asked = json_asked || !std::strcmp(argv[i], "--json");
@@ -231,6 +234,7 @@ int main(int argc, char** argv) {
         if (ping->parsed()) return run_ping(o);
         if (exec->parsed()) return run_exec(o);
         if (doctor->parsed()) return run_doctor(o);
+        if (capture.parsed()) return capture.run();
     } catch (...) {
         return report(std::current_exception(), o.json || json_asked);
     }

@@ -744,6 +744,37 @@ int Lab::exec_interactive(const std::string& node_name, const std::vector<std::s
     return proc::run_interactive(proc::Command{n.netns, argv, {}, -1, n.name});
 }
 
+capture::Capture Lab::capture(const CaptureRequest& request) const {
+    if (!is_up()) throw LabError("lab " + topo_.name + " is not up");
+    std::vector<capture::Target> targets;
+    auto add = [&](const Node& n, const std::string& ifname) {
+        std::string label = n.name + ":" + ifname;
+        for (const auto& t : targets)
+            if (t.label == label) return;  // named twice: one block
+        targets.push_back({label, n.netns, ifname});
+    };
+    if (request.all) {
+        // A bridge's ports carry every frame it forwards, sends or receives: capturing the
+        // bridge too would store each twice, and a promiscuous bridge hands every frame it
+        // forwards to its own stack as well (measured: the costliest interfaces to capture).
+        for (const auto& n : topo_.nodes)
+            for (const auto& i : n.interfaces)
+                if (i.type != InterfaceType::loopback && i.type != InterfaceType::bridge) add(n, i.name);
+    }
+    for (const auto& name : request.interfaces) {
+        auto colon = name.find(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == name.size())
+            throw capture::RequestError("\"" + name + "\" is not NODE:IFNAME");
+        auto n = topo_.find_node(name.substr(0, colon));
+        if (!n) throw capture::RequestError("lab " + topo_.name + " has no node \"" + name.substr(0, colon) + "\"");
+        // An interface the file does not name (made by an exec command) is looked up in
+        // the namespace: capture::open says when it is not there.
+        add(topo_.nodes[*n], name.substr(colon + 1));
+    }
+    raise_fd_limit();
+    return capture::Capture::open(targets, request.options);
+}
+
 nlohmann::json Lab::status() const {
     Json out{{"name", topo_.name}, {"description", topo_.description}};
     auto rec = state::Journal::load(topo_.name);

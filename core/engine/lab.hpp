@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "capture/capture.hpp"
 #include "ping/ping.hpp"
 #include "topology/model.hpp"
 
@@ -72,6 +73,13 @@ struct Background {
     std::string log;
 };
 
+// What `labctl capture` captures: named interfaces, or every interface of the lab.
+struct CaptureRequest {
+    std::vector<std::string> interfaces;  // "NODE:IFNAME", in the order of the file's blocks
+    bool all = false;                     // every interface of every node but lo and bridges
+    capture::Options options;
+};
+
 struct PingOutcome {
     std::string address;
     ping::ProbeResult result;
@@ -125,6 +133,11 @@ public:
                      const std::map<std::string, std::string>& env = {}, const std::string& cwd = {});
     // Runs argv in the node with our stdin/stdout/stderr; returns its exit code.
     int exec_interactive(const std::string& node, const std::vector<std::string>& argv);
+    // Sockets on the requested interfaces, capturing from the moment it returns; run() or
+    // capture::Background writes them out. Throws LabError when the lab is not up,
+    // capture::RequestError for a name that is not NODE:IFNAME of the lab, an unknown
+    // interface or a bad filter (nothing captured), KernelError.
+    capture::Capture capture(const CaptureRequest& request) const;
     // The same as `labctl status LAB --json`.
     nlohmann::json status() const;
     // Removes the lab. Returns false when there was nothing to remove.

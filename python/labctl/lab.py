@@ -8,10 +8,13 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from . import _core
 from .errors import CheckFailed, Error, ExecError, ExecTimeout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .capture import Capture
 
 __all__ = ["Lab", "validate", "status", "down", "PingResult", "CheckResult", "ExecResult",
            "Process", "Topology"]
@@ -419,6 +422,19 @@ class Lab:
         args = ["/bin/sh", "-c", argv] if isinstance(argv, str) else [os.fspath(a) for a in argv]
         pid, _, log = self._lab.start(node, args, _env(env), _cwd(cwd))
         return Process(node, args, pid, log)
+
+    def capture(self, interfaces: Union[Sequence[str], str], path: Union[str, "os.PathLike[str]"], *,
+                filter: Optional[str] = None, count: Optional[int] = None,
+                duration: Optional[float] = None) -> "Capture":
+        """Starts capturing packets on ``interfaces`` (``["h1:eth0", "r1:eth1"]``, or
+        ``labctl.ALL`` for every interface but ``lo`` and bridges) into the pcapng file ``path``, like
+        ``labctl capture``: capturing when it returns, until stopped (the returned
+        :class:`labctl.Capture` is a context manager), ``count`` packets or ``duration``
+        seconds. ``filter`` is a BPF expression (``"icmp or arp"``). Raises
+        :class:`labctl.LabError` for unknown names, a bad filter (nothing is captured)
+        or a lab that is not up."""
+        from .capture import Capture
+        return Capture(self._lab, interfaces, path, filter=filter, count=count, duration=duration)
 
     def status(self) -> Dict[str, Any]:
         """The lab's nodes, namespaces, interfaces, addresses, states and daemons: the same

@@ -26,16 +26,24 @@ option ``labctl_topologies`` (glob patterns relative to the rootdir, e.g.
 the check's ``name`` (else ``FROM -> TO``), its points recorded as the JUnit property
 ``points``. The lab comes up once per file (before its first check) and goes down after
 its last, so ``pytest labs/quickstart/topology.json --junitxml=r.xml`` grades a lab.
+
+With ``--labctl-capture`` every interface of every fixture lab (``lab``, ``lab_factory``) is
+recorded during each test into one pcapng file per test and lab, in
+``--labctl-capture-dir`` (default ``labctl-captures``). A failed test keeps its file and
+its report names it; a passing test leaves nothing. A function-scoped ``lab`` is recorded
+from before its checks run, so a lab whose checks fail has them on record.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
 import pathlib
+import re
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Tuple
 
 import pytest
 
+from .capture import ALL, Capture
 from .errors import CheckFailed, Error
 from .lab import CheckResult, Lab, Topology
 
@@ -84,8 +92,47 @@ class _Registry:
         return removed
 
 
+class _Recorder:
+    """--labctl-capture: a capture per test and lab, kept only when the test failed."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.directory = directory
+        self.kept: List[Tuple[str, pathlib.Path]] = []  # (failed test, file)
+
+    def path_for(self, item: pytest.Item, lab: Lab) -> pathlib.Path:
+        test = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid).strip("_")[:150]
+        return self.directory / f"{test}--{lab.name}.pcapng"
+
+    def start(self, item: pytest.Item, lab: Lab) -> None:
+        recording = item.stash.setdefault(_CAPTURES, {})
+        if lab.name in recording:
+            return
+        path = self.path_for(item, lab)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            recording[lab.name] = (path, lab.capture(ALL, path))
+        except (Error, OSError) as e:
+            item.warn(pytest.PytestWarning(f"labctl: cannot record lab {lab.name}: {e}"))
+
+    def stop(self, item: pytest.Item, lab: Lab, failed: Optional[str]) -> None:
+        """Completes the lab's file for this test; removes it unless the test failed."""
+        entry = item.stash.get(_CAPTURES, {}).pop(lab.name, None)
+        if entry is None:
+            return
+        path, capture = entry
+        try:
+            capture.stop()
+        finally:
+            if failed:
+                self.kept.append((failed, path))
+            else:
+                path.unlink(missing_ok=True)
+
+
 _REGISTRY = pytest.StashKey[_Registry]()
+_RECORDER = pytest.StashKey[Optional[_Recorder]]()
 _FAILED = pytest.StashKey[str]()
+_CAPTURES = pytest.StashKey[Dict[str, Tuple[pathlib.Path, Capture]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -96,11 +143,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("labctl_topologies", type="args", default=[],
                   help="glob patterns (relative to the rootdir) of topology files whose "
                        "checks are collected as tests, e.g. labs/*/topology.json")
+    group.addoption("--labctl-capture", action="store_true", default=False,
+                    help="record every interface of each fixture lab during each test into a "
+                         "pcapng file; keep the files of failed tests (named in their reports)")
+    group.addoption("--labctl-capture-dir", default="labctl-captures", metavar="DIR",
+                    help="where --labctl-capture keeps the files of failed tests "
+                         "(default: labctl-captures, relative to the current directory)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_HELP)
     config.stash[_REGISTRY] = _Registry(bool(config.getoption("labctl_keep", False)))
+    recorder = None
+    if config.getoption("labctl_capture", False):
+        directory = pathlib.Path(config.getoption("labctl_capture_dir"))
+        recorder = _Recorder(directory if directory.is_absolute()
+                             else config.invocation_params.dir / directory)
+    config.stash[_RECORDER] = recorder
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -117,9 +176,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = item.nodeid
+        for lab_name, (path, _) in item.stash.get(_CAPTURES, {}).items():
+            report.sections.append(("labctl capture",
+                                    f"packets of lab {lab_name} during this test: {path}"))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    recorder = config.stash.get(_RECORDER, None)
+    if recorder is not None and recorder.kept:
+        terminalreporter.write_sep("-", "labctl: packets of failed tests (--labctl-capture)")
+        for test, path in recorder.kept:
+            terminalreporter.write_line(f"labctl: {test}: {path}")
     registry = config.stash.get(_REGISTRY, None)
     if registry is None or not registry.kept:
         return
@@ -147,11 +214,21 @@ def _fail(error: BaseException) -> NoReturn:
     pytest.fail(f"labctl: {type(error).__name__}: {error}", pytrace=False)
 
 
-def _bring_up(registry: _Registry, lab: Lab, verify: bool) -> None:
-    """up() that leaves the registry knowing of every lab that may be up."""
+def _bring_up(registry: _Registry, lab: Lab, verify: bool,
+              record: Optional[Tuple[_Recorder, pytest.Item]] = None) -> None:
+    """up() that leaves the registry knowing of every lab that may be up. With `record`,
+    the lab is recorded for that test from before its checks run."""
     registry.started(lab)
     try:
-        lab.up(verify=verify)
+        if record is None:
+            lab.up(verify=verify)
+        else:
+            lab.up(verify=False)
+            record[0].start(record[1], lab)
+            if verify:
+                results = lab.verify()
+                if not all(r.ok for r in results):
+                    raise CheckFailed(lab.name, results)
     except CheckFailed:
         raise  # up, kept or removed by the caller's teardown
     except Error:
@@ -240,13 +317,22 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if scope != "function":
         shared: _SharedLabs = request.getfixturevalue(f"_labctl_{scope}_labs")
         the_lab = shared.get(topology, verify)
-        yield the_lab
-        failed = _failed(request.node)
-        if failed:
-            shared.test_failed(topology, failed)
+        recorder = request.config.stash[_RECORDER]
+        if recorder is not None:
+            recorder.start(request.node, the_lab)
+        try:
+            yield the_lab
+        finally:
+            failed = _failed(request.node)
+            if recorder is not None:
+                recorder.stop(request.node, the_lab, failed)
+            if failed:
+                shared.test_failed(topology, failed)
         return
 
     registry = request.config.stash[_REGISTRY]
+    recorder = request.config.stash[_RECORDER]
+    record = (recorder, request.node) if recorder is not None else None
     try:
         the_lab = Lab(topology)
     except (Error, OSError) as e:
@@ -254,7 +340,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     failed: Optional[str] = None
     try:
         try:
-            _bring_up(registry, the_lab, verify)
+            _bring_up(registry, the_lab, verify, record)
         except CheckFailed as e:
             failed = request.node.nodeid
             _fail(e)
@@ -262,7 +348,11 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             _fail(e)
         yield the_lab
     finally:
-        registry.finish(the_lab, failed or _failed(request.node))
+        try:
+            if recorder is not None:
+                recorder.stop(request.node, the_lab, failed or _failed(request.node))
+        finally:
+            registry.finish(the_lab, failed or _failed(request.node))
 
 
 @pytest.fixture
@@ -272,6 +362,8 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     up (and verified: CheckFailed when a check fails); every lab it made is removed after
     the test."""
     registry = request.config.stash[_REGISTRY]
+    recorder = request.config.stash[_RECORDER]
+    record = (recorder, request.node) if recorder is not None else None
     made: List[Lab] = []
 
     def factory(topology: Topology, up: bool = True, verify: bool = True) -> Lab:
@@ -279,7 +371,7 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
         made.append(new)
         registry.started(new)
         if up:
-            _bring_up(registry, new, verify)
+            _bring_up(registry, new, verify, record)
         return new
 
     try:
@@ -289,7 +381,11 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
         errors = []
         for each in reversed(made):
             try:
-                registry.finish(each, failed)
+                try:
+                    if recorder is not None:
+                        recorder.stop(request.node, each, failed)
+                finally:
+                    registry.finish(each, failed)
             except Error as e:
                 errors.append(e)
         if errors:

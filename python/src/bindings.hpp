@@ -11,5 +11,7 @@ void init_errors(pybind11::module_& m);
 void init_results(pybind11::module_& m);
 // engine::Lab and the module-level engine functions (down, down_all, status_all).
 void init_lab(pybind11::module_& m);
+// Packet capture: capture_start() and the running Capture (after init_lab: it takes a Lab).
+void init_capture(pybind11::module_& m);
 
 }  // namespace labctl::python

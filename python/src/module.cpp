@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
     labctl::python::init_errors(m);
     labctl::python::init_results(m);
     labctl::python::init_lab(m);
+    labctl::python::init_capture(m);
 }
