@@ -9,6 +9,7 @@
 
 #include "base/error.hpp"
 #include "cli/commands.hpp"
+#include "cli/shell.hpp"
 
 int main(int argc, char** argv) {
     using namespace labctl::cli;
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
     auto* graph = app.add_subcommand("graph", "Draw the lab with Graphviz");
     graph->add_option("FILE", o.file, "Topology file")->required();
     graph->add_option("-o,--output", o.output, "OUT.dot, OUT.svg or OUT.png (default: DOT on stdout)");
+
+    // Last, so that completion and the man page see every subcommand above.
+    if (auto code = add_shell_support(app, argc, argv)) return *code;
 
     try {
         app.parse(argc, argv);
