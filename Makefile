@@ -12,6 +12,9 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         pybind11-dev pybind11-json-dev libvalijson-dev libcli11-dev python3-dev \
         python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
         iproute2 iputils-ping python3-pyroute2
+# Packaging: the .deb (CPack needs dpkg-shlibdeps and file), man and the shells the completion
+# tests run, a venv for the pip install test.
+DEPS += dpkg-dev file man-db groff-base zsh fish python3-venv
 
 # The fuzz target needs clang and its libFuzzer/sanitizer runtimes (Debian 12: clang-14).
 FUZZ_DEPS := clang libclang-rt-14-dev
@@ -19,7 +22,8 @@ FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 ASAN_BUILD := build-asan
 
-.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench clean fuzz sanitize
+.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench clean fuzz sanitize \
+        deb package-test
 
 all: build
 
@@ -96,8 +100,20 @@ bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
 
+# The command, the Python package (with its pytest11 entry point), labctl(1), the bash/zsh/fish
+# completions, the courseware and the schema, under /usr/local (docs/install.md).
 install: build
 	cmake --install $(BUILD)
+
+# The Debian package: $(BUILD)/labctl_<version>_<arch>.deb (CPack, cmake/packaging.cmake).
+deb: build
+	cd $(BUILD) && cpack -G DEB
+
+# The .deb built in one fresh Debian 12 chroot, installed with apt-get in a second one and
+# used there (tests/package/two-chroot.sh). 20-30 minutes: not part of `make test`.
+FRESH_DEBIAN ?= $(abspath ../shared/tools/fresh-debian.sh)
+package-test:
+	FRESH_DEBIAN=$(FRESH_DEBIAN) tests/package/two-chroot.sh
 
 clean:
 	rm -rf $(BUILD)
