@@ -116,7 +116,7 @@ def _cmake_build(build_dir: pathlib.Path, jobs: str | None) -> None:
         try:
             import pybind11
             args.append(f"-Dpybind11_DIR={pybind11.get_cmake_dir()}")
-        except ImportError:
+        except Exception:  # not installed, or without its CMake files: find_package looks
             pass
     subprocess.run(args, check=True, stdout=sys.stderr)
     jobs = jobs or os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)
