@@ -115,6 +115,8 @@ def test_pip_install_into_a_venv(tmp_path):
     v = version()
     r = subprocess.run([str(venv / "bin/labctl"), "--version"], capture_output=True, text=True)
     assert r.stdout.strip() == f"labctl {v}"
+    r = subprocess.run(["file", "-L", str(venv / "bin/labctl")], capture_output=True, text=True)
+    assert "stripped" in r.stdout and "not stripped" not in r.stdout, r.stdout
     py = str(venv / "bin/python")
     r = subprocess.run([py, "-c", "import labctl, importlib.metadata as m; "
                         "print(labctl.__file__); print(labctl.__version__); print(m.version('labctl'))"],
