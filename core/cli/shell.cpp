@@ -39,8 +39,8 @@ std::vector<const CLI::Option*> named_options(const CLI::App& sub) {
 
 std::vector<std::string> option_spellings(const CLI::Option& o) {
     std::vector<std::string> out;
-    for (const auto& l : o.get_lnames()) out.push_back("--" + l);
     for (const auto& s : o.get_snames()) out.push_back("-" + s);
+    for (const auto& l : o.get_lnames()) out.push_back("--" + l);
     return out;
 }
 
