@@ -110,7 +110,8 @@ deb: build
 	cd $(BUILD) && cpack -G DEB
 
 # The .deb built in one fresh Debian 12 chroot, installed with apt-get in a second one and
-# used there (tests/package/two-chroot.sh). 20-30 minutes: not part of `make test`.
+# used there (tests/package/two-chroot.sh). 20-40 minutes: not part of `make test`.
+# PACKAGE_TEST_DEB=build/labctl_<v>_<arch>.deb runs only the second half, with that file.
 FRESH_DEBIAN ?= $(abspath ../shared/tools/fresh-debian.sh)
 package-test:
 	FRESH_DEBIAN=$(FRESH_DEBIAN) tests/package/two-chroot.sh
