@@ -19,6 +19,9 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
         iproute2 iputils-ping python3-pyroute2 strace \
         valgrind time procps libcap2-bin libpcap-dev tshark $(FUZZ_DEPS)
+# Packaging: the .deb (CPack needs dpkg-shlibdeps and file), man and the shells the completion
+# tests run, a venv for the pip install test.
+DEPS += dpkg-dev file man-db groff-base zsh fish python3-venv
 
 # The test VM's packages (qemu-system-x86, busybox-static, cpio, kmod, xz-utils) are
 # installed by tests/vm/prepare, which vm-test runs. `LABCTL_VM=skip make test` skips
@@ -28,7 +31,8 @@ FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 ASAN_BUILD := build-asan
 
-.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench bench-capture clean fuzz sanitize
+.PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench bench-capture clean fuzz sanitize \
+        deb package-test
 
 all: build
 
@@ -121,8 +125,21 @@ bench: build
 bench-capture: build
 	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/capture.py
 
+# The command, the Python package (with its pytest11 entry point), labctl(1), the bash/zsh/fish
+# completions, the courseware and the schema, under /usr/local (docs/install.md).
 install: build
 	cmake --install $(BUILD)
+
+# The Debian package: $(BUILD)/labctl_<version>_<arch>.deb (CPack, cmake/packaging.cmake).
+deb: build
+	cd $(BUILD) && cpack -G DEB
+
+# The .deb built in one fresh Debian 12 chroot, installed with apt-get in a second one and
+# used there (tests/package/two-chroot.sh). 20-40 minutes: not part of `make test`.
+# PACKAGE_TEST_DEB=build/labctl_<v>_<arch>.deb runs only the second half, with that file.
+FRESH_DEBIAN ?= $(abspath ../shared/tools/fresh-debian.sh)
+package-test:
+	FRESH_DEBIAN=$(FRESH_DEBIAN) tests/package/two-chroot.sh
 
 clean:
 	rm -rf $(BUILD)

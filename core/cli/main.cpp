@@ -21,6 +21,7 @@
 
 #include "base/error.hpp"
 #include "cli/capture_command.hpp"
+#include "cli/shell.hpp"
 #include "cli/commands.hpp"
 #include "engine/lab.hpp"
 
@@ -187,6 +188,9 @@ int main(int argc, char** argv) {
 
     CaptureCommand capture(app);
 
+    // Last, so that completion and the man page see every subcommand above.
+    if (auto code = add_shell_support(app, argc, argv)) return *code;
+
     // --json anywhere before "--" asks for the JSON error too, parse errors included.
     bool json_asked = false;
     for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i) json_asked = json_asked || !std::strcmp(argv[i], "--json");
@@ -213,6 +217,8 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForAllHelp& e) {
         return app.exit(e);
     } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
+    } catch (const CLI::Success& e) {  // `completion` printed its script
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
         std::string sub;
