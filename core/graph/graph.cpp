@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "base/error.hpp"
 #include "base/io.hpp"
@@ -91,9 +92,55 @@ std::string end_label(const Interface& iface) {
     return label;
 }
 
+// Runs Graphviz's dot with `args`, the graph on its stdin; returns what it wrote on
+// stdout when `capture` (else it writes the picture itself, -o).
+std::string run_dot(const std::string& text, std::vector<std::string> args, bool capture, const std::string& shown) {
+    int in_fds[2], out_fds[2] = {-1, -1};
+    if (::pipe2(in_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
+    UniqueFd read_end(in_fds[0]), write_end(in_fds[1]);
+    if (capture && ::pipe2(out_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
+    UniqueFd out_read(out_fds[0]), out_write(out_fds[1]);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
+    if (capture) posix_spawn_file_actions_adddup2(&actions, out_write.get(), STDOUT_FILENO);
+    std::vector<char*> argv{const_cast<char*>("dot")};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (err != 0)
+        throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
+    read_end.reset();
+    out_write.reset();
+    // dot reads the whole graph before it writes anything: writing first cannot block
+    // on a full output pipe.
+    std::string write_error, output;
+    try {
+        write_all(write_end.get(), text, "graph: writing to dot");
+    } catch (const KernelError& e) {
+        write_error = e.what();
+    }
+    write_end.reset();
+    if (capture) {
+        try {
+            output = read_all(out_read.get(), "graph: reading from dot");
+        } catch (const KernelError& e) {
+            write_error = e.what();
+        }
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !write_error.empty())
+        throw LabError(shown + ": Graphviz's dot failed" + (write_error.empty() ? "" : " (" + write_error + ")"));
+    return output;
+}
+
 }  // namespace
 
-std::string to_dot(const Topology& topo) {
+std::string to_dot(const Topology& topo, const DotOptions& options) {
     std::string out;
     out += "graph \"" + escape(topo.name) + "\" {\n";
     std::string title = escape(topo.name);
@@ -105,7 +152,8 @@ std::string to_dot(const Topology& topo) {
     out += "  edge [fontname=\"Helvetica\", fontsize=9, labelfontsize=9];\n";
     for (const auto& node : topo.nodes)
         out += "  \"" + escape(node.name) + "\" [shape=" + shape(node.kind) + ", label=\"" +
-               node_label(node) + "\"];\n";
+               node_label(node) + "\"" + (options.element_ids ? ", id=\"node-" + escape(node.name) + "\"" : "") +
+               "];\n";
     for (const auto& node : topo.nodes) {
         for (const auto& iface : node.interfaces) {
             if (iface.type != InterfaceType::tap && iface.type != InterfaceType::tun) continue;
@@ -119,7 +167,8 @@ std::string to_dot(const Topology& topo) {
             out += "  \"" + escape(node.name) + "\" -- \"" + id + "\" [style=dashed];\n";
         }
     }
-    for (const auto& link : topo.links) {
+    for (std::size_t i = 0; i < topo.links.size(); ++i) {
+        const auto& link = topo.links[i];
         const auto& a = link.ends[0];
         const auto& b = link.ends[1];
         if (a.node == b.node) continue;  // a placeholder of an invalid link
@@ -129,6 +178,7 @@ std::string to_dot(const Topology& topo) {
                "\" [taillabel=\"" + end_label(topo.interface(a)) + "\", headlabel=\"" +
                end_label(topo.interface(b)) + "\"";
         if (!label.empty()) out += ", label=\"" + label + "\", style=bold";
+        if (options.element_ids) out += ", id=\"link-" + std::to_string(i) + "\"";
         out += "];\n";
     }
     out += "}\n";
@@ -148,33 +198,11 @@ void render(const Topology& topo, const std::string& path) {
     if (ext != "svg" && ext != "png")
         throw LabError(path + ": unknown picture format; use .dot, .svg or .png");
 
-    // dot reads the graph on stdin and writes the picture itself (-o).
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
-    UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
-    std::string format = "-T" + ext, output = "-o" + path;
-    char* argv[] = {const_cast<char*>("dot"), format.data(), output.data(), nullptr};
-    pid_t pid = 0;
-    int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (err != 0)
-        throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
-    read_end.reset();
-    std::string write_error;
-    try {
-        write_all(write_end.get(), text, "graph: writing to dot");
-    } catch (const KernelError& e) {
-        write_error = e.what();
-    }
-    write_end.reset();
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        throw LabError(path + ": Graphviz's dot failed" + (write_error.empty() ? "" : " (" + write_error + ")"));
+    run_dot(text, {"-T" + ext, "-o" + path}, false, path);
+}
+
+std::string to_svg(const Topology& topo, const DotOptions& options) {
+    return run_dot(to_dot(topo, options), {"-Tsvg"}, true, topo.name + ": drawing");
 }
 
 }  // namespace labctl::graph
