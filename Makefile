@@ -11,7 +11,7 @@ CMAKE_ARGS ?=
 DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         pybind11-dev pybind11-json-dev libvalijson-dev libcli11-dev python3-dev \
         python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
-        iproute2 iputils-ping python3-pyroute2
+        iproute2 iputils-ping python3-pyroute2 chromium chromium-driver python3-selenium
 
 # The fuzz target needs clang and its libFuzzer/sanitizer runtimes (Debian 12: clang-14).
 FUZZ_DEPS := clang libclang-rt-14-dev

@@ -10,7 +10,9 @@
 
 #include "base/error.hpp"
 #include "engine/lab.hpp"
+#include "events/events.hpp"
 #include "graph/graph.hpp"
+#include "serve/serve.hpp"
 #include "topology/load.hpp"
 
 namespace labctl::cli {
@@ -290,6 +292,24 @@ int run_exec(const Options& o) {
         std::cerr << "labctl exec: " << e.what() << "\n";
         return kExitFailed;
     }
+}
+
+int run_serve(const Options& o) {
+    return guarded("serve", [&] {
+        serve::Options so{o.bind, static_cast<std::uint16_t>(o.port)};
+        serve::run(so, [](const std::string& url) { std::cout << "labctl serve: " << url << std::endl; });
+        return kExitOk;
+    });
+}
+
+int run_events(const Options& o) {
+    return guarded("events", [&] {
+        events::follow(engine::lab_name_of(o.target), [&](const events::Event& e) {
+            std::cout << (o.json ? events::to_json(e).dump() : events::to_text(e)) << std::endl;
+            return static_cast<bool>(std::cout);
+        });
+        return kExitOk;
+    });
 }
 
 }  // namespace labctl::cli

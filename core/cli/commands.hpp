@@ -22,6 +22,8 @@ struct Options {
     bool no_verify = false, json = false, all = false, all_pairs = false;
     int count = 0;          // 0: the command's default
     double timeout_s = 0;   // 0: the command's default
+    std::string bind = "127.0.0.1";  // serve
+    int port = 8480;                 // serve
 };
 
 int run_validate(const Options& o);
@@ -33,5 +35,7 @@ int run_verify(const Options& o);
 int run_ping(const Options& o);
 int run_exec(const Options& o);
 int run_doctor(const Options& o);
+int run_serve(const Options& o);
+int run_events(const Options& o);
 
 }  // namespace labctl::cli
