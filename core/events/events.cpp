@@ -340,6 +340,10 @@ StateWatcher::StateWatcher() {
                                    IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW);
     if (root_wd_ < 0) throw_last_errno(state::state_root() + ": watching (inotify_add_watch)");
     for (const auto& lab : labs) watch_lab(lab);
+    // Absent until the first namespace is made: then labs made from here on are
+    // watched through their state directories alone, which is enough for up and down.
+    netns_wd_ = ::inotify_add_watch(fd_.get(), netns::netns_dir().c_str(),
+                                    IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR);
 }
 
 void StateWatcher::watch_lab(const std::string& name) {
@@ -371,6 +375,12 @@ std::vector<std::string> StateWatcher::read() {
                     changed.insert(lab);
                 }
                 for (const auto& [wd, lab] : lab_wds_) changed.insert(lab);
+                continue;
+            }
+            if (ev->wd == netns_wd_ && netns_wd_ >= 0) {
+                std::string name = ev->len ? ev->name : "";
+                for (const auto& [wd, lab] : lab_wds_)
+                    if (name.size() > lab.size() + 1 && name.starts_with(lab + "-")) changed.insert(lab);
                 continue;
             }
             if (ev->wd == root_wd_) {

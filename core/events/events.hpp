@@ -109,7 +109,8 @@ private:
 };
 
 // Labs appearing, changing and going away under the state root: inotify on the root
-// and on each lab's directory.
+// and on each lab's directory; and on the namespaces' directory (/run/netns), so that a
+// node whose namespace is removed by hand is seen as missing.
 class StateWatcher {
 public:
     // Creates the state root (mode 0700) when it does not exist yet, and watches it.
@@ -117,13 +118,15 @@ public:
     StateWatcher();
     int fd() const noexcept { return fd_.get(); }
     // Reads queued inotify events without blocking; returns the names of the labs whose
-    // directory appeared, changed or went away (each once). Throws KernelError.
+    // directory appeared, changed or went away, or one of whose namespaces (<lab>-<node>)
+    // appeared or went away (each once). Throws KernelError.
     std::vector<std::string> read();
 
 private:
     void watch_lab(const std::string& name);
     UniqueFd fd_;
     int root_wd_ = -1;
+    int netns_wd_ = -1;
     std::map<int, std::string> lab_wds_;
 };
 

@@ -425,6 +425,18 @@ void Server::arm_lab(const std::string& name, std::uint64_t generation, std::siz
     });
 }
 
+// True when status says a node's namespace is gone while we still hold a socket in it.
+bool watching_a_gone_namespace(const LabEntry& e) {
+    if (!e.status.contains("nodes") || !e.status["nodes"].is_array()) return false;
+    const auto& topo = e.watcher->topology();
+    for (const auto& n : e.status["nodes"]) {
+        if (!n.is_object() || !n.contains("present") || n["present"] != false) continue;
+        auto i = topo.find_node(n.value("name", ""));
+        if (i && e.watcher->node_present(*i)) return true;
+    }
+    return false;
+}
+
 bool lab_is_up(const std::string& name) {
     try {
         auto rec = state::Journal::load(name);
@@ -517,6 +529,11 @@ void Server::refresh_status(const std::string& name) {
             if (it == labs_.end() || it->second.generation != generation) return;
             it->second.status_pending = false;
             if (!status->is_null()) it->second.status = std::move(*status);
+            if (watching_a_gone_namespace(it->second)) {
+                // Let the namespace go: watch the lab again without it.
+                it->second.topology_text.clear();
+                return refresh(name);
+            }
             push_view(name, false);
             if (std::exchange(it->second.status_again, false)) refresh_status(name);
         });

@@ -98,7 +98,9 @@ Json make_view(const topology::Topology& topo, const Json& raw, const Json& stat
         bool up = true, impaired = false;
         std::string kind;
         for (const auto& end : link.ends) {
-            auto s = iface(end.node, topo.interface(end).name);
+            // A missing node's namespace may live on while we watch it: its ends are gone.
+            auto s = nodes[end.node]["state"] == "missing" ? events::InterfaceState{}
+                                                           : iface(end.node, topo.interface(end).name);
             std::string state = s.up() ? "up" : s.why_down();
             ends.push_back({{"end", topo.end_name(end)}, {"state", state}, {"qdisc", s.root_qdisc}});
             up = up && s.up();

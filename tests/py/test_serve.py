@@ -398,6 +398,15 @@ def test_events_and_a_lab_going_down(env, server, browser):
         assert seen[("r1", "eth2")]["detail"] == "no carrier"
         assert {e["link"] for e in seen.values()} == {"r1:eth2 h2:eth0"}
 
+        # A node's namespace removed by hand: the node is missing, its link down.
+        sec = f'[data-lab="{name}"]'
+        subprocess.run(["ip", "-n", f"{name}-h2", "link", "set", "eth0", "up"], check=True)
+        wait_for("link up", lambda: attr(browser, f'{sec} [data-link="r1:eth2 h2:eth0"]', "data-state") == "up", 5)
+        subprocess.run(["ip", "netns", "del", f"{name}-h2"], check=True)
+        wait_for("node shown missing", lambda: attr(browser, f'{sec} [data-node="h2"]', "data-state") == "missing", 2)
+        assert attr(browser, f'{sec} [data-link="r1:eth2 h2:eth0"]', "data-state") == "down"
+        assert attr(browser, f'{sec} [data-node="h1"]', "data-state") == "up"
+
         env.down(name)
         wait_for("lab gone from the page",
                  lambda: not browser.find_elements("css selector", f'[data-lab="{name}"]'), 3)
