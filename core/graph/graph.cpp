@@ -7,7 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <vector>
 
 #include "base/error.hpp"
 #include "base/io.hpp"
@@ -92,23 +91,20 @@ std::string end_label(const Interface& iface) {
     return label;
 }
 
-// Runs Graphviz's dot with `args`, the graph on its stdin; returns what it wrote on
-// stdout when `capture` (else it writes the picture itself, -o).
-std::string run_dot(const std::string& text, std::vector<std::string> args, bool capture, const std::string& shown) {
-    int in_fds[2], out_fds[2] = {-1, -1};
+// Runs Graphviz's dot -Tsvg on `text`; returns what it writes on stdout.
+std::string run_dot(const std::string& text, const std::string& shown) {
+    int in_fds[2], out_fds[2];
     if (::pipe2(in_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
     UniqueFd read_end(in_fds[0]), write_end(in_fds[1]);
-    if (capture && ::pipe2(out_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
+    if (::pipe2(out_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
     UniqueFd out_read(out_fds[0]), out_write(out_fds[1]);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
-    if (capture) posix_spawn_file_actions_adddup2(&actions, out_write.get(), STDOUT_FILENO);
-    std::vector<char*> argv{const_cast<char*>("dot")};
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
+    posix_spawn_file_actions_adddup2(&actions, out_write.get(), STDOUT_FILENO);
+    char* argv[] = {const_cast<char*>("dot"), const_cast<char*>("-Tsvg"), nullptr};
     pid_t pid = 0;
-    int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv.data(), environ);
+    int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     if (err != 0)
         throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
@@ -116,25 +112,21 @@ std::string run_dot(const std::string& text, std::vector<std::string> args, bool
     out_write.reset();
     // dot reads the whole graph before it writes anything: writing first cannot block
     // on a full output pipe.
-    std::string write_error, output;
+    std::string error, output;
     try {
         write_all(write_end.get(), text, "graph: writing to dot");
+        write_end.reset();
+        output = read_all(out_read.get(), "graph: reading from dot");
     } catch (const KernelError& e) {
-        write_error = e.what();
+        error = e.what();
     }
     write_end.reset();
-    if (capture) {
-        try {
-            output = read_all(out_read.get(), "graph: reading from dot");
-        } catch (const KernelError& e) {
-            write_error = e.what();
-        }
-    }
+    out_read.reset();
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !write_error.empty())
-        throw LabError(shown + ": Graphviz's dot failed" + (write_error.empty() ? "" : " (" + write_error + ")"));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !error.empty())
+        throw LabError(shown + ": Graphviz's dot failed" + (error.empty() ? "" : " (" + error + ")"));
     return output;
 }
 
@@ -198,11 +190,39 @@ void render(const Topology& topo, const std::string& path) {
     if (ext != "svg" && ext != "png")
         throw LabError(path + ": unknown picture format; use .dot, .svg or .png");
 
-    run_dot(text, {"-T" + ext, "-o" + path}, false, path);
+    // dot reads the graph on stdin and writes the picture itself (-o).
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
+    UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
+    std::string format = "-T" + ext, output = "-o" + path;
+    char* argv[] = {const_cast<char*>("dot"), format.data(), output.data(), nullptr};
+    pid_t pid = 0;
+    int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (err != 0)
+        throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
+    read_end.reset();
+    std::string write_error;
+    try {
+        write_all(write_end.get(), text, "graph: writing to dot");
+    } catch (const KernelError& e) {
+        write_error = e.what();
+    }
+    write_end.reset();
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw LabError(path + ": Graphviz's dot failed" + (write_error.empty() ? "" : " (" + write_error + ")"));
 }
 
+std::string to_dot(const Topology& topo) { return to_dot(topo, DotOptions{}); }
+
 std::string to_svg(const Topology& topo, const DotOptions& options) {
-    return run_dot(to_dot(topo, options), {"-Tsvg"}, true, topo.name + ": drawing");
+    return run_dot(to_dot(topo, options), topo.name + ": drawing");
 }
 
 }  // namespace labctl::graph
