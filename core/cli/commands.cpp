@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "base/error.hpp"
+#include "base/ip.hpp"
 #include "engine/lab.hpp"
 #include "events/events.hpp"
 #include "graph/graph.hpp"
@@ -295,6 +296,10 @@ int run_exec(const Options& o) {
 }
 
 int run_serve(const Options& o) {
+    if (!IpAddress::parse(o.bind)) {
+        std::cerr << "labctl serve: --bind: \"" << o.bind << "\" is not an IPv4 or IPv6 address\n";
+        return kExitUsage;
+    }
     return guarded("serve", [&] {
         serve::Options so{o.bind, static_cast<std::uint16_t>(o.port)};
         serve::run(so, [](const std::string& url) { std::cout << "labctl serve: " << url << std::endl; });

@@ -68,7 +68,7 @@ std::string random_token() {
         ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
-            throw_last_errno("serve: making the page token (getrandom)");
+            throw_last_errno("making the page token (getrandom)");
         }
         got += static_cast<std::size_t>(n);
     }
@@ -313,12 +313,12 @@ void Session::send(Response res) {
 std::string Server::listen() {
     beast::error_code ec;
     auto address = asio::ip::make_address(options_.bind, ec);
-    if (ec) throw LabError("serve: \"" + options_.bind + "\" is not an IP address");
+    if (ec) throw LabError("\"" + options_.bind + "\" is not an IP address");
     loopback_ = address.is_loopback();
     tcp::endpoint ep(address, options_.port);
     std::string shown = (address.is_v6() ? "[" + address.to_string() + "]" : address.to_string());
     auto fail = [&](const char* what) {
-        throw KernelError(ec.value(), "serve: " + std::string(what) + " " + shown + ":" + std::to_string(options_.port));
+        throw KernelError(ec.value(), std::string(what) + " " + shown + ":" + std::to_string(options_.port));
     };
     acceptor_.open(ep.protocol(), ec);
     if (ec) fail("opening a socket for");

@@ -254,6 +254,18 @@ def test_listens_on_loopback_only(server):
     assert mine and all(f"127.0.0.1:{server.port}" in l for l in mine), mine
 
 
+def test_bad_bind_and_busy_port(env):
+    r = env.labctl("serve", "--bind", "example.org")
+    assert r.returncode == 2 and "--bind" in r.stderr, r.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = env.labctl("serve", "--port", port, timeout=30)
+    assert r.returncode == 3
+    assert f"labctl serve: listening on 127.0.0.1:{port}: Address already in use (EADDRINUSE)" in r.stderr, r.stderr
+
+
 # --- the page --------------------------------------------------------------------------
 
 def test_page_shows_live_link_state(browser, server, lab):
