@@ -22,6 +22,8 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
 # Packaging: the .deb (CPack needs dpkg-shlibdeps and file), man and the shells the completion
 # tests run, a venv for the pip install test.
 DEPS += dpkg-dev file man-db groff-base zsh fish python3-venv
+# The live view's browser test: a real headless Chromium driven by Selenium.
+DEPS += chromium chromium-driver python3-selenium
 
 # The test VM's packages (qemu-system-x86, busybox-static, cpio, kmod, xz-utils) are
 # installed by tests/vm/prepare, which vm-test runs. `LABCTL_VM=skip make test` skips

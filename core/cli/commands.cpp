@@ -12,8 +12,11 @@
 
 #include "base/error.hpp"
 #include "engine/junit.hpp"
+#include "base/ip.hpp"
 #include "engine/lab.hpp"
+#include "events/events.hpp"
 #include "graph/graph.hpp"
+#include "serve/serve.hpp"
 #include "topology/load.hpp"
 
 namespace labctl::cli {
@@ -396,6 +399,28 @@ int run_exec(const Options& o) {
         std::cerr << "labctl: " << e.what() << "\n";
         return e.errno_value() == ENOENT ? 127 : 126;
     }
+}
+
+int run_serve(const Options& o) {
+    if (!IpAddress::parse(o.bind)) {
+        std::cerr << "labctl serve: --bind: \"" << o.bind << "\" is not an IPv4 or IPv6 address\n";
+        return kExitUsage;
+    }
+    return guarded("serve", [&] {
+        serve::Options so{o.bind, static_cast<std::uint16_t>(o.port)};
+        serve::run(so, [](const std::string& url) { std::cout << "labctl serve: " << url << std::endl; });
+        return kExitOk;
+    });
+}
+
+int run_events(const Options& o) {
+    return guarded("events", [&] {
+        events::follow(engine::lab_name_of(o.target), [&](const events::Event& e) {
+            std::cout << (o.json ? events::to_json(e).dump() : events::to_text(e)) << std::endl;
+            return static_cast<bool>(std::cout);
+        });
+        return kExitOk;
+    });
 }
 
 }  // namespace labctl::cli

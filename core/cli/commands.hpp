@@ -26,6 +26,8 @@ struct Options {
     double timeout_s = 0;   // 0: the command's default
     double interval_s = 0;  // 0: the command's default
     bool ipv4 = false, ipv6 = false;  // ping -4 / -6
+    std::string bind = "127.0.0.1";  // serve
+    int port = 8480;                 // serve
 };
 
 int run_validate(const Options& o);
@@ -37,5 +39,7 @@ int run_verify(const Options& o);
 int run_ping(const Options& o);
 int run_exec(const Options& o);
 int run_doctor(const Options& o);
+int run_serve(const Options& o);
+int run_events(const Options& o);
 
 }  // namespace labctl::cli

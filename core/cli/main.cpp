@@ -186,6 +186,14 @@ int main(int argc, char** argv) {
     graph->add_option("TARGET", o.file, "Topology file or the name of a running lab")->required();
     graph->add_option("-o,--output", o.output, "OUT.dot, OUT.svg or OUT.png (default: DOT on stdout)");
 
+    auto* serve = app.add_subcommand("serve", "Serve a live web page of every running lab");
+    serve->add_option("--bind", o.bind, "Address to listen on (default 127.0.0.1: this machine only)");
+    serve->add_option("--port", o.port, "TCP port (default 8480; 0: any free port)")->check(CLI::Range(0, 65535));
+
+    auto* events = app.add_subcommand("events", "Print a running lab's changes as they happen, one line each");
+    events->add_option("LAB", o.target, "Lab name")->required();
+    events->add_flag("--json", o.json, "One JSON object per line");
+
     CaptureCommand capture(app);
 
     // Last, so that completion and the man page see every subcommand above.
@@ -241,6 +249,8 @@ int main(int argc, char** argv) {
         if (exec->parsed()) return run_exec(o);
         if (doctor->parsed()) return run_doctor(o);
         if (capture.parsed()) return capture.run();
+        if (serve->parsed()) return run_serve(o);
+        if (events->parsed()) return run_events(o);
     } catch (...) {
         return report(std::current_exception(), o.json || json_asked);
     }

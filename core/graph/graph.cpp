@@ -92,9 +92,48 @@ std::string end_label(const Interface& iface) {
     return label;
 }
 
+// Runs Graphviz's dot -Tsvg on `text`; returns what it writes on stdout.
+std::string run_dot(const std::string& text, const std::string& shown) {
+    int in_fds[2], out_fds[2];
+    if (::pipe2(in_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
+    UniqueFd read_end(in_fds[0]), write_end(in_fds[1]);
+    if (::pipe2(out_fds, O_CLOEXEC) != 0) throw_last_errno("graph: creating a pipe");
+    UniqueFd out_read(out_fds[0]), out_write(out_fds[1]);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, out_write.get(), STDOUT_FILENO);
+    char* argv[] = {const_cast<char*>("dot"), const_cast<char*>("-Tsvg"), nullptr};
+    pid_t pid = 0;
+    int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (err != 0)
+        throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
+    read_end.reset();
+    out_write.reset();
+    // dot reads the whole graph before it writes anything: writing first cannot block
+    // on a full output pipe.
+    std::string error, output;
+    try {
+        write_all(write_end.get(), text, "graph: writing to dot");
+        write_end.reset();
+        output = read_all(out_read.get(), "graph: reading from dot");
+    } catch (const KernelError& e) {
+        error = e.what();
+    }
+    write_end.reset();
+    out_read.reset();
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !error.empty())
+        throw LabError(shown + ": Graphviz's dot failed" + (error.empty() ? "" : " (" + error + ")"));
+    return output;
+}
+
 }  // namespace
 
-std::string to_dot(const Topology& topo) {
+std::string to_dot(const Topology& topo, const DotOptions& options) {
     std::string out;
     out += "graph \"" + escape(topo.name) + "\" {\n";
     std::string title = escape(topo.name);
@@ -106,7 +145,8 @@ std::string to_dot(const Topology& topo) {
     out += "  edge [fontname=\"Helvetica\", fontsize=9, labelfontsize=9];\n";
     for (const auto& node : topo.nodes)
         out += "  \"" + escape(node.name) + "\" [shape=" + shape(node.kind) + ", label=\"" +
-               node_label(node) + "\"];\n";
+               node_label(node) + "\"" + (options.element_ids ? ", id=\"node-" + escape(node.name) + "\"" : "") +
+               "];\n";
     for (const auto& node : topo.nodes) {
         for (const auto& iface : node.interfaces) {
             if (iface.type != InterfaceType::tap && iface.type != InterfaceType::tun) continue;
@@ -120,7 +160,8 @@ std::string to_dot(const Topology& topo) {
             out += "  \"" + escape(node.name) + "\" -- \"" + id + "\" [style=dashed];\n";
         }
     }
-    for (const auto& link : topo.links) {
+    for (std::size_t i = 0; i < topo.links.size(); ++i) {
+        const auto& link = topo.links[i];
         const auto& a = link.ends[0];
         const auto& b = link.ends[1];
         if (a.node == b.node) continue;  // a placeholder of an invalid link
@@ -130,6 +171,7 @@ std::string to_dot(const Topology& topo) {
                "\" [taillabel=\"" + end_label(topo.interface(a)) + "\", headlabel=\"" +
                end_label(topo.interface(b)) + "\"";
         if (!label.empty()) out += ", label=\"" + label + "\", style=bold";
+        if (options.element_ids) out += ", id=\"link-" + std::to_string(i) + "\"";
         out += "];\n";
     }
     out += "}\n";
@@ -180,6 +222,12 @@ void render(const Topology& topo, const std::string& path) {
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         throw LabError(path + ": Graphviz's dot failed" + (write_error.empty() ? "" : " (" + write_error + ")"));
+}
+
+std::string to_dot(const Topology& topo) { return to_dot(topo, DotOptions{}); }
+
+std::string to_svg(const Topology& topo, const DotOptions& options) {
+    return run_dot(to_dot(topo, options), topo.name + ": drawing");
 }
 
 }  // namespace labctl::graph

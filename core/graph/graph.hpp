@@ -17,4 +17,16 @@ std::string to_dot(const topology::Topology& topo);
 // cannot be made, LabError when `dot` fails.
 void render(const topology::Topology& topo, const std::string& path);
 
+struct DotOptions {
+    // Gives nodes the id "node-NAME" and links "link-I" (I: the link's index in the file),
+    // which Graphviz keeps in SVG output: `labctl serve` finds the elements by them.
+    bool element_ids = false;
+};
+// to_dot with options.
+std::string to_dot(const topology::Topology& topo, const DotOptions& options);
+
+// The picture as SVG text, made by Graphviz's dot. Throws LabError when dot fails,
+// KernelError when it cannot be run.
+std::string to_svg(const topology::Topology& topo, const DotOptions& options = {});
+
 }  // namespace labctl::graph
