@@ -1,6 +1,7 @@
 #pragma once
 // One function per subcommand; each returns the process exit code.
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,12 @@ struct Options {
     std::string file;
     std::string target;  // FILE or LAB
     std::string from, to, node, output;
+    std::string name;       // --name: the instance's lab name
+    std::string end;        // link/impair: NODE:IFNAME
+    std::string action;     // link: up|down; node: stop|start|restart
     std::vector<std::string> command;
-    bool no_verify = false, json = false, all = false, all_pairs = false;
+    bool no_verify = false, json = false, all = false, all_pairs = false, dry_run = false, clear = false;
+    std::optional<double> delay, jitter, loss, rate, duplicate, reorder;
     int count = 0;          // 0: the command's default
     double timeout_s = 0;   // 0: the command's default
 };
@@ -33,5 +38,9 @@ int run_verify(const Options& o);
 int run_ping(const Options& o);
 int run_exec(const Options& o);
 int run_doctor(const Options& o);
+int run_apply(const Options& o);
+int run_link(const Options& o);
+int run_impair(const Options& o);
+int run_node(const Options& o);
 
 }  // namespace labctl::cli

@@ -15,7 +15,8 @@
 #include "base/error.hpp"
 #include "netns/netns.hpp"
 #include "proc/proc.hpp"
-#include "realize/plan.hpp"
+#include "engine/internal.hpp"
+#include "plan/plan.hpp"
 #include "realize/realize.hpp"
 #include "rtnl/rtnl.hpp"
 #include "state/state.hpp"
@@ -23,16 +24,10 @@
 
 namespace labctl::engine {
 
-namespace {
-
 using namespace topology;
 using Json = nlohmann::json;
 
-constexpr auto kExecTimeout = std::chrono::seconds(30);
-constexpr auto kStopGrace = std::chrono::milliseconds(2000);
-// linkwatch (which sets operstate and activates the qdisc) needs the RTNL lock; a host
-// busy destroying many namespaces (cleanup_net) can hold it for seconds.
-constexpr auto kLinkTimeout = std::chrono::seconds(30);
+namespace detail {
 
 bool valid_lab_name(const std::string& s) {
     static const std::regex re("^[a-z][a-z0-9-]{0,15}$");
@@ -97,6 +92,38 @@ void teardown(const state::LabRecord& rec) {
     if (!problems.empty()) throw LabError("lab " + rec.lab + ": " + join(problems, "; "));
 }
 
+// The last `max_lines` lines of `text`.
+std::string tail(const std::string& text, std::size_t max_lines) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::size_t first = lines.size() > max_lines ? lines.size() - max_lines : 0;
+    std::string out;
+    for (std::size_t i = first; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
+    return out;
+}
+
+// A lab holds a namespace fd and a netlink socket per node, and the pinger a socket
+// per namespace: 1,000 nodes need more than the usual soft limit of 1,024 fds.
+void raise_fd_limit() {
+    struct rlimit rl {};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+void rename(Topology& topo, const std::string& name) {
+    topo.name = name;
+    for (auto& n : topo.nodes) n.netns = name + "-" + n.name;
+}
+
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
+
 CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr,
                             Expect expect, const ping::ProbeResult& p) {
     CheckResult r;
@@ -119,27 +146,6 @@ std::string read_text_file(const std::string& path) {
     std::stringstream ss;
     ss << f.rdbuf();
     return ss.str();
-}
-
-// The last `max_lines` lines of `text`.
-std::string tail(const std::string& text, std::size_t max_lines) {
-    std::vector<std::string> lines;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    std::size_t first = lines.size() > max_lines ? lines.size() - max_lines : 0;
-    std::string out;
-    for (std::size_t i = first; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
-    return out;
-}
-
-// A lab holds a namespace fd and a netlink socket per node, and the pinger a socket
-// per namespace: 1,000 nodes need more than the usual soft limit of 1,024 fds.
-void raise_fd_limit() {
-    struct rlimit rl {};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 // Building holds a namespace fd and a netlink socket per node at once (plus a few of
@@ -190,18 +196,24 @@ void require_privileges() {
                        EPERM);
 }
 
-Lab::Lab(Topology topo, std::string topology_text) : topo_(std::move(topo)), text_(std::move(topology_text)) {}
+Lab::Lab(Topology topo, std::string topology_text, const std::string& instance)
+    : topo_(std::move(topo)), text_(std::move(topology_text)) {
+    if (instance.empty() || instance == topo_.name) return;
+    if (!valid_lab_name(instance))
+        throw LabError("\"" + instance + "\" is not a lab name (^[a-z][a-z0-9-]{0,15}$)", EINVAL);
+    rename(topo_, instance);
+}
 
-Lab Lab::from_file(const std::string& path) {
+Lab Lab::from_file(const std::string& path, const std::string& instance) {
     Topology t = load_file(path);
     std::ifstream f(path);
     std::stringstream ss;
     ss << f.rdbuf();
-    return Lab(std::move(t), ss.str());
+    return Lab(std::move(t), ss.str(), instance);
 }
 
-Lab Lab::from_text(const std::string& text, const std::string& source) {
-    return Lab(load_text(text, source), text);
+Lab Lab::from_text(const std::string& text, const std::string& source, const std::string& instance) {
+    return Lab(load_text(text, source), text, instance);
 }
 
 Lab Lab::attach(const std::string& name) {
@@ -209,7 +221,8 @@ Lab Lab::attach(const std::string& name) {
     auto rec = state::Journal::load(name);
     if (!rec || !rec->complete) throw LabError("lab " + name + " is not up");
     std::string text = state::Journal::topology_text(name);
-    return Lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
+    // An instance (`--name`) runs a file whose own name differs.
+    return Lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text, name);
 }
 
 bool Lab::is_up() const {
@@ -245,80 +258,48 @@ UpResult Lab::up(bool verify) {
         teardown(*rec);
         result.notes.push_back("removed the leftovers of an interrupted `up` of lab " + topo_.name);
     }
-    for (const auto& n : topo_.nodes)
-        if (netns::exists(n.netns))
-            throw LabError("namespace " + n.netns + " already exists and is not part of lab " + topo_.name +
-                               " (labctl never touches it); remove it or rename the lab",
-                           EEXIST);
+    for (const auto& n : topo_.nodes) {
+        if (!netns::exists(n.netns)) continue;
+        // Lab `a` node `b-c` and lab `a-b` node `c` share a namespace name.
+        for (const auto& other : state::Journal::list()) {
+            if (other == topo_.name || !n.netns.starts_with(other + "-")) continue;
+            auto rec = state::Journal::load(other);
+            if (rec && std::any_of(rec->namespaces.begin(), rec->namespaces.end(),
+                                   [&](const state::RecordedNetns& x) { return x.name == n.netns; }))
+                throw LabError("namespace " + n.netns + " of node " + n.name + " belongs to lab " + other +
+                                   "; lab " + topo_.name + " cannot be up at the same time (rename one of them)",
+                               EEXIST);
+        }
+        throw LabError("namespace " + n.netns + " already exists and is not part of lab " + topo_.name +
+                           " (labctl never touches it); remove it or rename the lab",
+                       EEXIST);
+    }
 
     auto journal = state::Journal::begin(topo_.name, topo_.source, text_);
-    realize::Realized r;
-    std::vector<state::RecordedDaemon> daemons;
-    realize::Plan plan;
-    auto undo_all = [&] {
-        auto rec = state::Journal::load(topo_.name);
-        if (rec) teardown(*rec);
-    };
-    plan.add({"creating namespaces", [&] { realize::create_namespaces(topo_, journal, r); }, undo_all});
-    plan.add({"configuring links, addresses and routes", [&] { realize::configure(topo_, r); }, {}});
-    plan.add({"waiting for links",
-              [&] {
-                  realize::wait_links(topo_, r, kLinkTimeout);
-                  realize::finish_bridges(topo_, r);
-              },
-              {}});
-    plan.add({"running exec commands",
-              [&] {
-                  std::string logs;
-                  for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
-                      const Node& node = topo_.nodes[n];
-                      for (std::size_t i = 0; i < node.exec.size(); ++i) {
-                          if (logs.empty()) logs = journal.log_dir();
-                          proc::Command cmd{node.netns, node.exec[i].argv, {}, r.namespaces[n].fd.get(), node.name};
-                          auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout));
-                          std::ofstream(logs + "/" + node.name + ".exec." + std::to_string(i) + ".log")
-                              << res.out << res.err;
-                          if (res.timed_out || res.returncode != 0) {
-                              std::string what = res.timed_out ? "ran longer than 30 s"
-                                                 : res.returncode < 0
-                                                     ? "was killed by signal " + std::to_string(-res.returncode)
-                                                     : "exited with " + std::to_string(res.returncode);
-                              std::string output = tail(res.out + res.err, 10);
-                              throw LabError(node.name + ": exec \"" + node.exec[i].display() + "\" " + what +
-                                             (output.empty() ? "" : "; its output ends:\n" + output));
-                          }
-                      }
-                  }
-              },
-              {}});
-    plan.add({"starting daemons",
-              [&] {
-                  std::string logs;
-                  for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
-                      const Node& node = topo_.nodes[n];
-                      for (std::size_t i = 0; i < node.daemons.size(); ++i) {
-                          if (logs.empty()) logs = journal.log_dir();
-                          std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
-                          proc::Command cmd{node.netns, node.daemons[i], {}, r.namespaces[n].fd.get(), node.name};
-                          auto id = proc::start_daemon(cmd, log);
-                          state::RecordedDaemon d{node.name, node.daemons[i], id.pid, id.start_time, log};
-                          journal.daemon_started(d);
-                      }
-                  }
-              },
-              {}});
-    // A failure to remove what was built is said together with the failure itself.
-    auto with_undo_errors = [&](const auto& e) {
-        if (plan.undo_errors().empty()) throw;
-        throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
-                       e.errno_value());
-    };
+    // up = plan(file, nothing): every operation of the lab, executed stage by stage.
+    const plan::Plan p = plan::plan(topo_, plan::Observed{});
+    realize::Options options;
+    options.link_timeout = kLinkTimeout;
+    options.cancel = &interrupt_flag();
     try {
-        plan.run(&interrupt_flag());
-    } catch (const KernelError& e) {
-        with_undo_errors(e);
-    } catch (const LabError& e) {
-        with_undo_errors(e);
+        realize::execute(topo_, p, journal, make_hooks(topo_, journal), options);
+    } catch (const std::exception& e) {
+        // Remove what was built; a failure to do so is said with the failure itself.
+        std::string undo_error;
+        try {
+            if (auto rec = state::Journal::load(topo_.name)) teardown(*rec);
+        } catch (const std::exception& u) {
+            undo_error = u.what();
+        }
+        int err = 0;
+        if (auto* k = dynamic_cast<const KernelError*>(&e)) err = k->errno_value();
+        if (auto* l = dynamic_cast<const LabError*>(&e)) err = l->errno_value();
+        if (err == EINTR && dynamic_cast<const LabError*>(&e))
+            throw LabError(std::string(e.what()) + "; removed what was built" +
+                               (undo_error.empty() ? "" : "; and while removing the lab: " + undo_error),
+                           EINTR);
+        if (undo_error.empty()) throw;
+        throw LabError(std::string(e.what()) + "; and while removing the lab: " + undo_error, err);
     }
     journal.complete();
     if (verify) result.checks = this->verify(false);
@@ -499,6 +480,19 @@ nlohmann::json Lab::status() const {
     Json links = Json::array();
     for (const auto& l : topo_.links) links.push_back({topo_.end_name(l.ends[0]), topo_.end_name(l.ends[1])});
     out["links"] = links;
+    // Runtime changes in force (labctl link/impair/node), until apply or down.
+    plan::Runtime rt = rec ? runtime_from_json(topo_, rec->runtime) : plan::Runtime{};
+    Json impaired = Json::object();
+    for (const auto& [key, im] : rt.impaired) {
+        Json v = Json::object();
+        for (auto [f, x] : {std::pair{"delay_ms", im.delay_ms}, {"jitter_ms", im.jitter_ms}, {"loss_pct", im.loss_pct},
+                            {"rate_mbit", im.rate_mbit}, {"duplicate_pct", im.duplicate_pct},
+                            {"reorder_pct", im.reorder_pct}})
+            if (x) v[f] = *x;
+        impaired[key] = v;
+    }
+    out["runtime"] = {{"links_down", rt.links_down}, {"impaired", impaired}, {"nodes_stopped", rt.nodes_stopped}};
+    for (auto& jn : out["nodes"]) jn["stopped"] = rt.nodes_stopped.count(jn["name"].get<std::string>()) > 0;
     return out;
 }
 

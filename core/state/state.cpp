@@ -177,6 +177,24 @@ void Journal::daemon_started(const RecordedDaemon& d) {
                .dump());
 }
 
+void Journal::daemons_stopped(const std::string& node) {
+    append(Json{{"event", "daemons-stopped"}, {"node", node}}.dump());
+}
+
+void Journal::runtime(const std::string& json) { append(Json{{"event", "runtime"}, {"state", json}}.dump()); }
+
+void Journal::topology_replaced(const std::string& topology_text) {
+    UniqueFd labdir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!labdir) throw_last_errno(dir_ + ": opening");
+    UniqueFd topo(::openat(labdir.get(), "topology.json.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                           0600));
+    if (!topo) throw_last_errno(dir_ + "/topology.json.new: creating");
+    write_all(topo.get(), topology_text, dir_ + "/topology.json.new: writing");
+    if (::renameat(labdir.get(), "topology.json.new", labdir.get(), "topology.json") != 0)
+        throw_last_errno(dir_ + "/topology.json: replacing");
+    append(Json{{"event", "applied"}}.dump());
+}
+
 void Journal::complete() { append(Json{{"event", "up"}}.dump()); }
 
 std::string Journal::log_dir() {
@@ -235,6 +253,11 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
             d.start_time = r.value("start_time", 0ULL);
             d.log = r.value("log", "");
             rec.daemons.push_back(d);
+        } else if (ev == "daemons-stopped") {
+            std::string node = r.value("node", "");
+            std::erase_if(rec.daemons, [&](const RecordedDaemon& d) { return d.node == node; });
+        } else if (ev == "runtime") {
+            rec.runtime = r.value("state", "");
         } else if (ev == "up") {
             rec.complete = true;
         }

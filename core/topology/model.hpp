@@ -65,6 +65,7 @@ struct Command {
     std::vector<std::string> argv;  // a string command becomes {"/bin/sh", "-c", text}
     bool shell = false;             // written as a string
     std::string display() const;    // for messages
+    bool operator==(const Command&) const = default;
 };
 
 struct Node {

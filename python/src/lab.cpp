@@ -33,9 +33,10 @@ py::object to_python(const nlohmann::json& j) { return pyjson::from_json(j); }
 
 void init_lab(py::module_& m) {
     py::class_<Lab>(m, "Lab")
-        .def_static("from_file", &Lab::from_file, py::arg("path"), release(),
+        .def_static("from_file", &Lab::from_file, py::arg("path"), py::arg("name") = std::string(), release(),
                     "Loads and validates a topology file; touches nothing. Raises TopologyError.")
-        .def_static("from_text", &Lab::from_text, py::arg("text"), py::arg("source"), release(),
+        .def_static("from_text", &Lab::from_text, py::arg("text"), py::arg("source"), py::arg("name") = std::string(),
+                    release(),
                     "Validates JSON text; `source` names it in messages. Raises TopologyError.")
         .def_static("attach", &Lab::attach, py::arg("name"), release(),
                     "A running lab, from its state directory. Raises LabError when it is not up.")
