@@ -9,11 +9,11 @@ The engine is C++ (labctl._core); this package is the API. See docs/python.md.
 """
 from .errors import CheckFailed, Error, ExecError, ExecTimeout, LabError, TopologyError
 from ._core import __version__
-from .lab import CheckResult, ExecResult, Lab, PingResult, Topology, down, status, validate
+from .lab import Change, CheckResult, ExecResult, Lab, PingResult, Topology, down, status, validate
 
 __all__ = [
     "__version__",
     "Lab", "validate", "status", "down",
-    "PingResult", "CheckResult", "ExecResult", "Topology",
+    "PingResult", "CheckResult", "ExecResult", "Change", "Topology",
     "Error", "TopologyError", "LabError", "CheckFailed", "ExecError", "ExecTimeout",
 ]
