@@ -22,6 +22,8 @@ the end of the run (remove it with ``labctl down NAME``).
 """
 from __future__ import annotations
 
+import itertools
+import os
 import pathlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -37,6 +39,27 @@ _MARKER_HELP = ("lab(topology, scope='function', verify=True): the topology (a p
                 "shares one lab across the module's tests")
 
 _SCOPES = ("function", "module", "session")
+
+
+_instances = itertools.count(1)
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _new_lab(topology: Topology) -> Lab:
+    """The topology as a lab of its own name: `<first 7 letters of the file's name>-<pid><n>`,
+    so the same file used by several tests, runs or pytest-xdist workers (each its own
+    process) never gives two labs one name."""
+    name = Lab(topology).name
+    return Lab(topology, name=f"{name[:7].rstrip('-')}-{_base36(os.getpid())}{_base36(next(_instances))}"[:16])
 
 
 class _Registry:
@@ -152,7 +175,7 @@ class _SharedLabs:
     def get(self, topology: Topology, verify: bool) -> Lab:
         key = repr(topology)
         if key not in self.labs:
-            lab = Lab(topology)
+            lab = _new_lab(topology)
             try:
                 _bring_up(self.registry, lab, verify)
                 self.labs[key] = (lab, None)
@@ -219,7 +242,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         return
 
     registry = request.config.stash[_REGISTRY]
-    the_lab = Lab(topology)
+    the_lab = _new_lab(topology)
     failed: Optional[str] = None
     try:
         try:
@@ -242,7 +265,7 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     made: List[Lab] = []
 
     def factory(topology: Topology, up: bool = True, verify: bool = True) -> Lab:
-        new = Lab(_resolve(topology, request.path))
+        new = _new_lab(_resolve(topology, request.path))
         made.append(new)
         registry.started(new)
         if up:
