@@ -274,3 +274,22 @@ def test_impair_at_runtime_on_both_ends_and_clear(labs):
     r = run_labctl("impair", name, "r1:eth1", "--clear")
     assert r.returncode == 0 and r.stdout.strip() == "~ link h1:eth0 <-> r1:eth1 impair delay_ms 40 -> none"
     assert ip_json(f"{name}-h1", "qdisc", "show", "dev", "eth0")[0]["kind"] != "netem"
+
+
+def test_link_failure_lab_fails_over_when_the_cable_is_pulled():
+    """labs/link-failure: traffic between the LANs moves to the backup path and back."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "labs", "link-failure", "topology.json")
+    name = unique_name("lf")
+
+    def via(lab, node, dst):
+        return lab.exec(node, ["ip", "-j", "route", "get", dst], check=True).stdout
+
+    with labctl.Lab(path, name=name) as lab:
+        assert '"gateway":"10.0.12.2"' in via(lab, "r1", "10.0.2.10")
+        with lab.link_down("r1:eth1"):
+            assert '"gateway":"10.0.13.2"' in via(lab, "r1", "10.0.2.10")
+            assert '"gateway":"10.0.23.2"' in via(lab, "r2", "10.0.1.10")  # the linkdown route is ignored
+            assert all(c.ok for c in lab.verify())
+        assert '"gateway":"10.0.12.2"' in via(lab, "r1", "10.0.2.10")
+        assert all(c.ok for c in lab.verify())
+    assert not any(ns.startswith(name + "-") for ns in netns_list())
