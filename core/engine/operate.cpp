@@ -5,7 +5,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
@@ -22,6 +27,27 @@ using namespace topology;
 using Json = nlohmann::json;
 
 namespace detail {
+
+namespace {
+
+// LABCTL_TIMINGS=1: the wall time of observing and planning on stderr, as realize prints
+// its stages' (bench/README.md).
+class Timing {
+public:
+    explicit Timing(const char* what) : what_(what), on_(std::getenv("LABCTL_TIMINGS") != nullptr) {}
+    ~Timing() {
+        if (on_)
+            std::fprintf(stderr, "labctl: %s: %.3f s\n", what_,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+
+private:
+    const char* what_;
+    bool on_;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
 
 realize::Hooks make_hooks(const Topology& topo, state::Journal& journal) {
     realize::Hooks h;
@@ -99,6 +125,7 @@ bool link_local(const IpPrefix& p) {
 
 plan::Observed observe(const std::string& lab, const state::LabRecord& rec, const Topology& built,
                        const std::vector<std::string>& dump, bool dump_all) {
+    Timing timing("observing the lab");
     plan::Observed o;
     o.built = built;
     o.runtime = runtime_from_json(built, rec.runtime);
@@ -117,35 +144,58 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
         }
     }
     if (opened.empty()) return o;
-    std::vector<const netns::NetnsHandle*> list;
-    for (const auto& h : opened) list.push_back(&h);
-    auto handles = rtnl::Handle::open_in_each(list);
-    for (std::size_t k = 0; k < handles.size(); ++k) {
-        plan::ObservedNode& on = o.nodes[slot[k]];
-        try {
-            auto links = rtnl::link_dump(handles[k]);
-            auto addrs = rtnl::addr_dump(handles[k]);
-            auto routes = rtnl::route_dump(handles[k]);
-            for (const auto& l : links) {
-                plan::ObservedInterface oi;
-                oi.name = l.name;
-                oi.ifindex = l.ifindex;
-                oi.admin_up = (l.flags & IFF_UP) != 0;
-                oi.mtu = l.mtu;
-                for (const auto& a : addrs)
-                    if (a.ifindex == l.ifindex && !link_local(a.prefix)) oi.addresses.push_back(a.prefix);
-                on.interfaces.push_back(std::move(oi));
+    // Each namespace: a socket opened inside it, then its links, addresses and routes. On
+    // a few threads (as namespaces are made), each with every k-th namespace.
+    auto read = [&](std::size_t first, std::size_t step) {
+        std::vector<const netns::NetnsHandle*> list;
+        for (std::size_t k = first; k < opened.size(); k += step) list.push_back(&opened[k]);
+        auto handles = rtnl::Handle::open_in_each(list);
+        for (std::size_t j = 0, k = first; k < opened.size(); ++j, k += step) {
+            plan::ObservedNode& on = o.nodes[slot[k]];
+            try {
+                auto links = rtnl::link_dump(handles[j]);
+                auto addrs = rtnl::addr_dump(handles[j]);
+                auto routes = rtnl::route_dump(handles[j]);
+                for (const auto& l : links) {
+                    plan::ObservedInterface oi;
+                    oi.name = l.name;
+                    oi.ifindex = l.ifindex;
+                    oi.admin_up = (l.flags & IFF_UP) != 0;
+                    oi.mtu = l.mtu;
+                    for (const auto& a : addrs)
+                        if (a.ifindex == l.ifindex && !link_local(a.prefix)) oi.addresses.push_back(a.prefix);
+                    on.interfaces.push_back(std::move(oi));
+                }
+                for (const auto& r : routes) {
+                    if (r.table != kTableMain || r.type != kRouteUnicast) continue;
+                    if (r.protocol == kProtoKernel || r.protocol == kProtoRa || r.protocol == kProtoRedirect) continue;
+                    on.routes.push_back({r.family, r.dst, r.gateway, r.oif, r.metric});
+                }
+                on.dumped = true;
+            } catch (const KernelError& e) {
+                throw e.prefixed(on.name);
             }
-            for (const auto& r : routes) {
-                if (r.table != kTableMain || r.type != kRouteUnicast) continue;
-                if (r.protocol == kProtoKernel || r.protocol == kProtoRa || r.protocol == kProtoRedirect) continue;
-                on.routes.push_back({r.family, r.dst, r.gateway, r.oif, r.metric});
-            }
-            on.dumped = true;
-        } catch (const KernelError& e) {
-            throw e.prefixed(on.name);
         }
+    };
+    const std::size_t threads =
+        std::clamp<std::size_t>(std::min<std::size_t>(std::thread::hardware_concurrency(), opened.size() / 32), 1, 4);
+    if (threads == 1) {
+        read(0, 1);
+        return o;
     }
+    std::vector<std::exception_ptr> failed(threads);
+    std::vector<std::thread> workers;
+    for (std::size_t t = 0; t < threads; ++t)
+        workers.emplace_back([&, t] {
+            try {
+                read(t, threads);
+            } catch (...) {
+                failed[t] = std::current_exception();
+            }
+        });
+    for (auto& w : workers) w.join();
+    for (auto& f : failed)
+        if (f) std::rethrow_exception(f);
     return o;
 }
 
@@ -220,6 +270,7 @@ bool same_document(const std::string& a, const std::string& b) {
 }
 
 Topology built_topology(const std::string& lab) {
+    Timing timing("reading the topology the lab runs");
     std::string text = state::Journal::topology_text(lab);
     Topology t = load_text(text, state::state_root() + "/" + lab + "/topology.json");
     rename(t, lab);
@@ -259,7 +310,10 @@ ApplyResult Lab::apply(bool dry_run, bool verify,
     if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " went down while apply waited for it");
     const Topology built = built_topology(topo_.name);
     const plan::Observed observed = observe(topo_.name, *rec, built, {}, true);
-    const plan::Plan p = plan::plan(topo_, observed);
+    const plan::Plan p = [&] {
+        Timing timing("planning");
+        return plan::plan(topo_, observed);
+    }();
     result.changes = p.changes;
     if (on_plan) on_plan(result.changes);
     if (dry_run) return result;
@@ -308,7 +362,10 @@ std::vector<plan::Change> Lab::change_runtime(const plan::Runtime& runtime, cons
     auto rec = state::Journal::load(topo_.name);
     if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
     const plan::Observed observed = observe(topo_.name, *rec, topo_, touch, false);
-    const plan::Plan p = plan::plan(topo_, observed, runtime);
+    const plan::Plan p = [&] {
+        Timing timing("planning");
+        return plan::plan(topo_, observed, runtime);
+    }();
     auto journal = state::Journal::reopen(topo_.name);
     // Written ahead: a change killed half-way is finished (or undone) by the next one, or by apply.
     journal.runtime(runtime_to_json(runtime));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
+#include <unordered_map>
 
 namespace labctl::plan {
 
@@ -71,8 +72,9 @@ std::string impair_diff(const Impairment& from, const Impairment& to) {
     return s;
 }
 
-Impairment impair_in_force(const Topology& t, const Link& l, const Runtime& rt) {
-    auto it = rt.impaired.find(link_key(t, l));
+Impairment impair_in_force(const std::string& key, const Link& l, const Runtime& rt) {
+    if (rt.impaired.empty()) return l.impair;
+    auto it = rt.impaired.find(key);
     return it == rt.impaired.end() ? l.impair : it->second;
 }
 
@@ -146,6 +148,21 @@ private:
     std::vector<std::size_t> link_count_;
     std::vector<bool> restart_daemons_, rerun_exec_, starting_;
     std::set<std::size_t> said_impair_;                 // links whose impairment change was said
+    // Indexes, so that planning a lab of N nodes is O(N), not O(N^2).
+    std::vector<std::string> dkey_;                              // desired link keys
+    std::vector<Impairment> want_impair_;                        // by desired link
+    std::unordered_map<std::string, std::size_t> built_link_;   // key -> built link
+    std::unordered_map<std::string, std::size_t> desired_link_; // key -> desired link
+    std::unordered_map<std::string, std::size_t> desired_node_, built_node_;
+    std::vector<std::unordered_map<std::string, const ObservedInterface*>> obs_if_;  // by desired node
+    const ObservedInterface* observed_if(std::size_t n, const std::string& ifname) const {
+        auto it = obs_if_[n].find(ifname);
+        return it == obs_if_[n].end() ? nullptr : it->second;
+    }
+    std::optional<std::size_t> desired_node(const std::string& name) const {
+        auto it = desired_node_.find(name);
+        return it == desired_node_.end() ? std::nullopt : std::optional<std::size_t>(it->second);
+    }
     int next_ifindex_ = kFirstIfindex;
 };
 
@@ -163,17 +180,33 @@ void Builder::classify_nodes() {
     obs_.assign(n_, nullptr);
     in_built_.assign(n_, std::nullopt);
     keep_.assign(n_, false);
+    obs_if_.assign(n_, {});
+    for (std::size_t n = 0; n < n_; ++n) desired_node_.emplace(d_.nodes[n].name, n);
+    for (std::size_t l = 0; l < d_.links.size(); ++l) {
+        dkey_.push_back(link_key(d_, d_.links[l]));
+        desired_link_.emplace(dkey_.back(), l);
+        want_impair_.push_back(impair_in_force(dkey_.back(), d_.links[l], rt_));
+    }
+    if (built_) {
+        for (std::size_t n = 0; n < built_->nodes.size(); ++n) built_node_.emplace(built_->nodes[n].name, n);
+        for (std::size_t l = 0; l < built_->links.size(); ++l) built_link_.emplace(link_key(*built_, built_->links[l]), l);
+    }
+    for (const auto& on : o_.nodes) {
+        auto n = desired_node(on.name);
+        if (!n || obs_[*n]) continue;
+        obs_[*n] = &on;
+        for (const auto& i : on.interfaces) obs_if_[*n].emplace(i.name, &i);
+    }
     for (std::size_t n = 0; n < n_; ++n) {
         const Node& node = d_.nodes[n];
-        obs_[n] = o_.find(node.name);
-        if (built_) in_built_[n] = built_->find_node(node.name);
+        if (auto b = built_node_.find(node.name); b != built_node_.end()) in_built_[n] = b->second;
         if (!obs_[n] || !obs_[n]->present || !in_built_[n]) continue;
         const Node& was = built_->nodes[*in_built_[n]];
-        if (node_shape(was) != node_shape(node) || was.netns != node.netns) continue;
+        if (was.netns != node.netns || node_shape(was) != node_shape(node)) continue;
         bool all_there = true;
         if (obs_[n]->dumped)
             for (const auto& i : node.interfaces)
-                if (!is_link_end(i) && !obs_[n]->find(i.name)) all_there = false;
+                if (!is_link_end(i) && !observed_if(n, i.name)) all_there = false;
         keep_[n] = all_there;
     }
     for (const auto& on : o_.nodes)
@@ -202,7 +235,7 @@ void Builder::classify_nodes() {
         for (std::size_t i = 0; i < k; ++i) {
             const Interface& iface = node.interfaces[i];
             if (keep_[n]) {
-                if (const auto* oi = obs_[n]->find(iface.name)) p_.ifindex[n][i] = oi->ifindex;
+                if (const auto* oi = observed_if(n, iface.name)) p_.ifindex[n][i] = oi->ifindex;
             } else if (iface.type == InterfaceType::loopback) {
                 p_.ifindex[n][i] = 1;
             } else {
@@ -235,7 +268,7 @@ void Builder::remove_nodes() {
     // processes first (a process inside keeps a namespace alive).
     for (const auto& on : o_.nodes) {
         if (!on.present) continue;
-        auto n = d_.find_node(on.name);
+        auto n = desired_node(on.name);
         if (n && keep_[*n]) continue;
         Op stop;
         stop.kind = OpKind::stop_processes;
@@ -244,8 +277,8 @@ void Builder::remove_nodes() {
         std::size_t s = add(std::move(stop));
         Op del;
         del.kind = OpKind::delete_netns;
-        del.name = built_ && built_->find_node(on.name) ? built_->nodes[*built_->find_node(on.name)].netns
-                                                        : d_.name + "-" + on.name;
+        auto b = built_node_.find(on.name);
+        del.name = b != built_node_.end() ? built_->nodes[b->second].netns : d_.name + "-" + on.name;
         if (n) del.name = d_.nodes[*n].netns;
         del.deps = {s};
         std::size_t x = add(std::move(del));
@@ -264,7 +297,7 @@ void Builder::plan_links() {
     for (std::size_t n = 0; n < n_; ++n) freed[n].assign(d_.nodes[n].interfaces.size(), false);
     std::vector<std::size_t> delete_ops;
     auto delete_end = [&](std::size_t n, const std::string& ifname) -> void {
-        const auto* oi = obs_[n] ? obs_[n]->find(ifname) : nullptr;
+        const auto* oi = observed_if(n, ifname);
         if (!oi) return;
         if (auto i = d_.nodes[n].find_interface(ifname)) {
             if (freed[n][*i]) return;
@@ -284,36 +317,31 @@ void Builder::plan_links() {
         const Link& link = d_.links[l];
         const auto a = link.ends[0].node, b = link.ends[1].node;
         if (!keep_[a] || !keep_[b] || !built_) continue;
-        const std::string key = link_key(d_, link);
-        for (const auto& bl : built_->links) {
-            if (link_key(*built_, bl) != key) continue;
-            bool there = true;
-            for (const auto& end : link.ends)
-                if (obs_[end.node]->dumped && !obs_[end.node]->find(d_.interface(end).name)) there = false;
-            kept_link[l] = there && link_shape(*built_, bl) == link_shape(d_, link);
-            if (!kept_link[l])
-                change('~', "link", key, there ? "recreated" : "recreated (an end was missing)");
-        }
+        const std::string& key = dkey_[l];
+        auto found = built_link_.find(key);
+        if (found == built_link_.end()) continue;
+        const Link& bl = built_->links[found->second];
+        bool there = true;
+        for (const auto& end : link.ends)
+            if (obs_[end.node]->dumped && !observed_if(end.node, d_.interface(end).name)) there = false;
+        kept_link[l] = there && link_shape(*built_, bl) == link_shape(d_, link);
+        if (!kept_link[l]) change('~', "link", key, there ? "recreated" : "recreated (an end was missing)");
     }
     if (built_) {
         for (const auto& bl : built_->links) {
             const std::string key = link_key(*built_, bl);
-            bool wanted = false;
-            for (std::size_t l = 0; l < d_.links.size(); ++l)
-                if (kept_link[l] && link_key(d_, d_.links[l]) == key) wanted = true;
-            if (wanted) continue;
-            bool listed = false;
-            for (const auto& dl : d_.links) listed = listed || link_key(d_, dl) == key;
-            if (!listed) change('-', "link", key);
+            auto listed = desired_link_.find(key);
+            if (listed != desired_link_.end() && kept_link[listed->second]) continue;
+            if (listed == desired_link_.end()) change('-', "link", key);
             // Deleting one end of a veth deletes both; a removed or replaced node takes its
             // ends with its namespace.
             for (const auto& end : bl.ends) {
-                auto n = d_.find_node(built_->nodes[end.node].name);
+                auto n = desired_node(built_->nodes[end.node].name);
                 if (!n || !keep_[*n]) goto next_link;
             }
             for (const auto& end : bl.ends) {
-                auto n = *d_.find_node(built_->nodes[end.node].name);
-                if (obs_[n]->find(built_->interface(end).name)) {
+                auto n = *desired_node(built_->nodes[end.node].name);
+                if (observed_if(n, built_->interface(end).name)) {
                     delete_end(n, built_->interface(end).name);
                     break;
                 }
@@ -326,9 +354,8 @@ void Builder::plan_links() {
     for (std::size_t l = 0; l < d_.links.size(); ++l) {
         if (kept_link[l]) continue;
         const Link& link = d_.links[l];
-        const std::string key = link_key(d_, link);
-        const bool was_built = built_ && std::any_of(built_->links.begin(), built_->links.end(),
-                                                     [&](const Link& bl) { return link_key(*built_, bl) == key; });
+        const std::string& key = dkey_[l];
+        const bool was_built = built_link_.count(key) > 0;
         if (!was_built) change('+', "link", key);
         // A link of a replaced node comes back with it (between kept nodes it was said above).
         else if (!keep_[link.ends[0].node] || !keep_[link.ends[1].node]) change('~', "link", key, "recreated");
@@ -350,7 +377,7 @@ void Builder::plan_links() {
         op.link = l;
         op.iface = a.interface;
         op.ifindex = p_.ifindex[a.node][a.interface];
-        op.up = ia.up && interface_should_be_up(a.node, a.interface) && !impair_in_force(d_, link, rt_).any();
+        op.up = ia.up && interface_should_be_up(a.node, a.interface) && !want_impair_[l].any();
         if (is_port(na, ia)) {
             op.master = p_.ifindex[a.node][*ia.master];
             if (creator_[a.node][*ia.master]) op.deps.push_back(*creator_[a.node][*ia.master]);
@@ -398,12 +425,14 @@ void Builder::configure_fresh(std::size_t n) {
     // Qdiscs go on before the link comes up (the main end of an impaired link is made
     // down for that reason): no packet leaves unimpaired.
     std::vector<std::optional<std::size_t>> qdisc(node.interfaces.size());
-    for (std::size_t l = 0; l < d_.links.size(); ++l) {
+    for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
+        if (!is_link_end(node.interfaces[i])) continue;
+        const std::size_t l = *node.interfaces[i].link;
         const Link& link = d_.links[l];
-        auto im = impair_in_force(d_, link, rt_);
+        const auto& im = want_impair_[l];
         if (!im.any()) continue;
-        for (const auto& end : link.ends) {
-            if (end.node != n) continue;
+        {
+            const LinkEnd& end = link.ends[node.interfaces[i].link_end];
             Op op;
             op.kind = OpKind::replace_qdisc;
             op.iface = end.interface;
@@ -527,25 +556,26 @@ void Builder::configure_kept(std::size_t n) {
 
     // Impairments: new links get theirs below, before they come up; kept links change in place.
     std::vector<std::optional<std::size_t>> qdisc(node.interfaces.size());
-    for (std::size_t l = 0; l < d_.links.size(); ++l) {
+    for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
+        if (!is_link_end(node.interfaces[i])) continue;
+        const std::size_t l = *node.interfaces[i].link;
         const Link& link = d_.links[l];
-        auto want = impair_in_force(d_, link, rt_);
-        for (const auto& end : link.ends) {
-            if (end.node != n) continue;
+        const auto& want = want_impair_[l];
+        {
+            const LinkEnd& end = link.ends[node.interfaces[i].link_end];
             Impairment have;
             if (!new_end_[n][end.interface]) {
-                const std::string key = link_key(d_, link);
+                const std::string& key = dkey_[l];
                 auto it = o_.runtime.impaired.find(key);
                 if (it != o_.runtime.impaired.end()) {
                     have = it->second;
-                } else {
-                    for (const auto& bl : built_->links)
-                        if (link_key(*built_, bl) == key) have = bl.impair;
+                } else if (auto b = built_link_.find(key); b != built_link_.end()) {
+                    have = built_->links[b->second].impair;
                 }
             }
             if (same_impair(have, want)) continue;
             if (!new_end_[n][end.interface] && said_impair_.insert(l).second)
-                change('~', "link", link_key(d_, link), impair_diff(have, want));
+                change('~', "link", dkey_[l], impair_diff(have, want));
             Op op;
             op.kind = want.any() ? OpKind::replace_qdisc : OpKind::delete_qdisc;
             op.iface = end.interface;
@@ -563,7 +593,7 @@ void Builder::configure_kept(std::size_t n) {
         const bool want_up = interface_should_be_up(n, i);
         stays_down[i] = !want_up;
         const std::string target = node.name + ":" + iface.name;
-        const ObservedInterface* oi = new_end_[n][i] ? nullptr : on.find(iface.name);
+        const ObservedInterface* oi = new_end_[n][i] ? nullptr : observed_if(n, iface.name);
         Op op;
         op.kind = OpKind::set_link;
         op.iface = i;
@@ -580,7 +610,7 @@ void Builder::configure_kept(std::size_t n) {
                 const std::string end = node.name + ":" + iface.name;
                 bool runtime_link = rt_.links_down.count(end) != o_.runtime.links_down.count(end);
                 if (runtime_link && iface.link) {
-                    change('~', "link", link_key(d_, d_.links[*iface.link]),
+                    change('~', "link", dkey_[*iface.link],
                            std::string(want_up ? "up" : "down") + " (" + end + ")");
                 } else if (stopped == was_stopped && !runtime_link) {
                     change('~', "interface", target, std::string("state ") + (want_up ? "down -> up" : "up -> down"));
@@ -614,7 +644,7 @@ void Builder::configure_kept(std::size_t n) {
     // with the interface.
     for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
         const Interface& iface = node.interfaces[i];
-        const ObservedInterface* oi = new_end_[n][i] ? nullptr : on.find(iface.name);
+        const ObservedInterface* oi = new_end_[n][i] ? nullptr : observed_if(n, iface.name);
         if (!new_end_[n][i] && (!on.dumped || !oi)) continue;
         std::string plus, minus;
         if (oi) {
