@@ -137,6 +137,7 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
         on.name = ns.name.substr(lab.size() + 1);
         auto id = netns::identity(ns.name);
         on.present = id && ns.ino != 0 && id->first == ns.dev && id->second == ns.ino;
+        on.leftover = ns.ino == 0 && netns::exists(ns.name);
         o.nodes.push_back(on);
         if (on.present && (dump_all || std::find(dump.begin(), dump.end(), on.name) != dump.end())) {
             opened.push_back(netns::open(ns.name));

@@ -267,7 +267,7 @@ void Builder::remove_nodes() {
     // Every namespace the journal records that the desired lab does not keep goes, its
     // processes first (a process inside keeps a namespace alive).
     for (const auto& on : o_.nodes) {
-        if (!on.present) continue;
+        if (!on.present && !on.leftover) continue;
         auto n = desired_node(on.name);
         if (n && keep_[*n]) continue;
         Op stop;
@@ -283,7 +283,7 @@ void Builder::remove_nodes() {
         del.deps = {s};
         std::size_t x = add(std::move(del));
         if (n && netns_op_[*n]) ops_[*netns_op_[*n]].deps.push_back(x);
-        if (!n) change('-', "node", on.name);
+        if (!n && !on.leftover) change('-', "node", on.name);
     }
 }
 

@@ -69,6 +69,9 @@ struct ObservedRoute {
 struct ObservedNode {
     std::string name;       // the node's name
     bool present = false;   // its namespace exists and is the one the journal records
+    // Its namespace exists but the journal holds only the intent to make it (a run killed
+    // while making it): removed, then made again if wanted.
+    bool leftover = false;
     bool dumped = false;    // interfaces and routes below were read from the kernel
     std::vector<ObservedInterface> interfaces;
     std::vector<ObservedRoute> routes;  // the lab's own: main table, made by labctl or by hand

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 import labctl
-from conftest import run_labctl
+from conftest import LABCTL, run_labctl
 from labfix import ip_json, labs, netns_list, unique_name  # noqa: F401 (fixture)
 
 
@@ -293,3 +293,32 @@ def test_link_failure_lab_fails_over_when_the_cable_is_pulled():
         assert '"gateway":"10.0.12.2"' in via(lab, "r1", "10.0.2.10")
         assert all(c.ok for c in lab.verify())
     assert not any(ns.startswith(name + "-") for ns in netns_list())
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.1, 0.25, 0.5])
+def test_a_killed_apply_is_finished_by_the_next_and_removed_by_down(labs, delay):
+    """SIGKILL part-way through a large apply: a new apply finishes the job, down removes all."""
+    import time
+
+    def star(n):
+        nodes = {"sw": {"kind": "switch"}}
+        for i in range(1, n + 1):
+            nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.0.{i // 250}.{i % 250 + 1}/16"]}}}
+        return nodes, [{"endpoints": [f"sw:p{i}", f"h{i}:eth0"]} for i in range(1, n + 1)]
+
+    name = unique_name("k")
+    nodes, links = star(30)
+    path, name = up(labs, {"name": name, "nodes": nodes, "links": links})
+    nodes, links = star(90)
+    path.write_text(json.dumps({"name": name, "nodes": nodes, "links": links}))
+    p = subprocess.Popen([LABCTL, "apply", str(path), "--no-verify"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    p.kill()
+    p.wait()
+    r = run_labctl("apply", path, "--no-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert run_labctl("apply", path, "--no-verify").stdout.strip() == "no changes"
+    assert len([ns for ns in netns_list() if ns.startswith(name + "-")]) == 91
+    assert run_labctl("down", name).returncode == 0
+    assert not [ns for ns in netns_list() if ns.startswith(name + "-")]
