@@ -135,11 +135,16 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
         if (!lab_namespace_name(lab, ns.name)) continue;
         plan::ObservedNode on;
         on.name = ns.name.substr(lab.size() + 1);
-        auto id = netns::identity(ns.name);
-        on.present = id && ns.ino != 0 && id->first == ns.dev && id->second == ns.ino;
-        on.leftover = ns.ino == 0 && netns::exists(ns.name);
+        const bool wanted = dump_all || std::find(dump.begin(), dump.end(), on.name) != dump.end();
+        if (wanted || ns.ino == 0) {
+            auto id = netns::identity(ns.name);
+            on.present = id && ns.ino != 0 && id->first == ns.dev && id->second == ns.ino;
+            on.leftover = ns.ino == 0 && netns::exists(ns.name);
+        } else {
+            on.present = true;  // a node a runtime change does not touch is trusted to be as built
+        }
         o.nodes.push_back(on);
-        if (on.present && (dump_all || std::find(dump.begin(), dump.end(), on.name) != dump.end())) {
+        if (on.present && wanted) {
             opened.push_back(netns::open(ns.name));
             slot.push_back(o.nodes.size() - 1);
         }

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
 #include "base/error.hpp"
 #include "base/io.hpp"
@@ -217,6 +218,8 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
         throw_last_errno(state_root() + "/" + lab + "/journal: opening");
     }
     std::string text = read_all(fd.get(), state_root() + "/" + lab + "/journal: reading");
+    // Namespace name -> its place in rec.namespaces: a lab of N nodes loads in O(N).
+    std::unordered_map<std::string, std::size_t> index;
     std::size_t pos = 0;
     while (pos < text.size()) {
         auto nl = text.find('\n', pos);
@@ -232,18 +235,16 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
         } else if (ev == "netns-intent") {
             for (const auto& n : r["names"]) {
                 std::string name = n.get<std::string>();
-                bool known = std::any_of(rec.namespaces.begin(), rec.namespaces.end(),
-                                         [&](const RecordedNetns& x) { return x.name == name; });
-                if (!known) rec.namespaces.push_back({name, 0, 0});
+                if (index.emplace(name, rec.namespaces.size()).second) rec.namespaces.push_back({name, 0, 0});
             }
         } else if (ev == "netns-created") {
             for (const auto& n : r["namespaces"]) {
                 std::string name = n["name"].get<std::string>();
-                auto it = std::find_if(rec.namespaces.begin(), rec.namespaces.end(),
-                                       [&](const RecordedNetns& x) { return x.name == name; });
-                if (it == rec.namespaces.end()) it = rec.namespaces.insert(rec.namespaces.end(), {name, 0, 0});
-                it->dev = static_cast<dev_t>(n["dev"].get<std::uint64_t>());
-                it->ino = static_cast<ino_t>(n["ino"].get<std::uint64_t>());
+                auto [at, fresh] = index.emplace(name, rec.namespaces.size());
+                if (fresh) rec.namespaces.push_back({name, 0, 0});
+                RecordedNetns& it = rec.namespaces[at->second];
+                it.dev = static_cast<dev_t>(n["dev"].get<std::uint64_t>());
+                it.ino = static_cast<ino_t>(n["ino"].get<std::uint64_t>());
             }
         } else if (ev == "daemon") {
             RecordedDaemon d;
