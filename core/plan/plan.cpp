@@ -296,13 +296,12 @@ void Builder::plan_links() {
     std::vector<std::vector<bool>> freed(n_);  // kept node ends whose old pair is deleted
     for (std::size_t n = 0; n < n_; ++n) freed[n].assign(d_.nodes[n].interfaces.size(), false);
     std::vector<std::size_t> delete_ops;
+    std::set<std::pair<std::size_t, int>> deleted;
     auto delete_end = [&](std::size_t n, const std::string& ifname) -> void {
         const auto* oi = observed_if(n, ifname);
         if (!oi) return;
-        if (auto i = d_.nodes[n].find_interface(ifname)) {
-            if (freed[n][*i]) return;
-            freed[n][*i] = true;
-        }
+        if (!deleted.insert({n, oi->ifindex}).second) return;
+        if (auto i = d_.nodes[n].find_interface(ifname)) freed[n][*i] = true;
         Op op;
         op.kind = OpKind::delete_link;
         op.node = n;
@@ -333,11 +332,22 @@ void Builder::plan_links() {
             auto listed = desired_link_.find(key);
             if (listed != desired_link_.end() && kept_link[listed->second]) continue;
             if (listed == desired_link_.end()) change('-', "link", key);
-            // Deleting one end of a veth deletes both; a removed or replaced node takes its
-            // ends with its namespace.
-            for (const auto& end : bl.ends) {
-                auto n = desired_node(built_->nodes[end.node].name);
-                if (!n || !keep_[*n]) goto next_link;
+            // Deleting one end of a veth deletes both. A removed or replaced node takes its
+            // ends with its namespace, but the kernel frees a namespace later: the peer in
+            // a kept node is deleted now, so its name is free and gone when we return.
+            {
+                bool both_kept = true;
+                for (const auto& end : bl.ends) {
+                    auto n = desired_node(built_->nodes[end.node].name);
+                    if (!n || !keep_[*n]) both_kept = false;
+                }
+                if (!both_kept) {
+                    for (const auto& end : bl.ends) {
+                        auto n = desired_node(built_->nodes[end.node].name);
+                        if (n && keep_[*n]) delete_end(*n, built_->interface(end).name);
+                    }
+                    goto next_link;
+                }
             }
             for (const auto& end : bl.ends) {
                 auto n = *desired_node(built_->nodes[end.node].name);
@@ -346,7 +356,24 @@ void Builder::plan_links() {
                     break;
                 }
             }
+            for (const auto& end : bl.ends) {  // the peer goes with it
+                auto n = *desired_node(built_->nodes[end.node].name);
+                if (const auto* oi = observed_if(n, built_->interface(end).name)) deleted.insert({n, oi->ifindex});
+            }
         next_link:;
+        }
+    }
+
+    // Interfaces of kept nodes that the file does not name (what a failed or killed run
+    // made, or a hand-made one): ours are numbered from kFirstIfindex, devices the kernel
+    // makes itself in every namespace (lo, fallback tunnels) below it.
+    for (std::size_t n = 0; n < n_; ++n) {
+        if (!keep_[n] || !obs_[n]->dumped) continue;
+        for (const auto& oi : obs_[n]->interfaces) {
+            if (oi.ifindex < kFirstIfindex || d_.nodes[n].find_interface(oi.name)) continue;
+            if (deleted.count({n, oi.ifindex})) continue;
+            change('-', "interface", d_.nodes[n].name + ":" + oi.name);
+            delete_end(n, oi.name);
         }
     }
 
@@ -959,7 +986,7 @@ Stage stage_of(OpKind kind) {
 std::string Change::line() const {
     std::string s(1, op);
     s += " ";
-    if (kind == "node" || kind == "link") s += kind + " ";
+    if (kind == "node" || kind == "link" || (kind == "interface" && op != '~')) s += kind + " ";
     s += target;
     if (kind != "node" && kind != "link" && kind != "interface") s += " " + kind;
     if (!detail.empty()) s += " " + detail;

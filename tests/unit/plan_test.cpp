@@ -228,7 +228,9 @@ TEST(Plan, RemovingANodeRemovesItsNamespaceAndLinks) {
     EXPECT_EQ(find(p, OpKind::delete_netns)->name, "t-h1");
     // Its processes go first (a process inside keeps a namespace alive).
     EXPECT_EQ(p.ops[0].kind, OpKind::stop_processes);
-    EXPECT_EQ(count(p, OpKind::delete_link), 0u);  // the namespace takes the veth with it
+    // The namespace takes the veth with it, but the kernel frees it later: r1's end goes now.
+    ASSERT_EQ(count(p, OpKind::delete_link), 1u);
+    EXPECT_EQ(find(p, OpKind::delete_link)->name, "eth1");
 }
 
 TEST(Plan, RemovingALinkBetweenKeptNodesDeletesOneEnd) {
@@ -270,6 +272,17 @@ TEST(Plan, RepairsWhatWasChangedByHand) {
     EXPECT_THAT(lines(p), ElementsAre("~ h1:eth0 addresses +10.0.1.10/24 -10.9.9.9/8", "~ h1 routes +default via 10.0.1.1"));
 }
 
+TEST(Plan, RemovesInterfacesTheFileDoesNotName) {
+    Topology t = load(base());
+    Observed o = as_built(t);
+    o.nodes[1].interfaces.push_back({"eth3", 5000, true, 1500, {}});  // left by a failed apply
+    o.nodes[1].interfaces.push_back({"sit0", 2, false, 1480, {}});    // the kernel's own
+    Plan p = plan(t, o);
+    EXPECT_THAT(lines(p), ElementsAre("- interface r1:eth3"));
+    ASSERT_EQ(count(p, OpKind::delete_link), 1u);
+    EXPECT_EQ(find(p, OpKind::delete_link)->ifindex, 5000);
+}
+
 TEST(Plan, KindChangeReplacesTheNodeAndItsLinks) {
     Topology t = load(base());
     Json j = base();
@@ -280,6 +293,7 @@ TEST(Plan, KindChangeReplacesTheNodeAndItsLinks) {
     EXPECT_EQ(count(p, OpKind::delete_netns), 1u);
     EXPECT_EQ(count(p, OpKind::create_netns), 1u);
     EXPECT_EQ(count(p, OpKind::add_veth), 1u);
+    EXPECT_EQ(count(p, OpKind::delete_link), 1u);  // r1's old end, at once
     // r1's end came back with the new pair: its addresses are set again, in place of the old.
     EXPECT_EQ(count(p, OpKind::add_address), 4u);
 }
