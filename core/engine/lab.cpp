@@ -306,6 +306,12 @@ Lab::Lab(Topology topo, std::string topology_text, const std::string& instance)
     if (!valid_lab_name(instance))
         throw LabError("\"" + instance + "\" is not a lab name (^[a-z][a-z0-9-]{0,15}$)", EINVAL);
     rename(topo_, instance);
+    // The saved copy names the lab it runs as: attach refuses a copy naming another lab.
+    Json doc = Json::parse(text_, nullptr, false);
+    if (doc.is_object()) {
+        doc["name"] = instance;
+        text_ = doc.dump(2);
+    }
 }
 
 Lab Lab::from_file(const std::string& path, const std::string& instance) {
@@ -329,9 +335,11 @@ Lab Lab::attach(const std::string& name) {
     auto rec = state::Journal::load(name);
     if (!rec || !rec->complete) throw UsageError("lab " + name + " is not up");
     std::string text = state::Journal::topology_text(name);
-    // An instance (`--name`) runs a file whose own name differs: the saved copy is read
-    // under the lab's name, so it can only aim ping/exec/verify at this lab's namespaces.
-    Lab lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text, name);
+    Lab lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
+    // The saved copy must describe this lab: anything else would aim ping/exec/verify
+    // at another lab's namespaces (an instance's copy carries the instance's name).
+    if (lab.name() != name)
+        throw LabError("the saved topology of lab " + name + " is lab " + lab.name() + "'s; refusing to use it");
     // Node commands a runtime change runs (node start) run where `up` ran them: the
     // folder of the file the lab was built from (source is an absolute path; "" from text).
     if (!rec->source.empty() && rec->source.front() == '/')
