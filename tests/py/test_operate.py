@@ -182,7 +182,7 @@ def test_apply_failing_part_way_returns_to_the_previous_topology(labs):
     doc = base(unique_name("fl"))
     path, name = up(labs, doc)
     new = copy.deepcopy(doc)
-    new["nodes"]["h1"]["interfaces"]["eth0"]["addresses"] = ["10.0.1.99/24"]
+    new["nodes"]["h1"]["interfaces"]["eth0"]["addresses"] = ["10.0.1.99/24", "fd00:1::10/64"]
     new["nodes"]["h3"] = {"interfaces": {"eth0": {"addresses": ["10.0.3.10/24"]}}, "exec": [["false"]]}
     new["nodes"]["r1"]["interfaces"]["eth3"] = {"addresses": ["10.0.3.1/24"]}
     new["links"].append({"endpoints": ["h3:eth0", "r1:eth3"]})
