@@ -36,7 +36,10 @@ install(FILES ${LABCTL_SHELL_DIR}/labctl.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/m
 install(FILES ${LABCTL_SHELL_DIR}/labctl.bash DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions
         RENAME labctl)
 install(FILES ${LABCTL_SHELL_DIR}/labctl.fish DESTINATION ${CMAKE_INSTALL_DATADIR}/fish/vendor_completions.d)
-install(DIRECTORY ${CMAKE_SOURCE_DIR}/labs/ DESTINATION ${CMAKE_INSTALL_DATADIR}/labctl/labs)
+# Python run from the courseware (tun-vs-tap's peer.py, imported by tests) leaves bytecode
+# caches beside it: they are not part of the labs.
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/labs/ DESTINATION ${CMAKE_INSTALL_DATADIR}/labctl/labs
+        PATTERN "__pycache__" EXCLUDE PATTERN "*.pyc" EXCLUDE)
 install(FILES ${CMAKE_SOURCE_DIR}/topology-schemas/topology.schema.json DESTINATION ${CMAKE_INSTALL_DATADIR}/labctl)
 file(GLOB LABCTL_DOCS ${CMAKE_SOURCE_DIR}/docs/*.md)
 install(FILES ${CMAKE_SOURCE_DIR}/README.md ${LABCTL_DOCS} DESTINATION ${CMAKE_INSTALL_DOCDIR})

@@ -66,12 +66,19 @@ def _ip(ns, *args):
     return json.loads(r.stdout or "[]") if r.returncode == 0 else []
 
 
+def every_namespace_recorded(events, n_namespaces):
+    """The journal holds the identity of each of the lab's namespaces: one "netns" record
+    per namespace (a journal of labctl before identities were journaled as each namespace
+    was made had one "netns-created" record for all)."""
+    return events is not None and ("netns-created" in events or events.count("netns") >= n_namespaces)
+
+
 def progress(name, n_hosts, marker=None, deep=True):
     """What the host shows of `up` of star lab NAME; DEEP: also ask ip about the switch
     and the last host (only once the journal says every namespace exists)."""
     p = Progress(journal_events(name), lab_namespace_count(name))
     p.exec_running = marker is not None and os.path.exists(marker)
-    if deep and p.events and "netns-created" in p.events:
+    if deep and every_namespace_recorded(p.events, n_hosts + 1):
         ports = [l for l in _ip(f"{name}-sw", "link", "show") if "master" in l]
         p.switch_ports = len(ports)
         p.ports_carrier = sum(1 for l in ports if l.get("operstate") == "UP")
@@ -132,7 +139,7 @@ def points_of_star(n_hosts):
         ("journal begun", lambda p: p.events is not None, False),
         ("first namespace", lambda p: p.namespaces >= 1, False),
         ("half the namespaces", lambda p: p.namespaces >= (n_hosts + 1) // 2, False),
-        ("every namespace recorded", lambda p: p.events is not None and "netns-created" in p.events, False),
+        ("every namespace recorded", lambda p: every_namespace_recorded(p.events, n_hosts + 1), False),
         ("switch ports made", lambda p: p.switch_ports >= n_hosts, True),
         ("last host addressed", lambda p: p.last_host_addressed, True),
         ("every port with carrier", lambda p: p.ports_carrier >= n_hosts, True),

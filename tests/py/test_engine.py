@@ -152,7 +152,7 @@ def test_up_twice_is_refused_and_down_all_removes(labs, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "removed 2 lab(s)" in r.stdout, r.stdout
     assert not [n for n in netns_list() if n.startswith((name + "-", other_name + "-"))]
-    assert sorted(os.listdir(tmp_path / "state")) in ([], ["locks"])
+    assert sorted(os.listdir(tmp_path / "state")) in ([], [".locks"])
 
 
 def test_foreign_namespace_is_never_touched(labs):

@@ -4,6 +4,7 @@ scores full marks, every check holding. Root only; run from the repository root,
 labs' READMEs say (daemons name repository paths)."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -30,7 +31,11 @@ def grade(tmp_path, lab, which):
     """Brings labs/LAB/WHICH.json up under a unique name; returns (exit code, report)."""
     doc = json.loads((ROOT / "labs" / lab / f"{which}.json").read_text())
     doc["name"] = unique_name("x")
-    path = tmp_path / f"{lab}-{which}.json"
+    # Node commands run in the topology file's folder: the copy goes into a copy of the
+    # lab's folder, so relative paths (the services lab's `www`) mean what they mean there.
+    folder = tmp_path / f"{lab}-{which}"
+    shutil.copytree(ROOT / "labs" / lab, folder)
+    path = folder / f"{which}-{doc['name']}.json"
     path.write_text(json.dumps(doc))
     env = dict(os.environ, LABCTL_STATE_DIR=str(tmp_path / "state"))
 

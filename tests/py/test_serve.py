@@ -263,7 +263,7 @@ def test_bad_bind_and_busy_port(env):
         port = busy.getsockname()[1]
         r = env.labctl("serve", "--port", port, timeout=30)
     assert r.returncode == 3
-    assert f"labctl serve: listening on 127.0.0.1:{port}: Address already in use (EADDRINUSE)" in r.stderr, r.stderr
+    assert f"labctl: listening on 127.0.0.1:{port}: Address already in use (EADDRINUSE)" in r.stderr, r.stderr
 
 
 # --- the page --------------------------------------------------------------------------
