@@ -17,6 +17,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -377,27 +378,32 @@ void remove(const std::string& name) {
     }
 }
 
-std::vector<std::string> remove_many(const std::vector<std::string>& names) {
+namespace {
+
+// Runs remove_one(i) for every i below `count`, on worker_threads(count) threads (this one
+// among them), each taking every workers-th index. The message of each exception is
+// collected; none escapes.
+std::vector<std::string> remove_in_parallel(std::size_t count, const std::function<void(std::size_t)>& remove_one) {
     std::vector<std::string> failures;
     std::mutex failures_mutex;
     auto work = [&](std::size_t first, std::size_t stride) {
-        for (std::size_t i = first; i < names.size(); i += stride) {
+        for (std::size_t i = first; i < count; i += stride) {
             try {
-                remove(names[i]);
+                remove_one(i);
             } catch (const std::exception& e) {
                 std::lock_guard lock(failures_mutex);
                 failures.push_back(e.what());
             }
         }
     };
-    const std::size_t workers = worker_threads(names.size());
+    const std::size_t workers = worker_threads(count);
     {
         std::vector<std::jthread> threads;
         threads.reserve(workers - 1);
         try {
             for (std::size_t k = 1; k < workers; ++k) threads.emplace_back(work, k, workers);
         } catch (const std::system_error&) {
-            // Fewer threads than planned: this one takes the names of those never started.
+            // Fewer threads than planned: this one takes the indexes of those never started.
             for (std::size_t k = threads.size() + 1; k < workers; ++k) work(k, workers);
         }
         work(0, workers);
@@ -405,32 +411,17 @@ std::vector<std::string> remove_many(const std::vector<std::string>& names) {
     return failures;
 }
 
+}  // namespace
+
+std::vector<std::string> remove_many(const std::vector<std::string>& names) {
+    return remove_in_parallel(names.size(), [&](std::size_t i) { remove(names[i]); });
+}
+
 std::vector<std::string> remove_owned_many(const std::vector<std::pair<std::string, NetnsIdentity>>& owned) {
-    std::vector<std::string> failures;
-    std::mutex failures_mutex;
-    auto work = [&](std::size_t first, std::size_t stride) {
-        for (std::size_t i = first; i < owned.size(); i += stride) {
-            try {
-                check_name(owned[i].first);
-                remove_owned(owned[i].first, owned[i].second);
-            } catch (const std::exception& e) {
-                std::lock_guard lock(failures_mutex);
-                failures.push_back(e.what());
-            }
-        }
-    };
-    const std::size_t workers = worker_threads(owned.size());
-    {
-        std::vector<std::jthread> threads;
-        threads.reserve(workers - 1);
-        try {
-            for (std::size_t k = 1; k < workers; ++k) threads.emplace_back(work, k, workers);
-        } catch (const std::system_error&) {
-            for (std::size_t k = threads.size() + 1; k < workers; ++k) work(k, workers);
-        }
-        work(0, workers);
-    }
-    return failures;
+    return remove_in_parallel(owned.size(), [&](std::size_t i) {
+        check_name(owned[i].first);
+        remove_owned(owned[i].first, owned[i].second);
+    });
 }
 
 namespace detail {
