@@ -265,11 +265,35 @@ class Bench:
                 dt, rc, _, out, err = run_timed([self.labctl, "verify", lab, "--all-pairs", "--json"])
                 ok, total = self._count_ok(out)
                 self.record(t, tool, rep, "all-pairs", dt, ok=ok, checks=total, rc=rc)
+        self.run_operate(t, tool, rep, lab, path)
         self.before_down()
         dt, rc, _, out, err = run_timed([self.labctl, "down", lab])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
         self.record(t, tool, rep, "down", dt)
+
+    def run_operate(self, t, tool, rep, lab, path):
+        """Operating the running lab (CONTRACT §5): apply of the same file (no changes),
+        apply adding one node, and pulling / plugging back one cable. RESULTS.md gives each
+        as a fraction of the same repetition's `up`."""
+        phases = [("apply-noop", [self.labctl, "apply", path, "--no-verify"])]
+        doc = json.load(open(path))
+        first = next(iter(doc["nodes"]))
+        grown = json.loads(json.dumps(doc))
+        grown["nodes"]["xnew"] = {"interfaces": {"eth0": {"addresses": ["10.254.254.2/30"]}}}
+        grown["links"].append({"endpoints": ["xnew:eth0", first + ":xnew0"]})
+        path2 = path.replace(".json", ".grown.json")
+        T.write_json(path2, grown)
+        phases.append(("apply-add-node", [self.labctl, "apply", path2, "--no-verify"]))
+        end = doc["links"][0]["endpoints"][1] if doc["links"] else None
+        if end:
+            phases += [("link-down", [self.labctl, "link", lab, end, "down"]),
+                       ("link-up", [self.labctl, "link", lab, end, "up"])]
+        for phase, argv in phases:
+            dt, rc, _, out, err = run_timed(argv)
+            if rc != 0:
+                return self.fail(t, tool, phase, rc, err)
+            self.record(t, tool, rep, phase, dt)
 
     @staticmethod
     def _count_ok(out):
@@ -500,6 +524,21 @@ def report(bench, m_start, m_end, elapsed):
             if ups or downs:
                 out.append("| %s | %d | %s | %s | %s | %s |" % (kind, n, alt, mmm(ups), mmm(downs), mmm(tots)))
     out.append("")
+    # Operating a running lab, as fractions of the same repetition's `up`.
+    ops = ("apply-noop", "apply-add-node", "link-down", "link-up")
+    if any(sel(tool="labctl", phase=p) for p in ops):
+        out += ["## Operating a running lab: labctl's time ÷ its `up` (same repetition), min / median / max", "",
+                "Targets (issue 15): apply without changes and apply adding one node <= 0.10 of `up` "
+                "at N = 1,000; `link down` / `link up` <= 0.02.", "",
+                "| topology | N | " + " | ".join(ops) + " |", "|---|---|" + "---|" * len(ops)]
+        for kind, n in keys:
+            ups = by_rep(topo=kind, n=n, tool="labctl", phase="up")
+            cells = []
+            for p in ops:
+                xs = by_rep(topo=kind, n=n, tool="labctl", phase=p)
+                cells.append(mmm([xs[r] / ups[r] for r in xs if r in ups and ups[r] > 0]))
+            out.append("| %s | %d | %s |" % (kind, n, " | ".join(cells)))
+        out.append("")
     # Full tables
     out += ["## Wall times (s) and peak RSS of `up`", ""]
     for kind, n in keys:

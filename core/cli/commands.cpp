@@ -189,6 +189,32 @@ void write_junit(const std::string& path, const std::string& lab, const std::vec
     }
 }
 
+// A lab named by FILE or LAB: the file's topology when it is a file (under `name` when
+// given; refused unless the running lab was built from it), else the running lab's.
+engine::Lab lab_for(const std::string& target, const std::string& name) {
+    struct stat st {};
+    if (::stat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        auto lab = engine::Lab::from_file(target, name);
+        lab.require_same_topology();
+        return lab;
+    }
+    return engine::Lab::attach(name.empty() ? engine::lab_name_of(target) : name);
+}
+
+nlohmann::json changes_json(const std::vector<plan::Change>& changes) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& c : changes)
+        a.push_back({{"op", std::string(1, c.op)}, {"kind", c.kind}, {"target", c.target}, {"detail", c.detail},
+                     {"line", c.line()}});
+    return a;
+}
+
+void print_changes(const std::vector<plan::Change>& changes) {
+    if (changes.empty()) std::cout << "no changes\n";
+    for (const auto& c : changes) std::cout << c.line() << "\n";
+    std::cout.flush();
+}
+
 }  // namespace
 
 // SIGINT/SIGTERM/SIGHUP during `up`: finish the current step, then remove what was
@@ -201,7 +227,7 @@ int run_up(const Options& o) {
     sigemptyset(&sa.sa_mask);
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
     return guarded("up", [&] {
-        auto lab = engine::Lab::from_file(o.file);
+        auto lab = engine::Lab::from_file(o.file, o.name);
         if (!o.no_verify)
             for (const auto& w : lab.host_limit_warnings(false)) std::cerr << "labctl: warning: " << w << "\n";
         auto result = lab.up(!o.no_verify);
@@ -229,7 +255,7 @@ int run_down(const Options& o) {
                       << "\n";
             return kExitOk;
         }
-        std::string name = engine::lab_name_of(o.target);
+        std::string name = o.name.empty() ? engine::lab_name_of(o.target) : o.name;
         bool removed = engine::down(name);
         std::cout << "lab " << name << (removed ? " removed" : " is not up") << "\n";
         return kExitOk;
@@ -267,11 +293,23 @@ int run_status(const Options& o) {
         std::cout << "\n";
         if (s.contains("source")) std::cout << "  from " << s["source"].get<std::string>() << "\n";
         if (s.contains("state_dir")) std::cout << "  state and logs in " << s["state_dir"].get<std::string>() << "\n";
+        if (s.contains("runtime")) {
+            const auto& rt = s["runtime"];
+            for (const auto& e : rt["links_down"]) std::cout << "  runtime: link " << e.get<std::string>() << " down\n";
+            for (const auto& [key, v] : rt["impaired"].items()) {
+                std::string what;
+                for (const auto& [f, x] : v.items()) what += " " + f + " " + x.dump();
+                std::cout << "  runtime: link " << key << (what.empty() ? " impairment cleared" : " impaired:" + what)
+                          << "\n";
+            }
+            for (const auto& n : rt["nodes_stopped"]) std::cout << "  runtime: node " << n.get<std::string>() << " stopped\n";
+        }
         for (const auto& n : s["nodes"]) {
             std::string state = n.value("state", "up");
             std::cout << "  " << n["name"].get<std::string>() << " (" << n["kind"].get<std::string>()
-                      << ", namespace " << n["namespace"].get<std::string>() << ")"
-                      << (state == "up" ? "" : " " + state) << "\n";
+                      << ", namespace " << n["namespace"].get<std::string>()
+                      << (n.value("stopped", false) ? ", stopped" : "") << ")" << (state == "up" ? "" : " " + state)
+                      << "\n";
             for (const auto& i : n["interfaces"]) {
                 std::string addrs;
                 for (const auto& a : i["addresses"]) addrs += " " + a.get<std::string>();
@@ -307,7 +345,7 @@ int run_status(const Options& o) {
 
 int run_verify(const Options& o) {
     return guarded("verify", [&] {
-        auto lab = lab_for(o.target);
+        auto lab = lab_for(o.target, o.name);
         for (const auto& w : lab.host_limit_warnings(o.all_pairs)) std::cerr << "labctl: warning: " << w << "\n";
         const auto started = std::chrono::system_clock::now();
         const auto clock = std::chrono::steady_clock::now();
@@ -368,6 +406,71 @@ int run_ping(const Options& o) {
         else if (!res.reason.empty())
             std::cout << res.reason << "\n";
         return res.received > 0 ? kExitOk : kExitCheckFailed;
+    });
+}
+
+int run_apply(const Options& o) {
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+    return guarded("apply", [&] {
+        auto lab = engine::Lab::from_file(o.file, o.name);
+        auto result = lab.apply(o.dry_run, !o.no_verify, [&](const std::vector<plan::Change>& changes) {
+            if (!o.json) print_changes(changes);
+        });
+        for (const auto& note : result.notes) std::cerr << "labctl apply: " << note << "\n";
+        bool ok = result.checks_ok();
+        if (o.json) {
+            nlohmann::json j{{"lab", lab.name()},           {"dry_run", o.dry_run}, {"changes", changes_json(result.changes)},
+                             {"checks", checks_json(result.checks)}, {"ok", ok}};
+            std::cout << j.dump(2) << "\n";
+        } else if (!o.dry_run && !o.no_verify && (result.brought_up || !result.changes.empty() || !result.checks.empty())) {
+            print_checks(result.checks);
+        }
+        return ok ? kExitOk : kExitCheckFailed;
+    });
+}
+
+int run_link(const Options& o) {
+    return guarded("link", [&] {
+        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
+        print_changes(lab.link_state(o.end, o.action == "up"));
+        return kExitOk;
+    });
+}
+
+int run_impair(const Options& o) {
+    bool any = o.delay || o.jitter || o.loss || o.rate || o.duplicate || o.reorder;
+    if (any == o.clear) {
+        std::cerr << "labctl impair: give --delay/--jitter/--loss/--rate/--duplicate/--reorder, or --clear\n";
+        return kExitUsage;
+    }
+    if (o.jitter && !o.delay) {
+        std::cerr << "labctl impair: --jitter needs a --delay to vary around\n";
+        return kExitUsage;
+    }
+    if (o.reorder && !o.delay) {
+        std::cerr << "labctl impair: --reorder needs a --delay (reordered packets skip it)\n";
+        return kExitUsage;
+    }
+    return guarded("impair", [&] {
+        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
+        std::optional<topology::Impairment> im;
+        if (!o.clear) im = topology::Impairment{o.delay, o.jitter, o.loss, o.rate, o.duplicate, o.reorder};
+        print_changes(lab.impair(o.end, im));
+        return kExitOk;
+    });
+}
+
+int run_node(const Options& o) {
+    return guarded("node", [&] {
+        auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
+        auto action = o.action == "stop" ? engine::NodeAction::stop
+                      : o.action == "start" ? engine::NodeAction::start
+                                            : engine::NodeAction::restart;
+        print_changes(lab.node_power(o.node, action));
+        return kExitOk;
     });
 }
 

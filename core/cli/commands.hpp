@@ -2,6 +2,7 @@
 // One function per subcommand; each returns the process exit code, or throws: main reports
 // every failure in one place (TopologyError and UsageError exit 2, anything else 3).
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,12 @@ struct Options {
     std::string target;  // FILE or LAB
     std::string from, to, node, output;
     std::string junit;  // verify --junit FILE
+    std::string name;       // --name: the instance's lab name
+    std::string end;        // link/impair: NODE:IFNAME
+    std::string action;     // link: up|down; node: stop|start|restart
     std::vector<std::string> command;
-    bool no_verify = false, json = false, all = false, all_pairs = false;
+    bool no_verify = false, json = false, all = false, all_pairs = false, dry_run = false, clear = false;
+    std::optional<double> delay, jitter, loss, rate, duplicate, reorder;
     int count = 0;          // 0: the command's default
     double timeout_s = 0;   // 0: the command's default
     double interval_s = 0;  // 0: the command's default
@@ -41,5 +46,9 @@ int run_exec(const Options& o);
 int run_doctor(const Options& o);
 int run_serve(const Options& o);
 int run_events(const Options& o);
+int run_apply(const Options& o);
+int run_link(const Options& o);
+int run_impair(const Options& o);
+int run_node(const Options& o);
 
 }  // namespace labctl::cli

@@ -60,6 +60,10 @@ int report(std::exception_ptr failure, bool json) {
     } catch (const UsageError& e) {
         code = kExitUsage;
         message = e.what();
+    } catch (const engine::RefusedError& e) {
+        // The lab runs another topology: a usage problem (apply it first).
+        code = kExitUsage;
+        message = e.what();
     } catch (const std::exception& e) {
         message = e.what();
     }
@@ -143,10 +147,42 @@ int main(int argc, char** argv) {
     up->add_option("FILE", o.file, "Topology file")->required();
     up->add_flag("--no-verify", o.no_verify, "Do not run the topology's checks");
     up->add_flag("--json", o.json, "Print the result as JSON");
+    up->add_option("--name", o.name, "Run the topology under this lab name (an instance)");
+
+    auto* apply = app.add_subcommand("apply", "Make a running lab match FILE, changing only what differs");
+    apply->add_option("FILE", o.file, "Topology file")->required();
+    apply->add_option("--name", o.name, "The instance's lab name");
+    apply->add_flag("--dry-run", o.dry_run, "Print the plan; touch nothing");
+    apply->add_flag("--no-verify", o.no_verify, "Do not run the topology's checks");
+    apply->add_flag("--json", o.json, "Print the plan and the checks as JSON");
+
+    auto* link = app.add_subcommand("link", "Pull a link's cable (down) or plug it back (up)");
+    link->add_option("LAB", o.target, "Lab name")->required();
+    link->add_option("END", o.end, "NODE:IFNAME, either end of the link")->required();
+    link->add_option("STATE", o.action, "down or up")->required()->check(CLI::IsMember({"down", "up"}));
+
+    auto* impair = app.add_subcommand("impair", "Set (or --clear) a link's impairment, on both ends");
+    impair->add_option("LAB", o.target, "Lab name")->required();
+    impair->add_option("END", o.end, "NODE:IFNAME, either end of the link")->required();
+    impair->add_option("--delay", o.delay, "Delay, ms")->check(CLI::Range(0.0, 1e6));
+    impair->add_option("--jitter", o.jitter, "Jitter, ms")->check(CLI::Range(0.0, 1e6));
+    impair->add_option("--loss", o.loss, "Loss, percent")->check(CLI::Range(0.0, 100.0));
+    impair->add_option("--rate", o.rate, "Rate, Mbit/s")->check(CLI::Range(0.001, 1e6));
+    impair->add_option("--duplicate", o.duplicate, "Duplicates, percent")->check(CLI::Range(0.0, 100.0));
+    impair->add_option("--reorder", o.reorder, "Reordering, percent")->check(CLI::Range(0.0, 100.0));
+    impair->add_flag("--clear", o.clear, "Remove the impairment");
+
+    auto* node = app.add_subcommand("node", "Power a node off (stop), on (start), or both (restart)");
+    node->add_option("LAB", o.target, "Lab name")->required();
+    node->add_option("NODE", o.node, "Node name")->required();
+    node->add_option("ACTION", o.action, "stop, start or restart")
+        ->required()
+        ->check(CLI::IsMember({"stop", "start", "restart"}));
 
     auto* down = app.add_subcommand("down", "Remove a lab: every namespace, interface and process");
     down->add_option("TARGET", o.target, "Topology file or lab name");
     down->add_flag("--all", o.all, "Remove every lab labctl knows of");
+    down->add_option("--name", o.name, "The instance's lab name (with a topology file)");
 
     auto* status = app.add_subcommand("status", "List labs, or one lab's nodes, interfaces and daemons");
     status->add_option("LAB", o.target, "Lab name (or its topology file)");
@@ -158,6 +194,7 @@ int main(int argc, char** argv) {
                     "Ping every node with an address from every other one (in every family both have)");
     verify->add_flag("--json", o.json, "Print JSON");
     verify->add_option("--junit", o.junit, "Also write the results as JUnit XML to FILE");
+    verify->add_option("--name", o.name, "The instance's lab name (with a topology file)");
 
     auto* ping = app.add_subcommand(kPingCommand, "Ping from a node (or node:ifname) to a node or address");
     ping->add_option("LAB", o.target, "Lab name")->required();
@@ -251,6 +288,10 @@ int main(int argc, char** argv) {
         if (capture.parsed()) return capture.run();
         if (serve->parsed()) return run_serve(o);
         if (events->parsed()) return run_events(o);
+        if (apply->parsed()) return run_apply(o);
+        if (link->parsed()) return run_link(o);
+        if (impair->parsed()) return run_impair(o);
+        if (node->parsed()) return run_node(o);
     } catch (...) {
         return report(std::current_exception(), o.json || json_asked);
     }

@@ -24,7 +24,8 @@
 #include "engine/ready.hpp"
 #include "netns/netns.hpp"
 #include "proc/proc.hpp"
-#include "realize/plan.hpp"
+#include "engine/internal.hpp"
+#include "plan/plan.hpp"
 #include "realize/realize.hpp"
 #include "rtnl/rtnl.hpp"
 #include "state/state.hpp"
@@ -32,17 +33,11 @@
 
 namespace labctl::engine {
 
-namespace {
-
 using namespace topology;
 using Json = nlohmann::json;
 
-constexpr auto kExecTimeout = std::chrono::seconds(30);
-// Of an exec command's stdout and of its stderr, the last bytes kept (memory and log).
-constexpr std::size_t kExecOutputKept = 1u << 20;
-// linkwatch (which sets operstate and activates the qdisc) needs the RTNL lock; a host
-// busy destroying many namespaces (cleanup_net) can hold it for seconds.
-constexpr auto kLinkTimeout = std::chrono::seconds(30);
+namespace detail {
+
 
 bool valid_lab_name(const std::string& s) {
     static const std::regex re("^[a-z][a-z0-9-]{0,15}$");
@@ -54,6 +49,46 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
     for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
     return out;
 }
+
+// Whether `name` is a namespace name `lab` can own: `<lab>-<node>`, one path component.
+// A journal naming anything else was not written by labctl (or was altered).
+bool lab_namespace_name(const std::string& lab, const std::string& name) {
+    const std::string prefix = lab + "-";
+    return name.size() > prefix.size() && name.starts_with(prefix) &&
+           name.find('/') == std::string::npos;
+}
+
+// The last `max_lines` lines of `text`.
+std::string tail(const std::string& text, std::size_t max_lines) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::size_t first = lines.size() > max_lines ? lines.size() - max_lines : 0;
+    std::string out;
+    for (std::size_t i = first; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
+    return out;
+}
+
+// A lab holds a namespace fd and a netlink socket per node, and the pinger a socket
+// per namespace: 1,000 nodes need more than the usual soft limit of 1,024 fds.
+void raise_fd_limit() {
+    struct rlimit rl {};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+void rename(Topology& topo, const std::string& name) {
+    topo.name = name;
+    for (auto& n : topo.nodes) n.netns = name + "-" + n.name;
+}
+
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
 
 CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr,
                             Expect expect, const ping::ProbeResult& p) {
@@ -87,9 +122,6 @@ std::string command_failure(const Check& c, const std::regex* expect_stdout, con
         return "stdout does not match /" + *c.expect_stdout + "/";
     return "";
 }
-
-// The last `max_lines` lines of `text`.
-std::string tail(const std::string& text, std::size_t max_lines);
 
 // Runs the command checks (with their retries) from one event loop. Throws like proc::run_batch.
 std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vector<const Check*>& checks,
@@ -131,27 +163,6 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
         out.push_back(std::move(r));
     }
     return out;
-}
-
-// The last `max_lines` lines of `text`.
-std::string tail(const std::string& text, std::size_t max_lines) {
-    std::vector<std::string> lines;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    std::size_t first = lines.size() > max_lines ? lines.size() - max_lines : 0;
-    std::string out;
-    for (std::size_t i = first; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
-    return out;
-}
-
-// A lab holds a namespace fd and a netlink socket per node, and the pinger a socket
-// per namespace: 1,000 nodes need more than the usual soft limit of 1,024 fds.
-void raise_fd_limit() {
-    struct rlimit rl {};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 // Building holds a namespace fd and a netlink socket per node at once (plus a few of
@@ -289,13 +300,25 @@ void require_privileges() {
                        EPERM);
 }
 
-Lab::Lab(Topology topo, std::string topology_text) : topo_(std::move(topo)), text_(std::move(topology_text)) {}
+Lab::Lab(Topology topo, std::string topology_text, const std::string& instance)
+    : topo_(std::move(topo)), text_(std::move(topology_text)) {
+    if (instance.empty() || instance == topo_.name) return;
+    if (!valid_lab_name(instance))
+        throw LabError("\"" + instance + "\" is not a lab name (^[a-z][a-z0-9-]{0,15}$)", EINVAL);
+    rename(topo_, instance);
+    // The saved copy names the lab it runs as: attach refuses a copy naming another lab.
+    Json doc = Json::parse(text_, nullptr, false);
+    if (doc.is_object()) {
+        doc["name"] = instance;
+        text_ = doc.dump(2);
+    }
+}
 
-Lab Lab::from_file(const std::string& path) {
+Lab Lab::from_file(const std::string& path, const std::string& instance) {
     // Read once: what is saved in the state directory is exactly what was validated.
     std::string text = read_topology_file(path);
     Topology t = load_text(text, path);
-    Lab lab(std::move(t), std::move(text));
+    Lab lab(std::move(t), std::move(text), instance);
     // Node commands run in the file's folder (node_command.hpp).
     std::error_code ec;
     auto folder = std::filesystem::absolute(std::filesystem::path(path), ec).parent_path();
@@ -303,8 +326,8 @@ Lab Lab::from_file(const std::string& path) {
     return lab;
 }
 
-Lab Lab::from_text(const std::string& text, const std::string& source) {
-    return Lab(load_text(text, source), text);
+Lab Lab::from_text(const std::string& text, const std::string& source, const std::string& instance) {
+    return Lab(load_text(text, source), text, instance);
 }
 
 Lab Lab::attach(const std::string& name) {
@@ -314,9 +337,13 @@ Lab Lab::attach(const std::string& name) {
     std::string text = state::Journal::topology_text(name);
     Lab lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
     // The saved copy must describe this lab: anything else would aim ping/exec/verify
-    // at another lab's namespaces.
+    // at another lab's namespaces (an instance's copy carries the instance's name).
     if (lab.name() != name)
         throw LabError("the saved topology of lab " + name + " is lab " + lab.name() + "'s; refusing to use it");
+    // Node commands a runtime change runs (node start) run where `up` ran them: the
+    // folder of the file the lab was built from (source is an absolute path; "" from text).
+    if (!rec->source.empty() && rec->source.front() == '/')
+        lab.folder_ = std::filesystem::path(rec->source).parent_path().string();
     return lab;
 }
 
@@ -380,18 +407,19 @@ UpResult Lab::up(bool verify) {
         if (netns::exists(n.netns)) throw name_taken(n.netns);
 
     auto journal = state::Journal::begin(topo_.name, topo_.source, text_);
-    realize::Realized r;
-    std::vector<state::RecordedDaemon> daemons;
+    // up = plan(file, nothing): every operation of the lab, executed stage by stage.
+    const plan::Plan p = plan::plan(topo_, plan::Observed{});
+    realize::Options options;
+    options.link_timeout = kLinkTimeout;
+    options.cancel = &interrupt_flag();
     std::vector<detail::StartedDaemon> started;
-    realize::Plan plan;
     // Undoes only what this process made: the journal holds the identities it recorded.
     auto undo_all = [&] {
-        auto rec = state::Journal::load(topo_.name);
-        if (rec) detail::teardown(*rec, detail::ForeignNames::quiet);
+        if (auto rec = state::Journal::load(topo_.name)) detail::teardown(*rec, detail::ForeignNames::quiet);
     };
-    auto create = [&] {
+    try {
         try {
-            realize::create_namespaces(topo_, journal, r);
+            realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_, &started), options);
         } catch (const KernelError& e) {
             if (e.errno_value() != EEXIST) throw;
             // Another lab (or `ip netns add`) made one of the names first.
@@ -399,93 +427,37 @@ UpResult Lab::up(bool verify) {
                 if (std::string(e.what()).find("\"" + n.netns + "\"") != std::string::npos) throw name_taken(n.netns);
             throw;
         }
-    };
-    plan.add({"creating namespaces", create, undo_all});
-    plan.add({"configuring links, addresses and routes", [&] { realize::configure(topo_, r); }, {}});
-    plan.add({"waiting for links",
-              [&] {
-                  realize::wait_links(topo_, r, kLinkTimeout);
-                  realize::finish_bridges(topo_, r);
-              },
-              {}});
-    plan.add({"running exec commands",
-              [&] {
-                  std::string logs;
-                  for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
-                      const Node& node = topo_.nodes[n];
-                      for (std::size_t i = 0; i < node.exec.size(); ++i) {
-                          if (logs.empty()) logs = journal.log_dir();
-                          auto cmd = detail::node_command(node, node.exec[i].argv, r.namespaces[n].fd.get(), folder_);
-                          // Ctrl-C stops the command at once (then the plan rolls back); only
-                          // the output's tail is kept, in memory and in the log.
-                          auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout),
-                                               &interrupt_flag(), kExecOutputKept);
-                          std::ofstream(logs + "/" + node.name + ".exec." + std::to_string(i) + ".log")
-                              << (res.dropped ? "[labctl: the first " + std::to_string(res.dropped) +
-                                                    " bytes of output were dropped]\n"
-                                              : std::string())
-                              << res.out << res.err;
-                          if (res.timed_out || res.returncode != 0) {
-                              std::string what = res.timed_out ? "ran longer than 30 s"
-                                                 : res.returncode < 0
-                                                     ? "was killed by signal " + std::to_string(-res.returncode)
-                                                     : "exited with " + std::to_string(res.returncode);
-                              std::string output = tail(res.out + res.err, 10);
-                              throw LabError(node.name + ": exec \"" + node.exec[i].display() + "\" " + what +
-                                             (output.empty() ? "" : "; its output ends:\n" + output));
-                          }
-                      }
-                  }
-              },
-              {}});
-    plan.add({"starting daemons",
-              [&] {
-                  std::string logs;
-                  for (std::size_t n = 0; n < topo_.nodes.size(); ++n) {
-                      const Node& node = topo_.nodes[n];
-                      for (std::size_t i = 0; i < node.daemons.size(); ++i) {
-                          if (logs.empty()) logs = journal.log_dir();
-                          std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
-                          auto cmd = detail::node_command(node, node.daemons[i].argv, r.namespaces[n].fd.get(), folder_);
-                          auto id = proc::start_daemon(cmd, log);
-                          state::RecordedDaemon d{node.name, node.daemons[i].argv, id.pid, id.start_time, log};
-                          journal.daemon_started(d);
-                          started.push_back({n, i, id, log});
-                      }
-                  }
-              },
-              {}});
-    plan.add({"waiting for daemons to be ready",
-              [&] {
-                  if (started.empty()) return;
-                  std::vector<int> fds;
-                  for (const auto& ns : r.namespaces) fds.push_back(ns.fd.get());
-                  detail::wait_until_ready(topo_, fds, started);
-              },
-              {}});
-    // A failure to remove what was built is said together with the failure itself.
-    auto with_undo_errors = [&](const auto& e) {
-        // Interrupted before the first step, the plan undid nothing: the journal goes.
+        if (!started.empty()) {
+            std::vector<netns::NetnsHandle> held;
+            std::vector<int> fds;
+            for (const auto& n : topo_.nodes) {
+                held.push_back(netns::open(n.netns));
+                fds.push_back(held.back().fd.get());
+            }
+            detail::wait_until_ready(topo_, fds, started);
+        }
+    } catch (const std::exception& e) {
+        // Remove what was built; a failure to do so is said with the failure itself.
+        std::string undo_error;
         try {
             undo_all();
-        } catch (const std::exception&) {
+        } catch (const std::exception& u) {
+            undo_error = u.what();
         }
-        if (plan.undo_errors().empty()) throw;
-        throw LabError(std::string(e.what()) + "; and while removing the lab: " + join(plan.undo_errors(), "; "),
-                       e.errno_value());
-    };
-    try {
-        plan.run(&interrupt_flag());
-    } catch (const KernelError& e) {
-        with_undo_errors(e);
-    } catch (const LabError& e) {
-        with_undo_errors(e);
+        int err = 0;
+        if (auto* k = dynamic_cast<const KernelError*>(&e)) err = k->errno_value();
+        if (auto* l = dynamic_cast<const LabError*>(&e)) err = l->errno_value();
+        if (err == EINTR && dynamic_cast<const LabError*>(&e))
+            throw LabError(std::string(e.what()) + "; removed what was built" +
+                               (undo_error.empty() ? "" : "; and while removing the lab: " + undo_error),
+                           EINTR);
+        if (undo_error.empty()) throw;
+        throw LabError(std::string(e.what()) + "; and while removing the lab: " + undo_error, err);
     }
     // Exit 3 means nothing is left: a failure from here on (a full disk for the last
     // record, EMFILE in the checks) removes the lab too.
     try {
         journal.complete();
-        r = realize::Realized{};  // the build's fds are not needed by the checks
         if (verify) result.checks = this->verify(false);
     } catch (const std::exception& e) {
         try {
@@ -869,6 +841,19 @@ nlohmann::json Lab::status() const {
         links.push_back({{"endpoints", {a, b}}, {"mtu", mtu}, {"impair", impair}});
     }
     out["links"] = links;
+    // Runtime changes in force (labctl link/impair/node), until apply or down.
+    plan::Runtime rt = rec ? runtime_from_json(topo_, rec->runtime) : plan::Runtime{};
+    Json impaired = Json::object();
+    for (const auto& [key, im] : rt.impaired) {
+        Json v = Json::object();
+        for (auto [f, x] : {std::pair{"delay_ms", im.delay_ms}, {"jitter_ms", im.jitter_ms}, {"loss_pct", im.loss_pct},
+                            {"rate_mbit", im.rate_mbit}, {"duplicate_pct", im.duplicate_pct},
+                            {"reorder_pct", im.reorder_pct}})
+            if (x) v[f] = *x;
+        impaired[key] = v;
+    }
+    out["runtime"] = {{"links_down", rt.links_down}, {"impaired", impaired}, {"nodes_stopped", rt.nodes_stopped}};
+    for (auto& jn : out["nodes"]) jn["stopped"] = rt.nodes_stopped.count(jn["name"].get<std::string>()) > 0;
     return out;
 }
 

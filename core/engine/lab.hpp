@@ -14,8 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "base/error.hpp"
 #include "capture/capture.hpp"
 #include "ping/ping.hpp"
+#include "plan/plan.hpp"
 #include "topology/model.hpp"
 
 namespace labctl::engine {
@@ -61,6 +63,23 @@ struct UpResult {
     bool checks_ok() const;
 };
 
+// A request the engine refuses after the file parsed, touching nothing (exit 2): `verify`
+// of a file the running lab was not built from.
+class RefusedError : public LabError {
+public:
+    using LabError::LabError;
+};
+
+struct ApplyResult {
+    std::vector<plan::Change> changes;  // what was (or, dry run, would be) changed
+    std::vector<CheckResult> checks;     // empty with verify=false or dry run
+    std::vector<std::string> notes;
+    bool brought_up = false;             // the lab was not up: apply did what up does
+    bool checks_ok() const;
+};
+
+enum class NodeAction { stop, start, restart };
+
 struct ExecResult {
     int returncode = 0;
     std::string out, err;
@@ -88,11 +107,13 @@ struct PingOutcome {
 class Lab {
 public:
     // A lab described by a validated topology; touches nothing.
-    explicit Lab(topology::Topology topo, std::string topology_text = {});
+    // With `instance`, the lab runs under that name instead of the file's (namespaces
+    // `<instance>-<node>`); LabError when it is not a lab name.
+    explicit Lab(topology::Topology topo, std::string topology_text = {}, const std::string& instance = {});
     // Loads and validates FILE. Throws TopologyError.
-    static Lab from_file(const std::string& path);
+    static Lab from_file(const std::string& path, const std::string& instance = {});
     // Validates JSON text; `source` names it in messages. Throws TopologyError.
-    static Lab from_text(const std::string& text, const std::string& source);
+    static Lab from_text(const std::string& text, const std::string& source, const std::string& instance = {});
     // A running lab, from its state directory. Throws LabError when it is not up.
     static Lab attach(const std::string& name);
 
@@ -103,6 +124,21 @@ public:
     // the result, the lab stays up. Throws LabError/KernelError after removing everything
     // it made.
     UpResult up(bool verify = true);
+    // Makes the running lab match this topology, touching only what differs (a lab not
+    // up is brought up). dry_run: the changes only, nothing touched. A failure part-way
+    // returns the lab to the topology it ran before, then throws LabError/KernelError.
+    // `on_plan` sees the changes before any is made.
+    ApplyResult apply(bool dry_run = false, bool verify = true,
+                      const std::function<void(const std::vector<plan::Change>&)>& on_plan = {});
+    // Runtime changes, kept until apply, down or the opposite change. `end` is
+    // "node:ifname", either end of a link. Each returns what it changed. Throw LabError
+    // for unknown names or a lab that is not up, KernelError for the kernel's refusals.
+    std::vector<plan::Change> link_state(const std::string& end, bool up);
+    // nullopt clears the link's impairment.
+    std::vector<plan::Change> impair(const std::string& end, const std::optional<topology::Impairment>& impairment);
+    std::vector<plan::Change> node_power(const std::string& node, NodeAction action);
+    // Throws RefusedError unless the running lab of this name runs this topology.
+    void require_same_topology() const;
     // True when the lab's journal says it is up.
     bool is_up() const;
     // True when it is up and was built from this topology (the same document, whatever
@@ -148,6 +184,8 @@ public:
 
 private:
     const topology::Node& node(const std::string& name) const;
+    // One runtime change: plan(file + runtime, the lab with only `touch` dumped).
+    std::vector<plan::Change> change_runtime(const plan::Runtime& runtime, const std::vector<std::string>& touch);
     topology::Topology topo_;
     std::string text_;
     std::string folder_;  // the topology file's folder, where node commands run ("" from text)

@@ -1,5 +1,7 @@
 #include "engine/teardown.hpp"
 
+#include "engine/internal.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -16,21 +18,6 @@
 namespace labctl::engine::detail {
 
 namespace {
-
-constexpr auto kStopGrace = std::chrono::milliseconds(2000);
-
-std::string join(const std::vector<std::string>& parts, const std::string& sep) {
-    std::string out;
-    for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
-    return out;
-}
-
-// Whether `name` is a namespace name `lab` can own: `<lab>-<node>`, one path component.
-// A journal naming anything else was not written by labctl (or was altered).
-bool lab_namespace_name(const std::string& lab, const std::string& name) {
-    const std::string prefix = lab + "-";
-    return name.size() > prefix.size() && name.starts_with(prefix) && name.find('/') == std::string::npos;
-}
 
 netns::NetnsIdentity identity_of(const state::RecordedNetns& r) {
     return {r.dev, r.ino, r.cookie, r.file_dev, r.file_ino};

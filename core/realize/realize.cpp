@@ -1,8 +1,10 @@
 #include "realize/realize.hpp"
 
 #include <algorithm>
-#include <optional>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <optional>
 
 #include "base/error.hpp"
 #include "nl/nl.hpp"
@@ -13,6 +15,9 @@ namespace labctl::realize {
 namespace {
 
 using namespace topology;
+using plan::Op;
+using plan::OpKind;
+using plan::Stage;
 
 rtnl::Netem to_netem(const Impairment& x) {
     rtnl::Netem n;
@@ -25,10 +30,6 @@ rtnl::Netem to_netem(const Impairment& x) {
     return n;
 }
 
-bool is_port(const Node& node, const Interface& iface) {
-    return iface.master.has_value() && node.interfaces[*iface.master].type == InterfaceType::bridge;
-}
-
 rtnl::LinkCommon common(const Interface& iface, int ifindex) {
     rtnl::LinkCommon c;
     c.name = iface.name;
@@ -38,16 +39,375 @@ rtnl::LinkCommon common(const Interface& iface, int ifindex) {
     return c;
 }
 
-// Sends a namespace's batch; errors already name the node and object.
-void send(rtnl::Handle& h, nl::Batch& batch) {
-    if (!batch.empty()) batch.run_or_throw(h.socket());
+rtnl::RouteSpec to_rtnl(const plan::RouteSpec& r) {
+    rtnl::RouteSpec s;
+    s.dst = r.dst;
+    s.family = r.family;
+    s.via = r.via;
+    s.oif = r.oif;
+    s.metric = r.metric;
+    return s;
 }
 
-// The end of a link whose namespace sends the veth request: the busier node, so that
-// a star's veths all go out in the hub's one batch.
-int main_end(const Link& link, const std::vector<std::size_t>& link_count) {
-    return link_count[link.ends[1].node] > link_count[link.ends[0].node] ? 1 : 0;
+// Errors a removal may meet when the kernel removed the object first (with its
+// interface, its address, or its namespace): the goal is reached.
+bool done_already(const Op& op, int err) {
+    switch (op.kind) {
+        case OpKind::add_route: return op.may_exist && err == EEXIST;
+        case OpKind::delete_link: return err == ENODEV;
+        case OpKind::delete_address: return err == EADDRNOTAVAIL || err == ENODEV;
+        case OpKind::delete_route: return err == ESRCH || err == ENODEV;
+        case OpKind::delete_qdisc: return err == ENOENT || err == EINVAL || err == ENODEV;
+        default: return false;
+    }
 }
+
+class Executor {
+public:
+    Executor(const Topology& d, const plan::Plan& p, state::Journal& j, const Hooks& h, const Options& o)
+        : d_(d), p_(p), journal_(j), hooks_(h), opt_(o), ns_(d.nodes.size()), handles_(d.nodes.size()) {}
+
+    void run() {
+        const bool timings = std::getenv("LABCTL_TIMINGS") != nullptr;
+        std::size_t i = 0;
+        bool first = true;
+        while (i < p_.ops.size()) {
+            Stage stage = plan::stage_of(p_.ops[i].kind);
+            std::size_t end = i;
+            while (end < p_.ops.size() && plan::stage_of(p_.ops[end].kind) == stage) ++end;
+            if (!first && opt_.cancel && opt_.cancel->load())
+                throw LabError("interrupted before " + std::string(stage_name(stage)), EINTR);
+            first = false;
+            const auto start = std::chrono::steady_clock::now();
+            run_stage(stage, i, end);
+            if (timings)
+                std::fprintf(stderr, "labctl: %s: %.3f s\n", stage_name(stage),
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+            i = end;
+        }
+    }
+
+private:
+    static const char* stage_name(Stage s) {
+        switch (s) {
+            case Stage::stop: return "stopping processes";
+            case Stage::remove: return "removing what the plan removes";
+            case Stage::namespaces: return "creating namespaces";
+            case Stage::devices: return "creating bridges and dummies";
+            case Stage::veths: return "creating veth pairs";
+            case Stage::configure: return "configuring links, addresses and routes";
+            case Stage::wait: return "waiting for links";
+            case Stage::exec: return "running exec commands";
+            case Stage::daemons: return "starting daemons";
+        }
+        return "?";
+    }
+
+    const netns::NetnsHandle& ns(std::size_t n) {
+        if (!ns_[n]) ns_[n] = netns::open(d_.nodes[n].netns);
+        return *ns_[n];
+    }
+
+    // Opens, at once, the handles of every node operations [b, e) send from.
+    void open_handles(std::size_t b, std::size_t e) {
+        std::vector<std::size_t> want;
+        std::vector<bool> seen(d_.nodes.size(), false);
+        for (std::size_t i = b; i < e; ++i) {
+            const Op& op = p_.ops[i];
+            if (op.kind == OpKind::stop_processes || op.kind == OpKind::delete_netns ||
+                op.kind == OpKind::create_netns || op.kind == OpKind::run_exec || op.kind == OpKind::start_daemons)
+                continue;
+            auto mark = [&](std::size_t n) {
+                if (!handles_[n] && !seen[n]) {
+                    seen[n] = true;
+                    want.push_back(n);
+                }
+            };
+            if (op.kind == OpKind::wait_links) {
+                for (const auto& [n, idx] : op.wait) mark(n);
+            } else {
+                mark(op.node);
+            }
+        }
+        if (want.empty()) return;
+        std::vector<const netns::NetnsHandle*> list;
+        for (auto n : want) list.push_back(&ns(n));
+        auto hs = rtnl::Handle::open_in_each(list);
+        for (std::size_t k = 0; k < want.size(); ++k) handles_[want[k]] = std::move(hs[k]);
+    }
+
+    void run_stage(Stage stage, std::size_t b, std::size_t e) {
+        switch (stage) {
+            case Stage::stop:
+                for (std::size_t i = b; i < e; ++i) hooks_.stop_processes(p_.ops[i].name, p_.ops[i].all_processes);
+                return;
+            case Stage::namespaces: create_namespaces(b, e); return;
+            case Stage::wait: wait(b, e); return;
+            case Stage::exec:
+            case Stage::daemons:
+                for (std::size_t i = b; i < e; ++i) {
+                    const Op& op = p_.ops[i];
+                    int fd = ns(op.node).fd.get();
+                    if (op.kind == OpKind::run_exec) hooks_.run_exec(op.node, fd);
+                    else hooks_.start_daemons(op.node, fd);
+                }
+                return;
+            case Stage::remove: {
+                std::vector<std::string> names;
+                for (std::size_t i = b; i < e; ++i)
+                    if (p_.ops[i].kind == OpKind::delete_netns) names.push_back(p_.ops[i].name);
+                if (!names.empty()) hooks_.remove_namespaces(names);
+                batches(b, e);
+                return;
+            }
+            default: batches(b, e); return;
+        }
+    }
+
+    void create_namespaces(std::size_t b, std::size_t e) {
+        std::vector<std::size_t> nodes;
+        std::vector<std::string> names;
+        for (std::size_t i = b; i < e; ++i) {
+            nodes.push_back(p_.ops[i].node);
+            names.push_back(d_.nodes[p_.ops[i].node].netns);
+        }
+        // Each namespace's identity is in the journal before its name exists: `down`, the
+        // rollback and apply act on nothing else (state.hpp).
+        auto record = [&](std::size_t k, const netns::NetnsIdentity& id) {
+            journal_.netns({names[k], id.dev, id.ino, id.cookie, id.file_dev, id.file_ino});
+        };
+        // Runs on a creating thread, inside namespace k, before anything else is in it;
+        // several run at once, each touching only slot k.
+        std::vector<std::optional<rtnl::Handle>> handles(nodes.size());
+        auto inside = [&](std::size_t k) {
+            const std::size_t n = nodes[k];
+            const Node& node = d_.nodes[n];
+            try {
+                handles[k] = rtnl::Handle::open_here();
+                // New interfaces: no DAD on link-local addresses, no router solicitations
+                // (on a bridge of hundreds of ports their multicast drops packets).
+                rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
+                rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
+                // ICMP errors are not rate-limited: a check's "Destination net unreachable"
+                // must not turn into "No reply" because another check just got one.
+                rtnl::sysctl_write_here("net.ipv4.icmp_ratemask", "0");
+                rtnl::sysctl_write_here("net.ipv6.icmp.ratelimit", "0");
+                if (node.kind == NodeKind::router) {
+                    // "all" also sets "default", so interfaces made later forward too.
+                    rtnl::sysctl_write_here("net.ipv4.ip_forward", "1");
+                    rtnl::sysctl_write_here("net.ipv6.conf.all.forwarding", "1");
+                }
+                for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
+                    const Interface& iface = node.interfaces[i];
+                    if (iface.type == InterfaceType::tap || iface.type == InterfaceType::tun)
+                        rtnl::tuntap_create_here(iface.name, iface.type == InterfaceType::tap, iface.owner, iface.group,
+                                                 p_.ifindex[n][i]);
+                }
+            } catch (const KernelError& err) {
+                throw err.prefixed(node.name);
+            }
+        };
+        auto made = netns::create_many(names, inside, record);
+        for (std::size_t k = 0; k < nodes.size(); ++k) {
+            ns_[nodes[k]] = std::move(made[k]);
+            handles_[nodes[k]] = std::move(*handles[k]);
+        }
+    }
+
+    // The netlink operations of [b, e), one batch per node in the order planned;
+    // write_sysctls sends what came before it, writes, and goes on.
+    void batches(std::size_t b, std::size_t e) {
+        open_handles(b, e);
+        std::vector<std::vector<std::size_t>> per_node(d_.nodes.size());
+        std::vector<std::size_t> order;
+        for (std::size_t i = b; i < e; ++i) {
+            const Op& op = p_.ops[i];
+            if (op.kind == OpKind::delete_netns) continue;
+            if (per_node[op.node].empty()) order.push_back(op.node);
+            per_node[op.node].push_back(i);
+        }
+        for (std::size_t n : order) {
+            nl::Batch batch;
+            std::vector<const Op*> kinds;
+            for (std::size_t i : per_node[n]) {
+                const Op& op = p_.ops[i];
+                if (op.kind == OpKind::write_sysctls) {
+                    send(n, batch, kinds);
+                    write_sysctls(n);
+                    continue;
+                }
+                std::size_t before = batch.size();
+                add(batch, i);
+                for (std::size_t k = before; k < batch.size(); ++k) kinds.push_back(&op);
+            }
+            send(n, batch, kinds);
+        }
+    }
+
+    void send(std::size_t n, nl::Batch& batch, std::vector<const Op*>& ops) {
+        if (batch.empty()) return;
+        auto results = batch.run(handles_[n]->socket());
+        for (std::size_t k = 0; k < results.size(); ++k) {
+            const auto& r = results[k];
+            if (r.error == 0 || done_already(*ops[k], r.error)) continue;
+            throw KernelError(r.error, r.context, r.kernel_message);
+        }
+        batch.clear();
+        ops.clear();
+    }
+
+    void write_sysctls(std::size_t n) {
+        const Node& node = d_.nodes[n];
+        netns::run_in(ns(n), [&] {
+            for (const auto& [key, value] : node.sysctls) {
+                try {
+                    rtnl::sysctl_write_here(key, value);
+                } catch (const KernelError& err) {
+                    throw err.prefixed(node.name);
+                }
+            }
+        });
+    }
+
+    void add(nl::Batch& batch, std::size_t i) {
+        const Op& op = p_.ops[i];
+        const Node& node = d_.nodes[op.node];
+        const auto& idx = p_.ifindex[op.node];
+        std::string what = p_.describe(d_, i);
+        switch (op.kind) {
+            case OpKind::delete_link: batch.add(rtnl::link_del(op.ifindex), what); return;
+            case OpKind::delete_address: batch.add(rtnl::addr_del(op.ifindex, op.prefix), what); return;
+            case OpKind::delete_route: batch.add(rtnl::route_del(to_rtnl(op.route)), what); return;
+            case OpKind::delete_qdisc: batch.add(rtnl::qdisc_del_root(op.ifindex), what); return;
+            case OpKind::add_bridge: {
+                auto c = common(node.interfaces[op.iface], op.ifindex);
+                c.up = op.up.value_or(false);
+                // Snooping off until the ports are up (finish_bridges): with it on, every
+                // port coming up re-enables multicast on every port of the bridge
+                // (br_port_state_selection), O(ports^2) timer work; star 1000's configure
+                // took 2.4-2.6 s with it, 1.8-2.0 s without (bench/observations.md).
+                batch.add(rtnl::bridge_add(c, node.vlan_filtering && node.kind == NodeKind::switch_,
+                                           /*multicast_snooping=*/false),
+                          what);
+                return;
+            }
+            case OpKind::add_dummy: {
+                auto c = common(node.interfaces[op.iface], op.ifindex);
+                c.up = false;  // enslaved (if a port) and brought up in the configure stage
+                batch.add(rtnl::dummy_add(c), what);
+                return;
+            }
+            case OpKind::add_veth: {
+                const Link& link = d_.links[op.link];
+                const LinkEnd& a = link.ends[0].node == op.node && link.ends[0].interface == op.iface ? link.ends[0]
+                                                                                                     : link.ends[1];
+                const LinkEnd& bend = &a == &link.ends[0] ? link.ends[1] : link.ends[0];
+                rtnl::VethSpec spec;
+                spec.a = common(d_.interface(a), op.ifindex);
+                spec.a.up = op.up.value_or(false);
+                spec.a.master_ifindex = op.master.value_or(0);
+                spec.a_netns_fd = -1;  // the sending socket's own namespace
+                spec.b = common(d_.interface(bend), p_.ifindex[bend.node][bend.interface]);
+                spec.b_netns_fd = ns(bend.node).fd.get();
+                batch.add(rtnl::veth_add(spec), what);
+                return;
+            }
+            case OpKind::set_link: {
+                const Interface& iface = node.interfaces[op.iface];
+                rtnl::LinkChange change;
+                change.up = op.up;
+                change.mtu = op.mtu;
+                change.master_ifindex = op.master;
+                if (iface.type == InterfaceType::tap && iface.mac && p_.created[op.node]) change.mac = iface.mac;
+                batch.add(rtnl::link_set(op.ifindex, change), what);
+                return;
+            }
+            case OpKind::add_vlan: {
+                const Interface& iface = node.interfaces[op.iface];
+                auto c = common(iface, op.ifindex);
+                c.up = op.up.value_or(false);
+                c.master_ifindex = op.master.value_or(0);
+                batch.add(rtnl::vlan_add(c, idx[iface.parent], iface.vlan_id),
+                          what + " on " + node.interfaces[iface.parent].name);
+                return;
+            }
+            case OpKind::bridge_vlans: {
+                // A port's default VLAN 1 makes way for its pvid and tagged VLANs.
+                const Interface& iface = node.interfaces[op.iface];
+                batch.add(rtnl::bridge_vlan_del(op.ifindex, 1), what);
+                if (iface.pvid) batch.add(rtnl::bridge_vlan_add(op.ifindex, *iface.pvid, true, true), what);
+                for (auto vid : iface.tagged) batch.add(rtnl::bridge_vlan_add(op.ifindex, vid, false, false), what);
+                return;
+            }
+            case OpKind::replace_qdisc: {
+                auto netem = to_netem(op.impair);
+                // A qdisc already there (a changed impairment) is replaced in the same request.
+                batch.add(rtnl::netem_add(op.ifindex, netem, !p_.created[op.node]),
+                          node.name + ": adding " + rtnl::impairment_qdisc_kind(netem) + " qdisc on " +
+                              node.interfaces[op.iface].name);
+                return;
+            }
+            case OpKind::add_address: batch.add(rtnl::addr_add(op.ifindex, op.prefix, true), what); return;
+            case OpKind::add_route: batch.add(rtnl::route_add(to_rtnl(op.route)), what); return;
+            case OpKind::finish_bridges:
+                batch.add(rtnl::bridge_set_multicast_snooping(op.ifindex, true), what);
+                return;
+            default: return;
+        }
+    }
+
+    void wait(std::size_t b, std::size_t e) {
+        open_handles(b, e);
+        for (std::size_t i = b; i < e; ++i) {
+            const Op& op = p_.ops[i];
+            if (op.kind != OpKind::wait_links) continue;
+            std::vector<rtnl::OperstateWait> waits;
+            std::vector<std::size_t> node_of;
+            std::map<std::size_t, std::size_t> slot;
+            for (const auto& [n, idx] : op.wait) {
+                auto [it, fresh] = slot.emplace(n, waits.size());
+                if (fresh) {
+                    waits.push_back({&*handles_[n], {}});
+                    node_of.push_back(n);
+                }
+                waits[it->second].ifindexes.push_back(idx);
+            }
+            std::vector<std::vector<int>> left;
+            try {
+                left = rtnl::wait_operstate_up_many(waits, opt_.link_timeout);
+            } catch (const KernelError& err) {
+                throw err.prefixed("waiting for links to come up");
+            }
+            for (std::size_t w = 0; w < waits.size(); ++w) {
+                if (left[w].empty()) continue;
+                const Node& node = d_.nodes[node_of[w]];
+                std::string list;
+                for (int x : left[w]) {
+                    std::string name = std::to_string(x);
+                    for (std::size_t k = 0; k < node.interfaces.size(); ++k)
+                        if (p_.ifindex[node_of[w]][k] == x) name = node.interfaces[k].name;
+                    list += (list.empty() ? "" : ", ") + name;
+                }
+                throw KernelError(ETIMEDOUT, "waiting for links to come up",
+                                  "still not operationally up after " + std::to_string(opt_.link_timeout.count()) +
+                                      " ms: " + list)
+                    .prefixed(node.name);
+            }
+        }
+        // Then the bridges' multicast snooping, back on now that their ports are up.
+        std::size_t first = b;
+        while (first < e && p_.ops[first].kind == OpKind::wait_links) ++first;
+        batches(first, e);
+    }
+
+    const Topology& d_;
+    const plan::Plan& p_;
+    state::Journal& journal_;
+    const Hooks& hooks_;
+    const Options& opt_;
+    std::vector<std::optional<netns::NetnsHandle>> ns_;
+    std::vector<std::optional<rtnl::Handle>> handles_;
+};
 
 }  // namespace
 
@@ -71,277 +431,9 @@ std::vector<rtnl::Feature> features_needed(const Topology& topo) {
     return f;
 }
 
-void create_namespaces(const Topology& topo, state::Journal& journal, Realized& out) {
-    std::vector<std::string> names;
-    names.reserve(topo.nodes.size());
-    for (const auto& node : topo.nodes) names.push_back(node.netns);
-    // Each namespace's identity is in the journal before its name exists: `down` and
-    // the rollback act on nothing else (state.hpp).
-    auto record = [&](std::size_t i, const netns::NetnsIdentity& id) {
-        journal.netns({names[i], id.dev, id.ino, id.cookie, id.file_dev, id.file_ino});
-    };
-
-    // Runs on a creating thread, inside namespace i, before anything else is in it;
-    // several run at once, each touching only slot i.
-    std::vector<std::optional<rtnl::Handle>> handles(topo.nodes.size());
-    auto inside = [&](std::size_t i) {
-        const Node& node = topo.nodes[i];
-        try {
-            handles[i] = rtnl::Handle::open_here();
-            // New interfaces: no DAD on link-local addresses, no router solicitations
-            // (on a bridge of hundreds of ports their multicast drops packets).
-            rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
-            rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
-            // ICMP errors are not rate-limited: a check's "Destination net unreachable"
-            // must not turn into "No reply" because another check just got one.
-            rtnl::sysctl_write_here("net.ipv4.icmp_ratemask", "0");
-            rtnl::sysctl_write_here("net.ipv6.icmp.ratelimit", "0");
-            if (node.kind == NodeKind::router) {
-                // "all" also sets "default", so interfaces made later forward too.
-                rtnl::sysctl_write_here("net.ipv4.ip_forward", "1");
-                rtnl::sysctl_write_here("net.ipv6.conf.all.forwarding", "1");
-            }
-            for (const auto& iface : node.interfaces)
-                if (iface.type == InterfaceType::tap || iface.type == InterfaceType::tun)
-                    rtnl::tuntap_create_here(iface.name, iface.type == InterfaceType::tap, iface.owner, iface.group);
-        } catch (const KernelError& e) {
-            throw e.prefixed(node.name);
-        }
-    };
-    out.namespaces = netns::create_many(names, inside, record);
-    out.handles.clear();
-    out.handles.reserve(handles.size());
-    for (auto& h : handles) out.handles.push_back(std::move(*h));
-
-    // Interface indexes: lo is 1; ours from kFirstIfindex, unique across the lab; TUN/TAP
-    // as the kernel chose. Unique because the kernel's linkwatch treats an operstate
-    // change as urgent only when a device's ifindex differs from its iflink (for a veth:
-    // the peer's ifindex); two ends with the same index get their carrier change
-    // delayed by up to a second (linkwatch's rate limit), and `up` waits for it.
-    out.ifindex.assign(topo.nodes.size(), {});
-    int next = kFirstIfindex;
-    for (std::size_t n = 0; n < topo.nodes.size(); ++n) {
-        const Node& node = topo.nodes[n];
-        auto& idx = out.ifindex[n];
-        idx.assign(node.interfaces.size(), 0);
-        bool tuntap = false;
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-            auto t = node.interfaces[i].type;
-            if (t == InterfaceType::loopback) idx[i] = 1;
-            else if (t == InterfaceType::tap || t == InterfaceType::tun) tuntap = true;
-            else idx[i] = next++;
-        }
-        if (tuntap) {
-            for (const auto& info : rtnl::link_dump(out.handles[n])) {
-                auto i = node.find_interface(info.name);
-                if (i && idx[*i] == 0) idx[*i] = info.ifindex;
-            }
-        }
-    }
-}
-
-void configure(const Topology& topo, Realized& r) {
-    const std::size_t n_nodes = topo.nodes.size();
-
-    // Phase 2: bridges and dummies; lo up. A node without either gets lo up in its
-    // phase 4 batch instead: one round trip per namespace fewer (star 1000: 1000).
-    auto makes_devices = [](const Node& node) {
-        return std::any_of(node.interfaces.begin(), node.interfaces.end(), [](const Interface& i) {
-            return i.type == InterfaceType::bridge || i.type == InterfaceType::dummy;
-        });
-    };
-    auto lo_up = [](nl::Batch& batch, const Node& node) {
-        rtnl::LinkChange up;
-        up.up = true;
-        batch.add(rtnl::link_set(1, up), node.name + ": setting lo up");
-    };
-    for (std::size_t n = 0; n < n_nodes; ++n) {
-        const Node& node = topo.nodes[n];
-        if (!makes_devices(node)) continue;
-        nl::Batch batch;
-        lo_up(batch, node);
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-            const Interface& iface = node.interfaces[i];
-            auto c = common(iface, r.ifindex[n][i]);
-            c.up = iface.up;
-            if (iface.type == InterfaceType::bridge) {
-                // Snooping off until the ports are up (finish_bridges): with it on, every
-                // port coming up re-enables multicast on every port of the bridge
-                // (br_port_state_selection), O(ports^2) timer work; star 1000's configure
-                // took 2.4-2.6 s with it, 1.8-2.0 s without (bench/observations.md).
-                batch.add(rtnl::bridge_add(c, node.vlan_filtering && node.kind == NodeKind::switch_,
-                                           /*multicast_snooping=*/false),
-                          node.name + ": creating bridge " + iface.name);
-            } else if (iface.type == InterfaceType::dummy) {
-                c.up = false;  // enslaved (if a port) and brought up in phase 4
-                batch.add(rtnl::dummy_add(c), node.name + ": creating dummy " + iface.name);
-            }
-        }
-        send(r.handles[n], batch);
-    }
-
-    // Phase 3: veth pairs, one batch per sending namespace.
-    std::vector<std::size_t> link_count(n_nodes, 0);
-    for (const auto& link : topo.links) {
-        ++link_count[link.ends[0].node];
-        ++link_count[link.ends[1].node];
-    }
-    std::vector<nl::Batch> veths(n_nodes);
-    for (const auto& link : topo.links) {
-        int m = main_end(link, link_count);
-        const LinkEnd& a = link.ends[m];
-        const LinkEnd& b = link.ends[1 - m];
-        const Node& na = topo.nodes[a.node];
-        const Interface& ia = topo.interface(a);
-        rtnl::VethSpec spec;
-        spec.a = common(ia, r.ifindex[a.node][a.interface]);
-        spec.a.up = ia.up && !link.impair.any();
-        if (is_port(na, ia)) spec.a.master_ifindex = r.ifindex[a.node][*ia.master];
-        spec.a_netns_fd = -1;  // the sending socket's own namespace
-        spec.b = common(topo.interface(b), r.ifindex[b.node][b.interface]);
-        spec.b_netns_fd = r.namespaces[b.node].fd.get();
-        veths[a.node].add(rtnl::veth_add(spec),
-                          na.name + ": creating veth " + topo.end_name(a) + " <-> " + topo.end_name(b));
-    }
-    for (std::size_t n = 0; n < n_nodes; ++n) send(r.handles[n], veths[n]);
-
-    // Which veth ends were created up and enslaved already (the main ends).
-    std::vector<std::vector<bool>> done(n_nodes);
-    for (std::size_t n = 0; n < n_nodes; ++n) done[n].assign(topo.nodes[n].interfaces.size(), false);
-    for (const auto& link : topo.links) {
-        const LinkEnd& a = link.ends[main_end(link, link_count)];
-        if (!link.impair.any()) done[a.node][a.interface] = true;
-    }
-
-    // Phase 4: the rest, per namespace.
-    for (std::size_t n = 0; n < n_nodes; ++n) {
-        const Node& node = topo.nodes[n];
-        const auto& idx = r.ifindex[n];
-        nl::Batch links;
-        if (!makes_devices(node)) lo_up(links, node);
-        // Qdiscs go on before the link comes up (the main end of an impaired link was
-        // created down for that reason): no packet leaves unimpaired.
-        for (const auto& link : topo.links)
-            for (const auto& end : link.ends)
-                if (end.node == n && link.impair.any())
-                    links.add(rtnl::netem_add(idx[end.interface], to_netem(link.impair)),
-                              node.name + ": adding " + rtnl::impairment_qdisc_kind(to_netem(link.impair)) +
-                                  " qdisc on " + node.interfaces[end.interface].name);
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-            const Interface& iface = node.interfaces[i];
-            bool settable = iface.type == InterfaceType::veth || iface.type == InterfaceType::tap ||
-                            iface.type == InterfaceType::tun || iface.type == InterfaceType::dummy;
-            if (!settable || done[n][i]) continue;
-            rtnl::LinkChange change;
-            if (is_port(node, iface)) change.master_ifindex = idx[*iface.master];
-            if ((iface.type == InterfaceType::tap || iface.type == InterfaceType::tun) && iface.mtu)
-                change.mtu = iface.mtu;
-            if ((iface.type == InterfaceType::tap) && iface.mac) change.mac = iface.mac;
-            if (iface.up) change.up = true;
-            if (!change.up && !change.master_ifindex && !change.mtu && !change.mac) continue;
-            links.add(rtnl::link_set(idx[i], change), node.name + ": setting up " + iface.name);
-        }
-        // vlans after their parents are up: a vlan created up on a down parent is ENETDOWN.
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-            const Interface& iface = node.interfaces[i];
-            if (iface.type != InterfaceType::vlan) continue;
-            auto c = common(iface, idx[i]);
-            c.up = iface.up && node.interfaces[iface.parent].up;
-            if (is_port(node, iface)) c.master_ifindex = idx[*iface.master];
-            links.add(rtnl::vlan_add(c, idx[iface.parent], iface.vlan_id),
-                      node.name + ": creating vlan " + iface.name + " on " + node.interfaces[iface.parent].name);
-        }
-        // Bridge VLANs: a port's default VLAN 1 makes way for its pvid and tagged VLANs.
-        if (node.kind == NodeKind::switch_ && node.vlan_filtering) {
-            for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-                const Interface& iface = node.interfaces[i];
-                if (!is_port(node, iface) || (!iface.pvid && iface.tagged.empty())) continue;
-                std::string what = node.name + ": VLANs of port " + iface.name;
-                links.add(rtnl::bridge_vlan_del(idx[i], 1), what);
-                if (iface.pvid) links.add(rtnl::bridge_vlan_add(idx[i], *iface.pvid, true, true), what);
-                for (auto vid : iface.tagged) links.add(rtnl::bridge_vlan_add(idx[i], vid, false, false), what);
-            }
-        }
-        // Without sysctls to write in between, one batch (one round trip) does it all:
-        // the requests of a batch are processed in order.
-        nl::Batch later;
-        nl::Batch& addrs = node.sysctls.empty() ? links : later;
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i)
-            for (const auto& p : node.interfaces[i].addresses)
-                addrs.add(rtnl::addr_add(idx[i], p, true),
-                          node.name + ": adding " + p.to_string() + " to " + node.interfaces[i].name);
-        for (const auto& route : node.routes) {
-            rtnl::RouteSpec spec;
-            spec.dst = route.to;
-            spec.family = route.family;
-            spec.via = route.via;
-            spec.oif = route.dev ? idx[*route.dev] : 0;
-            spec.metric = route.metric;
-            addrs.add(rtnl::route_add(spec), node.name + ": adding route " + route.to_string(node));
-        }
-        send(r.handles[n], links);
-        if (!node.sysctls.empty()) {
-            netns::run_in(r.namespaces[n], [&] {
-                for (const auto& [key, value] : node.sysctls) {
-                    try {
-                        rtnl::sysctl_write_here(key, value);
-                    } catch (const KernelError& e) {
-                        throw e.prefixed(node.name);
-                    }
-                }
-            });
-            send(r.handles[n], later);
-        }
-    }
-}
-
-void wait_links(const Topology& topo, Realized& r, std::chrono::milliseconds timeout) {
-    std::vector<rtnl::OperstateWait> waits;
-    std::vector<std::size_t> node_of;
-    for (std::size_t n = 0; n < topo.nodes.size(); ++n) {
-        const Node& node = topo.nodes[n];
-        std::vector<int> want;
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-            const Interface& iface = node.interfaces[i];
-            if (iface.type != InterfaceType::veth || !iface.up || !iface.link) continue;
-            // A link is up when both ends are.
-            const Link& link = topo.links[*iface.link];
-            const LinkEnd& other = link.ends[1 - iface.link_end];
-            if (topo.interface(other).up) want.push_back(r.ifindex[n][i]);
-        }
-        if (want.empty()) continue;
-        waits.push_back({&r.handles[n], std::move(want)});
-        node_of.push_back(n);
-    }
-    if (waits.empty()) return;
-    std::vector<std::vector<int>> left;
-    try {
-        left = rtnl::wait_operstate_up_many(waits, timeout);
-    } catch (const KernelError& e) {
-        throw e.prefixed("waiting for links to come up");
-    }
-    for (std::size_t w = 0; w < waits.size(); ++w) {
-        if (left[w].empty()) continue;
-        std::string list;
-        for (int i : left[w]) list += (list.empty() ? "" : ", ") + std::to_string(i);
-        throw KernelError(ETIMEDOUT, "waiting for links to come up",
-                          "still not operationally up after " + std::to_string(timeout.count()) +
-                              " ms: ifindex " + list)
-            .prefixed(topo.nodes[node_of[w]].name);
-    }
-}
-
-void finish_bridges(const Topology& topo, Realized& r) {
-    for (std::size_t n = 0; n < topo.nodes.size(); ++n) {
-        const Node& node = topo.nodes[n];
-        nl::Batch batch;
-        for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
-            if (node.interfaces[i].type != InterfaceType::bridge) continue;
-            batch.add(rtnl::bridge_set_multicast_snooping(r.ifindex[n][i], true),
-                      node.name + ": turning on multicast snooping on " + node.interfaces[i].name);
-        }
-        send(r.handles[n], batch);
-    }
+void execute(const Topology& desired, const plan::Plan& p, state::Journal& journal, const Hooks& hooks,
+             const Options& options) {
+    Executor(desired, p, journal, hooks, options).run();
 }
 
 }  // namespace labctl::realize

@@ -50,7 +50,7 @@ std::string impairment_qdisc_kind(const Netem& n) {
     return n.rate_mbit && !others ? "tbf" : "netem";
 }
 
-nl::Message netem_add(int ifindex, const Netem& n) {
+nl::Message netem_add(int ifindex, const Netem& n, bool replace) {
     check(n.delay_ms, "delay_ms", 1e7);
     check(n.jitter_ms, "jitter_ms", 1e7);
     check(n.loss_pct, "loss_pct", 100);
@@ -62,7 +62,7 @@ nl::Message netem_add(int ifindex, const Netem& n) {
         !n.limit_packets)
         throw std::invalid_argument("no impairment given");
 
-    nl::Message m = root_qdisc(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, ifindex);
+    nl::Message m = root_qdisc(RTM_NEWQDISC, NLM_F_CREATE | (replace ? NLM_F_REPLACE : NLM_F_EXCL), ifindex);
     if (impairment_qdisc_kind(n) == "tbf") {
         const std::uint64_t rate = rate_bytes(*n.rate_mbit);
         // 10 ms worth of traffic, at least two full-size frames; queue 50 ms beyond that.

@@ -161,7 +161,9 @@ std::string impairment_qdisc_kind(const Netem& netem);
 // = tc qdisc add dev IFINDEX root tbf rate Rmbit burst B latency 50ms
 // (burst: 10 ms of traffic, at least 3000 bytes). std::invalid_argument for negative
 // values, percentages above 100, or nothing set.
-nl::Message netem_add(int ifindex, const Netem& netem);
+// With `replace`: = tc qdisc replace ... (NLM_F_REPLACE): whatever root qdisc is there
+// (none, netem, tbf) makes way in one request, so no packet leaves unimpaired meanwhile.
+nl::Message netem_add(int ifindex, const Netem& netem, bool replace = false);
 // = tc qdisc del dev IFINDEX root
 nl::Message qdisc_del_root(int ifindex);
 

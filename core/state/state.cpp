@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
 #include "base/error.hpp"
 #include "base/io.hpp"
@@ -208,6 +209,24 @@ void Journal::daemon_started(const RecordedDaemon& d) {
                .dump());
 }
 
+void Journal::daemons_stopped(const std::string& node) {
+    append(Json{{"event", "daemons-stopped"}, {"node", node}}.dump());
+}
+
+void Journal::runtime(const std::string& json) { append(Json{{"event", "runtime"}, {"state", json}}.dump()); }
+
+void Journal::topology_replaced(const std::string& topology_text) {
+    UniqueFd labdir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!labdir) throw_last_errno(dir_ + ": opening");
+    UniqueFd topo(::openat(labdir.get(), "topology.json.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                           0600));
+    if (!topo) throw_last_errno(dir_ + "/topology.json.new: creating");
+    write_all(topo.get(), topology_text, dir_ + "/topology.json.new: writing");
+    if (::renameat(labdir.get(), "topology.json.new", labdir.get(), "topology.json") != 0)
+        throw_last_errno(dir_ + "/topology.json: replacing");
+    append(Json{{"event", "applied"}}.dump());
+}
+
 void Journal::complete() { append(Json{{"event", "up"}}.dump()); }
 
 std::string Journal::log_dir() {
@@ -231,6 +250,8 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
         throw_last_errno(state_root() + "/" + lab + "/journal: opening");
     }
     std::string text = read_all(fd.get(), state_root() + "/" + lab + "/journal: reading");
+    // Namespace name -> its place in rec.namespaces: a lab of N nodes loads in O(N).
+    std::unordered_map<std::string, std::size_t> index;
     std::size_t pos = 0;
     while (pos < text.size()) {
         auto nl = text.find('\n', pos);
@@ -258,10 +279,9 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
                 x.file_dev = static_cast<dev_t>(n.value("file_dev", std::uint64_t{0}));
                 x.file_ino = static_cast<ino_t>(n.value("file_ino", std::uint64_t{0}));
                 if (x.ino == 0) continue;
-                auto it = std::find_if(rec.namespaces.begin(), rec.namespaces.end(),
-                                       [&](const RecordedNetns& y) { return y.name == x.name; });
-                if (it == rec.namespaces.end()) rec.namespaces.push_back(x);
-                else *it = x;
+                auto [at, fresh] = index.emplace(x.name, rec.namespaces.size());
+                if (fresh) rec.namespaces.push_back(x);
+                else rec.namespaces[at->second] = x;
             }
         } else if (ev == "daemon") {
             RecordedDaemon d;
@@ -271,6 +291,11 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
             d.start_time = r.value("start_time", 0ULL);
             d.log = r.value("log", "");
             rec.daemons.push_back(d);
+        } else if (ev == "daemons-stopped") {
+            std::string node = r.value("node", "");
+            std::erase_if(rec.daemons, [&](const RecordedDaemon& d) { return d.node == node; });
+        } else if (ev == "runtime") {
+            rec.runtime = r.value("state", "");
         } else if (ev == "up") {
             rec.complete = true;
         }

@@ -77,6 +77,7 @@ struct LabRecord {
     bool complete = false;      // `up` finished
     std::vector<RecordedNetns> namespaces;
     std::vector<RecordedDaemon> daemons;
+    std::string runtime;        // JSON of the runtime changes in force ("" for none)
 };
 
 // The journal of one lab; created by begin(), read by load(), removed by remove().
@@ -104,6 +105,13 @@ public:
     // Safe to call from several threads at once (one write() per record).
     void netns(const RecordedNetns& ns);
     void daemon_started(const RecordedDaemon& daemon);
+    // The node's daemons were stopped (apply restarting them, a node powered off).
+    void daemons_stopped(const std::string& node);
+    // The runtime changes in force now (link down, impairments, nodes stopped), as JSON.
+    void runtime(const std::string& json);
+    // `apply` finished: the lab now runs `topology_text` (written to topology.json, by
+    // rename, so a reader sees the old file or the new one). Throws KernelError.
+    void topology_replaced(const std::string& topology_text);
     void complete();
 
     // The lab's log directory (created on first use), e.g. /run/labctl/lab/logs.

@@ -69,6 +69,7 @@ struct Command {
     std::vector<std::string> argv;  // a string command becomes {"/bin/sh", "-c", text}
     bool shell = false;             // written as a string
     std::string display() const;    // for messages
+    bool operator==(const Command&) const = default;
 };
 
 // A long-running command of a node. With `ready_port` or `ready_run`, `up` waits (up to
@@ -81,6 +82,7 @@ struct Daemon {
     double ready_timeout_s = 10;
     bool has_readiness() const { return ready_port || !ready_run.empty(); }
     std::string display() const;  // argv joined by spaces
+    bool operator==(const Daemon&) const = default;
 };
 
 struct Node {

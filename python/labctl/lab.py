@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .capture import Capture
 
 __all__ = ["Lab", "validate", "status", "down", "PingResult", "CheckResult", "ExecResult",
-           "Process", "Topology"]
+           "Change", "Process", "Topology"]
 
 #: A topology: the path of a JSON file, or the document itself as a dict.
 Topology = Union[str, "os.PathLike[str]", Mapping]
@@ -219,21 +219,66 @@ class Process:
         return f"<labctl.Process {self.node}: {self.args!r} pid {self.pid} {state}>"
 
 
+@dataclass(frozen=True)
+class Change:
+    """One change of a plan (:meth:`Lab.apply`, runtime changes).
+
+    ``op`` is "+" (added), "-" (removed) or "~" (changed); ``kind`` what changed ("node",
+    "link", "interface", "routes", "sysctls", "exec", "daemons"); ``target`` its name
+    ("h4", "h1:eth0 <-> sw1:p1", "h1:eth0", "r1"); ``detail`` how
+    ("addresses +10.0.1.12/24 -10.0.1.10/24"). ``str(change)`` is the line ``labctl apply``
+    prints.
+    """
+
+    op: str
+    kind: str
+    target: str
+    detail: str
+    line: str = field(repr=False, compare=False, default="")
+
+    def __str__(self) -> str:
+        return self.line
+
+    @classmethod
+    def _from_core(cls, t: Any) -> "Change":
+        return cls(op=t[0], kind=t[1], target=t[2], detail=t[3], line=t[4])
+
+
+class _PluggedBack:
+    """What :meth:`Lab.link_down` returns: as a context manager, plugs the link back on exit."""
+
+    def __init__(self, lab: "Lab", end: str, changes: List[Change]) -> None:
+        self._lab, self._end, self.changes = lab, end, changes
+
+    def __enter__(self) -> List[Change]:
+        return self.changes
+
+    def __exit__(self, *exc: object) -> None:
+        self._lab.link_up(self._end)
+
+    def __iter__(self) -> Any:
+        return iter(self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _load(topology: Topology) -> "_core.Lab":
-    """A validated _core.Lab from a path or a dict. Raises TopologyError."""
+def _load(topology: Topology, name: Optional[str] = None) -> "_core.Lab":
+    """A validated _core.Lab from a path or a dict, under ``name`` when given.
+    Raises TopologyError (LabError for a bad name)."""
     if isinstance(topology, Mapping):
         # json.dumps keeps the dict's key order, and file order matters: a node stands for
         # its first address in file order.
-        return _core.Lab.from_text(json.dumps(topology, default=_jsonable), DICT_SOURCE)
+        return _core.Lab.from_text(json.dumps(topology, default=_jsonable), DICT_SOURCE, name or "")
     if isinstance(topology, (str, os.PathLike)):
         path = os.fspath(topology)
         if not os.path.lexists(path):  # an OSError, as open() raises, not an invalid topology
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        return _core.Lab.from_file(path)
+        return _core.Lab.from_file(path, name or "")
     raise TypeError(f"a topology is a path or a dict, not {type(topology).__name__}")
 
 
@@ -284,8 +329,10 @@ class Lab:
             assert lab.ping("h1", "h2").ok
     """
 
-    def __init__(self, topology: Topology) -> None:
-        self._lab = _load(topology)
+    def __init__(self, topology: Topology, name: Optional[str] = None) -> None:
+        #: ``name`` runs the topology under another lab name (an instance: namespaces
+        #: ``<name>-<node>``), so one file can be up many times on one machine.
+        self._lab = _load(topology, name)
         #: Notes of the last up(), e.g. that leftovers of an interrupted up were removed.
         self.notes: List[str] = []
         # True while this object may have a lab up: from just before up() until down().
@@ -447,6 +494,74 @@ class Lab:
         removed = self._lab.down()
         self._owned = False
         return removed
+
+    def apply(self, topology: Optional[Topology] = None, dry_run: bool = False,
+              verify: bool = True) -> List[Change]:
+        """Makes the running lab match ``topology`` (default: its own, which repairs what
+        was changed by hand and undoes runtime changes), touching only what differs, and
+        returns the changes (``labctl apply``). A lab that is not up is brought up. With
+        ``dry_run`` nothing is touched. Raises :class:`labctl.LabError` when a change
+        fails (the lab is back to its previous topology), :class:`labctl.CheckFailed`
+        when a check fails afterwards (the lab runs the new topology).
+        """
+        new = self._lab if topology is None else _load(topology, self.name)
+        if topology is not None and new.name != self.name:
+            raise ValueError(f"the topology is lab {new.name!r}, not {self.name!r}")
+        was_owned = self._owned
+        if not dry_run:
+            self._owned = True
+        try:
+            changes, checks, notes, _brought_up = new.apply(dry_run, verify)
+        except CheckFailed:
+            raise
+        except Error:
+            self._owned = was_owned or self._lab.is_up()
+            raise
+        result = [Change._from_core(c) for c in changes]
+        if dry_run:
+            return result
+        self._lab = new
+        self.notes = list(notes)
+        results = [CheckResult._from_core(c) for c in checks]
+        if not all(c.ok for c in results):
+            raise CheckFailed(self.name, results)
+        return result
+
+    def link_down(self, end: str) -> _PluggedBack:
+        """Pulls the cable of the link ``end`` ("node:ifname", either end) belongs to: the
+        end goes down and its peer loses carrier. Kept until :meth:`link_up`,
+        :meth:`apply` or :meth:`down`. Returns the changes; as a context manager the link
+        is plugged back on exit::
+
+            with lab.link_down("r1:eth1"):
+                assert not lab.ping("h1", "h2").ok
+        """
+        return _PluggedBack(self, end, [Change._from_core(c) for c in self._lab.link_state(end, False)])
+
+    def link_up(self, end: str) -> List[Change]:
+        """Plugs the link back: both ends up, every address and route of the file again."""
+        return [Change._from_core(c) for c in self._lab.link_state(end, True)]
+
+    def impair(self, end: str, delay_ms: Optional[float] = None, jitter_ms: Optional[float] = None,
+               loss_pct: Optional[float] = None, rate_mbit: Optional[float] = None,
+               duplicate_pct: Optional[float] = None, reorder_pct: Optional[float] = None) -> List[Change]:
+        """Replaces the impairment of the link ``end`` belongs to, on both ends (as
+        ``impair`` in the file); without any value, removes it."""
+        return [Change._from_core(c) for c in self._lab.impair(end, delay_ms, jitter_ms, loss_pct, rate_mbit,
+                                                               duplicate_pct, reorder_pct)]
+
+    def node_stop(self, node: str) -> List[Change]:
+        """Powers the node off: its processes are killed, its interfaces go down."""
+        return [Change._from_core(c) for c in self._lab.node_power(node, "stop")]
+
+    def node_start(self, node: str) -> List[Change]:
+        """Powers the node on: interfaces, addresses, routes as in the file, exec run again,
+        daemons started."""
+        return [Change._from_core(c) for c in self._lab.node_power(node, "start")]
+
+    def node_restart(self, node: str) -> List[Change]:
+        """:meth:`node_stop`, then :meth:`node_start`."""
+        return [Change._from_core(c) for c in self._lab.node_power(node, "restart")]
 
     def __enter__(self) -> "Lab":
         if self._attached:  # Lab.attach(name): up already; ours to take down on exit

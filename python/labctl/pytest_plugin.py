@@ -36,7 +36,9 @@ from before its checks run, so a lab whose checks fail has them on record.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
+import os
 import pathlib
 import re
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Tuple
@@ -54,6 +56,27 @@ _MARKER_HELP = ("lab(topology, scope='function', verify=True): the topology (a p
                 "shares one lab across the module's tests")
 
 _SCOPES = ("function", "module", "session")
+
+
+_instances = itertools.count(1)
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _new_lab(topology: Topology) -> Lab:
+    """The topology as a lab of its own name: `<first 7 letters of the file's name>-<pid><n>`,
+    so the same file used by several tests, runs or pytest-xdist workers (each its own
+    process) never gives two labs one name."""
+    name = Lab(topology).name
+    return Lab(topology, name=f"{name[:7].rstrip('-')}-{_base36(os.getpid())}{_base36(next(_instances))}"[:16])
 
 
 class _Registry:
@@ -249,7 +272,7 @@ class _SharedLabs:
         key = repr(topology)
         if key not in self.labs:
             try:
-                lab = Lab(topology)
+                lab = _new_lab(topology)
             except (Error, OSError) as e:
                 _fail(e)
             try:
@@ -334,7 +357,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     recorder = request.config.stash[_RECORDER]
     record = (recorder, request.node) if recorder is not None else None
     try:
-        the_lab = Lab(topology)
+        the_lab = _new_lab(topology)
     except (Error, OSError) as e:
         _fail(e)
     failed: Optional[str] = None
@@ -367,7 +390,7 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     made: List[Lab] = []
 
     def factory(topology: Topology, up: bool = True, verify: bool = True) -> Lab:
-        new = Lab(_resolve(topology, request.path))
+        new = _new_lab(_resolve(topology, request.path))
         made.append(new)
         registry.started(new)
         if up:

@@ -29,13 +29,20 @@ milliseconds to_ms(double seconds) {
 // nlohmann::json -> dict/list, with the GIL held (pybind11_json builds Python objects).
 py::object to_python(const nlohmann::json& j) { return pyjson::from_json(j); }
 
+py::list changes(const std::vector<plan::Change>& cs) {
+    py::list out;
+    for (const auto& c : cs) out.append(py::make_tuple(std::string(1, c.op), c.kind, c.target, c.detail, c.line()));
+    return out;
+}
+
 }  // namespace
 
 void init_lab(py::module_& m) {
     py::class_<Lab>(m, "Lab")
-        .def_static("from_file", &Lab::from_file, py::arg("path"), release(),
+        .def_static("from_file", &Lab::from_file, py::arg("path"), py::arg("name") = std::string(), release(),
                     "Loads and validates a topology file; touches nothing. Raises TopologyError.")
-        .def_static("from_text", &Lab::from_text, py::arg("text"), py::arg("source"), release(),
+        .def_static("from_text", &Lab::from_text, py::arg("text"), py::arg("source"), py::arg("name") = std::string(),
+                    release(),
                     "Validates JSON text; `source` names it in messages. Raises TopologyError.")
         .def_static("attach", &Lab::attach, py::arg("name"), release(),
                     "A running lab, from its state directory. Raises LabError when it is not up.")
@@ -99,7 +106,63 @@ void init_lab(py::module_& m) {
                  }
                  return to_python(j);
              })
-        .def("down", &Lab::down, release());
+        .def("down", &Lab::down, release())
+        // Changes as tuples (op, kind, target, detail, line); labctl.Change wraps them.
+        .def(
+            "apply",
+            [](Lab& l, bool dry_run, bool verify) {
+                engine::ApplyResult r;
+                {
+                    py::gil_scoped_release unlocked;
+                    r = l.apply(dry_run, verify);
+                }
+                return py::make_tuple(changes(r.changes), r.checks, r.notes, r.brought_up);
+            },
+            py::arg("dry_run") = false, py::arg("verify") = true)
+        .def(
+            "link_state",
+            [](Lab& l, const std::string& end, bool up) {
+                std::vector<plan::Change> r;
+                {
+                    py::gil_scoped_release unlocked;
+                    r = l.link_state(end, up);
+                }
+                return changes(r);
+            },
+            py::arg("end"), py::arg("up"))
+        .def(
+            "impair",
+            [](Lab& l, const std::string& end, std::optional<double> delay_ms, std::optional<double> jitter_ms,
+               std::optional<double> loss_pct, std::optional<double> rate_mbit, std::optional<double> duplicate_pct,
+               std::optional<double> reorder_pct) {
+                topology::Impairment im{delay_ms, jitter_ms, loss_pct, rate_mbit, duplicate_pct, reorder_pct};
+                std::vector<plan::Change> r;
+                {
+                    py::gil_scoped_release unlocked;
+                    r = l.impair(end, im.any() ? std::optional<topology::Impairment>(im) : std::nullopt);
+                }
+                return changes(r);
+            },
+            py::arg("end"), py::arg("delay_ms") = py::none(), py::arg("jitter_ms") = py::none(),
+            py::arg("loss_pct") = py::none(), py::arg("rate_mbit") = py::none(),
+            py::arg("duplicate_pct") = py::none(), py::arg("reorder_pct") = py::none())
+        .def(
+            "node_power",
+            [](Lab& l, const std::string& node, const std::string& action) {
+                engine::NodeAction a;
+                if (action == "stop") a = engine::NodeAction::stop;
+                else if (action == "start") a = engine::NodeAction::start;
+                else if (action == "restart") a = engine::NodeAction::restart;
+                else throw py::value_error("a node action is stop, start or restart");
+                std::vector<plan::Change> r;
+                {
+                    py::gil_scoped_release unlocked;
+                    r = l.node_power(node, a);
+                }
+                return changes(r);
+            },
+            py::arg("node"), py::arg("action"))
+        .def("require_same_topology", &Lab::require_same_topology, release());
 
     m.attr("MAX_PING_COUNT") = engine::kMaxPingCount;
     m.def("down", &engine::down, py::arg("name"), release(),

@@ -4,6 +4,7 @@ does not show, with a few lines of pcapng parsing here).
 
 One lab serves the module: h1 - r1 - sw1 - h2, r1 with a TUN (tun0)."""
 import json
+import re
 import os
 import signal
 import struct
@@ -16,7 +17,7 @@ import pytest
 
 import labctl
 from conftest import LABCTL, run_labctl
-from labhelpers import lab_namespaces, pair, unique_name
+from labhelpers import lab_namespaces, netns_list, pair, unique_name
 
 pytest_plugins = ["pytester"]
 
@@ -365,26 +366,33 @@ def test_pytest_option_keeps_the_files_of_failed_tests_only(pytester, monkeypatc
             assert lab.ping("h2", "h1", count=1).ok
             assert False, "on purpose"
     """)
-    try:
-        result = pytester.runpytest_subprocess("-p", "labctl.pytest_plugin", "-p", "no:cacheprovider",
-                                               "--labctl-capture", "--labctl-capture-dir", "caps",
-                                               timeout=300)
-    finally:
-        labctl.down(a)
-        labctl.down(b)
+    result = pytester.runpytest_subprocess("-p", "labctl.pytest_plugin", "-p", "no:cacheprovider",
+                                           "--labctl-capture", "--labctl-capture-dir", "caps",
+                                           timeout=300)
     result.assert_outcomes(passed=1, failed=2)
+    # Fixture labs are instances named after the file's lab (`<first 7 letters>-<pid><n>`), so
+    # the kept files are found by test name and checked against the lab name's stem.
     kept = sorted(p.name for p in (pytester.path / "caps").iterdir())
-    assert kept == sorted([f"test_user.py_test_fails--{a}.pcapng",
-                           f"test_user.py_test_factory_fails--{b}.pcapng"])
+    assert len(kept) == 2, kept
+    by_test = {}
+    for name in kept:
+        m = re.fullmatch(r"test_user\.py_(test_fails|test_factory_fails)--([a-z0-9-]+)\.pcapng", name)
+        assert m, name
+        by_test[m.group(1)] = m.group(2)
+    assert by_test["test_fails"].startswith(a[:7].rstrip("-") + "-")
+    assert by_test["test_factory_fails"].startswith(b[:7].rstrip("-") + "-")
+    failed_file = f"test_user.py_test_fails--{by_test['test_fails']}.pcapng"
+    factory_file = f"test_user.py_test_factory_fails--{by_test['test_factory_fails']}.pcapng"
     # Each failure report names its file.
-    result.stdout.fnmatch_lines([f"*labctl capture*", f"*packets of lab {a} during this test: *caps/"
-                                 f"test_user.py_test_fails--{a}.pcapng"])
-    rows = tshark(pytester.path / "caps" / f"test_user.py_test_fails--{a}.pcapng",
-                  "frame.interface_name", "icmp.type", filter="icmp")
+    result.stdout.fnmatch_lines(["*labctl capture*",
+                                 f"*packets of lab {by_test['test_fails']} during this test: *caps/{failed_file}"])
+    rows = tshark(pytester.path / "caps" / failed_file, "frame.interface_name", "icmp.type", filter="icmp")
     assert ["h1:eth0", "8"] in rows and ["h2:eth0", "0"] in rows
-    rows = tshark(pytester.path / "caps" / f"test_user.py_test_factory_fails--{b}.pcapng",
-                  "frame.interface_name", "icmp.type", filter="icmp")
+    rows = tshark(pytester.path / "caps" / factory_file, "frame.interface_name", "icmp.type", filter="icmp")
     assert ["h2:eth0", "8"] in rows
+    # The plugin took every instance down.
+    left = [n for n in netns_list() if n.startswith(tuple(by_test.values()))]
+    assert left == []
 
 
 # ---- the benchmark harness ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from conftest import ROOT, run_labctl
 LABS_DIR = ROOT / "labs"
 LABS = sorted(p.parent for p in LABS_DIR.glob("*/topology.json"))
 TEACHING_ORDER = ["quickstart", "veth-patch-cable", "tun-vs-tap", "bridge-lan", "static-routing",
-                  "vlans", "ipv6", "mtu", "impairments", "services"]
+                  "vlans", "ipv6", "mtu", "impairments", "services", "link-failure"]
 
 
 def ids(p):

@@ -2,6 +2,8 @@
 `python3 -m pytest -p labctl.pytest_plugin` in a subprocess (pytester)."""
 import json
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import textwrap
 import pytest
 
 import labctl
-from labhelpers import lab_namespaces, pair, unique_name
+from labhelpers import lab_namespaces, pair
 
 pytest_plugins = ["pytester"]
 
@@ -27,12 +29,15 @@ def names():
     made = []
 
     def new(tag="p"):
-        made.append(unique_name(tag))
+        # At most 7 letters: fixture labs are named "<its first 7 letters>-<unique>".
+        made.append(f"{tag}{secrets.token_hex(3)}"[:7])
         return made[-1]
 
     yield new
     for name in made:
-        labctl.down(name)
+        for lab in labctl.status():
+            if lab["name"] == name or lab["name"].startswith(name + "-"):
+                labctl.down(lab["name"])
 
 
 def run(pytester, *args, timeout=300):
@@ -56,13 +61,13 @@ def test_marker_brings_the_lab_up_and_removes_it(pytester, names):
 
         @pytest.mark.lab("labs/a.json")
         def test_a(lab):
-            assert lab.name == {a!r} and lab.is_up
+            assert lab.name.startswith({a!r} + "-") and lab.is_up
             assert lab.ping("h1", "h2", count=1).ok
-            assert os.path.exists("/run/netns/{a}-h1")
+            assert os.path.exists(f"/run/netns/{{lab.name}}-h1")
 
         @pytest.mark.lab("b.json", verify=False)
         def test_b(lab):
-            assert lab.name == {b!r} and lab.exec("h2", ["true"]).returncode == 0
+            assert lab.name.startswith({b!r} + "-") and lab.exec("h2", ["true"]).returncode == 0
 
         def test_without_marker(lab):
             pass
@@ -135,13 +140,15 @@ def test_labctl_keep_keeps_only_failed_labs(pytester, names):
         result.assert_outcomes(failed=2, passed=1, errors=1)
         out = result.stdout.str()
         for kept in (a, c, d):
-            assert f"kept lab {kept} up" in out and f"labctl down {kept}" in out
-            assert labctl.Lab.attach(kept).is_up
+            found = re.search(rf"kept lab ({kept}-\S+) up", out)
+            assert found and f"labctl down {found[1]}" in out
+            assert labctl.Lab.attach(found[1]).is_up
             assert len(lab_namespaces(kept)) == 2
         assert b not in out and not lab_namespaces(b)
     finally:
-        for kept in (a, c, d):
-            labctl.down(kept)
+        for lab in labctl.status():
+            if any(lab["name"].startswith(kept + "-") for kept in (a, c, d)):
+                labctl.down(lab["name"])
     assert not any(lab_namespaces(n) for n in (a, b, c, d))
 
 
@@ -174,23 +181,23 @@ def test_module_scope_shares_one_lab(pytester, names):
         pytestmark = pytest.mark.lab("a.json", scope="module")
         seen = []
 
-        def inode():
-            return os.stat("/run/netns/{a}-h1").st_ino
+        def inode(lab):
+            return os.stat(f"/run/netns/{{lab.name}}-h1").st_ino
 
         def test_one(lab):
             lab.exec("h1", ["ip", "addr", "add", "10.0.0.99/32", "dev", "lo"], check=True)
-            seen.append(inode())
+            seen.append(inode(lab))
 
         def test_two(lab):
             assert "10.0.0.99" in lab.exec("h1", ["ip", "-br", "addr", "show", "lo"]).stdout
-            seen.append(inode())
+            seen.append(inode(lab))
             assert seen[0] == seen[1]
     """, test_other=f"""
         import os, pytest
 
         @pytest.mark.lab("b.json")
         def test_function_scope(lab):
-            assert not os.path.exists("/run/netns/{a}-h1")  # module a's lab is gone by now
+            assert not [n for n in os.listdir("/run/netns") if n.startswith("{a}-")]  # module a's lab is gone
     """)
     run(pytester, "test_shared.py", "test_other.py").assert_outcomes(passed=3)
     assert not lab_namespaces(a) and not lab_namespaces(b)
@@ -254,3 +261,19 @@ def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, names):
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert not body.exists(), "the interrupt came after the lab was up"
     assert not lab_namespaces(name)
+
+
+def test_fixture_labs_of_one_file_get_names_of_their_own(pytester, names):
+    a = names()
+    write_topology(pytester, "a.json", a)
+    pytester.makepyfile(test_user="""
+        import pytest
+
+        @pytest.mark.lab("a.json")
+        def test_twice(lab, lab_factory):
+            other = lab_factory("a.json")
+            assert other.name != lab.name
+            assert lab.ping("h1", "h2", count=1).ok and other.ping("h1", "h2", count=1).ok
+    """)
+    run(pytester).assert_outcomes(passed=1)
+    assert not lab_namespaces(a)

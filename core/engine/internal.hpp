@@ -1,0 +1,50 @@
+#pragma once
+// What the engine's files share (not part of its API: the CLI and Python never see it).
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "engine/ready.hpp"
+#include "engine/teardown.hpp"
+#include "plan/plan.hpp"
+#include "realize/realize.hpp"
+#include "state/state.hpp"
+#include "topology/model.hpp"
+
+namespace labctl::engine::detail {
+
+inline constexpr auto kExecTimeout = std::chrono::seconds(30);
+// Of an exec command's stdout and of its stderr, the last bytes kept (memory and log).
+inline constexpr std::size_t kExecOutputKept = 1u << 20;
+inline constexpr auto kStopGrace = std::chrono::milliseconds(2000);
+// linkwatch (which sets operstate and activates the qdisc) needs the RTNL lock; a host
+// busy destroying many namespaces (cleanup_net) can hold it for seconds.
+inline constexpr auto kLinkTimeout = std::chrono::seconds(30);
+
+bool valid_lab_name(const std::string& s);
+std::string join(const std::vector<std::string>& parts, const std::string& sep);
+// Whether `name` is a namespace name `lab` can own: `<lab>-<node>`, one path component.
+bool lab_namespace_name(const std::string& lab, const std::string& name);
+// The last `max_lines` lines of `text`.
+std::string tail(const std::string& text, std::size_t max_lines);
+void raise_fd_limit();
+
+
+// The topology under another lab name: `<name>-<node>` namespaces.
+void rename(topology::Topology& topo, const std::string& name);
+// Exec commands, daemons, stopping processes and removing namespaces for realize::execute.
+// Exec commands and daemons run as node commands (node_command.hpp) in `folder`; the
+// daemons started are added to `started` (when given) to be waited for.
+realize::Hooks make_hooks(const topology::Topology& topo, state::Journal& journal, const std::string& folder,
+                          std::vector<StartedDaemon>* started = nullptr);
+// The running lab as the plan sees it: the topology it was built from, its namespaces
+// (those named in `dump`, or all when `dump_all`, read from the kernel) and its runtime
+// changes. Throws KernelError, LabError.
+plan::Observed observe(const std::string& lab, const state::LabRecord& rec, const topology::Topology& built,
+                       const std::vector<std::string>& dump, bool dump_all);
+plan::Runtime runtime_from_json(const topology::Topology& topo, const std::string& json);
+std::string runtime_to_json(const plan::Runtime& runtime);
+
+}  // namespace labctl::engine::detail

@@ -1,0 +1,483 @@
+// Operating a running lab: apply, runtime changes (link, impair, node), and what they share
+// with up (the hooks realize::execute calls, observing the lab).
+
+#include <net/if.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <thread>
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "engine/internal.hpp"
+#include "engine/node_command.hpp"
+#include "engine/lab.hpp"
+#include "netns/netns.hpp"
+#include "proc/proc.hpp"
+#include "rtnl/rtnl.hpp"
+#include "topology/load.hpp"
+
+namespace labctl::engine {
+
+using namespace topology;
+using Json = nlohmann::json;
+
+namespace detail {
+
+namespace {
+
+// LABCTL_TIMINGS=1: the wall time of observing and planning on stderr, as realize prints
+// its stages' (bench/README.md).
+class Timing {
+public:
+    explicit Timing(const char* what) : what_(what), on_(std::getenv("LABCTL_TIMINGS") != nullptr) {}
+    ~Timing() {
+        if (on_)
+            std::fprintf(stderr, "labctl: %s: %.3f s\n", what_,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+
+private:
+    const char* what_;
+    bool on_;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const std::string& folder,
+                          std::vector<StartedDaemon>* started) {
+    realize::Hooks h;
+    h.stop_processes = [&topo, &journal](const std::string& node, bool all) {
+        std::vector<std::string> problems;
+        if (auto rec = state::Journal::load(topo.name)) {
+            for (const auto& d : rec->daemons) {
+                if (d.node != node) continue;
+                try {
+                    proc::stop({d.pid, d.start_time}, kStopGrace);
+                } catch (const std::exception& e) {
+                    problems.push_back(node + ": stopping daemon " + std::to_string(d.pid) + ": " + e.what());
+                }
+            }
+        }
+        journal.daemons_stopped(node);
+        if (all) {
+            if (auto id = netns::identity(topo.name + "-" + node)) proc::kill_all_in_any_netns({*id}, kStopGrace);
+        }
+        if (!problems.empty()) throw LabError(join(problems, "; "));
+    };
+    // Only what the journal recorded, by identity (as teardown does): a name that now
+    // holds something else is left alone and reported.
+    h.remove_namespaces = [&topo](const std::vector<std::string>& names) {
+        auto rec = state::Journal::load(topo.name);
+        std::vector<std::pair<std::string, netns::NetnsIdentity>> recorded;
+        for (const auto& n : names) {
+            if (!lab_namespace_name(topo.name, n)) throw LabError("namespace " + n + " is not one of lab " + topo.name + "'s");
+            if (!rec) continue;
+            for (const auto& r : rec->namespaces)
+                if (r.name == n) recorded.emplace_back(n, netns::NetnsIdentity{r.dev, r.ino, r.cookie, r.file_dev, r.file_ino});
+        }
+        auto found = netns::inspect_many(recorded);
+        std::vector<proc::NetnsId> ids;
+        std::vector<std::pair<std::string, netns::NetnsIdentity>> owned;
+        std::vector<std::string> failures;
+        for (std::size_t i = 0; i < found.size(); ++i) {
+            if (found[i].found == netns::Found::ours) ids.emplace_back(recorded[i].second.dev, recorded[i].second.ino);
+            if (found[i].found == netns::Found::ours || found[i].found == netns::Found::file_only)
+                owned.push_back(recorded[i]);
+            if (found[i].found == netns::Found::foreign)
+                failures.push_back("namespace " + recorded[i].first + " is not the one labctl created (" + found[i].why +
+                                   "); left alone");
+        }
+        proc::kill_all_in_any_netns(ids, kStopGrace);
+        for (auto& f : netns::remove_owned_many(owned)) failures.push_back(std::move(f));
+        if (!failures.empty()) throw LabError(join(failures, "; "));
+    };
+    h.run_exec = [&topo, &journal, folder](std::size_t n, int netns_fd) {
+        const Node& node = topo.nodes[n];
+        std::string logs = journal.log_dir();
+        for (std::size_t i = 0; i < node.exec.size(); ++i) {
+            auto cmd = node_command(node, node.exec[i].argv, netns_fd, folder);
+            // Ctrl-C stops the command at once (then the caller rolls back); only the
+            // output's tail is kept, in memory and in the log.
+            auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout), &interrupt_flag(),
+                                 kExecOutputKept);
+            std::ofstream(logs + "/" + node.name + ".exec." + std::to_string(i) + ".log")
+                << (res.dropped ? "[labctl: the first " + std::to_string(res.dropped) + " bytes of output were dropped]\n"
+                                : std::string())
+                << res.out << res.err;
+            if (res.timed_out || res.returncode != 0) {
+                std::string what = res.timed_out        ? "ran longer than 30 s"
+                                   : res.returncode < 0 ? "was killed by signal " + std::to_string(-res.returncode)
+                                                        : "exited with " + std::to_string(res.returncode);
+                std::string output = tail(res.out + res.err, 10);
+                throw LabError(node.name + ": exec \"" + node.exec[i].display() + "\" " + what +
+                               (output.empty() ? "" : "; its output ends:\n" + output));
+            }
+        }
+    };
+    h.start_daemons = [&topo, &journal, folder, started](std::size_t n, int netns_fd) {
+        const Node& node = topo.nodes[n];
+        std::string logs = journal.log_dir();
+        for (std::size_t i = 0; i < node.daemons.size(); ++i) {
+            std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
+            auto cmd = node_command(node, node.daemons[i].argv, netns_fd, folder);
+            auto id = proc::start_daemon(cmd, log);
+            journal.daemon_started({node.name, node.daemons[i].argv, id.pid, id.start_time, log});
+            if (started) started->push_back({n, i, id, log});
+        }
+    };
+    return h;
+}
+
+namespace {
+
+// Routes the kernel makes itself (for addresses, link-local, router advertisements,
+// redirects) are not the lab's; everything else in the main table is.
+constexpr std::uint8_t kProtoRedirect = 1, kProtoKernel = 2, kProtoRa = 9;
+constexpr std::uint32_t kTableMain = 254;
+constexpr std::uint8_t kRouteUnicast = 1;
+
+bool link_local(const IpPrefix& p) {
+    return p.address.family == AF_INET6 && p.address.bytes[0] == 0xfe && (p.address.bytes[1] & 0xc0) == 0x80;
+}
+
+}  // namespace
+
+plan::Observed observe(const std::string& lab, const state::LabRecord& rec, const Topology& built,
+                       const std::vector<std::string>& dump, bool dump_all) {
+    Timing timing("observing the lab");
+    plan::Observed o;
+    o.built = built;
+    o.runtime = runtime_from_json(built, rec.runtime);
+    std::vector<netns::NetnsHandle> opened;
+    std::vector<std::size_t> slot;
+    for (const auto& ns : rec.namespaces) {
+        if (!lab_namespace_name(lab, ns.name)) continue;
+        plan::ObservedNode on;
+        on.name = ns.name.substr(lab.size() + 1);
+        const bool wanted = dump_all || std::find(dump.begin(), dump.end(), on.name) != dump.end();
+        if (wanted || ns.ino == 0) {
+            auto id = netns::identity(ns.name);
+            on.present = id && ns.ino != 0 && id->first == ns.dev && id->second == ns.ino;
+            on.leftover = ns.ino == 0 && netns::exists(ns.name);
+        } else {
+            on.present = true;  // a node a runtime change does not touch is trusted to be as built
+        }
+        o.nodes.push_back(on);
+        if (on.present && wanted) {
+            opened.push_back(netns::open(ns.name));
+            slot.push_back(o.nodes.size() - 1);
+        }
+    }
+    if (opened.empty()) return o;
+    // Each namespace: a socket opened inside it, then its links, addresses and routes. On
+    // a few threads (as namespaces are made), each with every k-th namespace.
+    auto read = [&](std::size_t first, std::size_t step) {
+        std::vector<const netns::NetnsHandle*> list;
+        for (std::size_t k = first; k < opened.size(); k += step) list.push_back(&opened[k]);
+        auto handles = rtnl::Handle::open_in_each(list);
+        for (std::size_t j = 0, k = first; k < opened.size(); ++j, k += step) {
+            plan::ObservedNode& on = o.nodes[slot[k]];
+            try {
+                auto links = rtnl::link_dump(handles[j]);
+                auto addrs = rtnl::addr_dump(handles[j]);
+                auto routes = rtnl::route_dump(handles[j]);
+                for (const auto& l : links) {
+                    plan::ObservedInterface oi;
+                    oi.name = l.name;
+                    oi.ifindex = l.ifindex;
+                    oi.admin_up = (l.flags & IFF_UP) != 0;
+                    oi.mtu = l.mtu;
+                    for (const auto& a : addrs)
+                        if (a.ifindex == l.ifindex && !link_local(a.prefix)) oi.addresses.push_back(a.prefix);
+                    on.interfaces.push_back(std::move(oi));
+                }
+                for (const auto& r : routes) {
+                    if (r.table != kTableMain || r.type != kRouteUnicast) continue;
+                    if (r.protocol == kProtoKernel || r.protocol == kProtoRa || r.protocol == kProtoRedirect) continue;
+                    on.routes.push_back({r.family, r.dst, r.gateway, r.oif, r.metric});
+                }
+                on.dumped = true;
+            } catch (const KernelError& e) {
+                throw e.prefixed(on.name);
+            }
+        }
+    };
+    const std::size_t threads =
+        std::clamp<std::size_t>(std::min<std::size_t>(std::thread::hardware_concurrency(), opened.size() / 32), 1, 4);
+    if (threads == 1) {
+        read(0, 1);
+        return o;
+    }
+    std::vector<std::exception_ptr> failed(threads);
+    std::vector<std::thread> workers;
+    for (std::size_t t = 0; t < threads; ++t)
+        workers.emplace_back([&, t] {
+            try {
+                read(t, threads);
+            } catch (...) {
+                failed[t] = std::current_exception();
+            }
+        });
+    for (auto& w : workers) w.join();
+    for (auto& f : failed)
+        if (f) std::rethrow_exception(f);
+    return o;
+}
+
+plan::Runtime runtime_from_json(const Topology& topo, const std::string& text) {
+    plan::Runtime rt;
+    if (text.empty()) return rt;
+    Json j = Json::parse(text, nullptr, false);
+    if (!j.is_object()) return rt;
+    if (j.contains("links_down") && j["links_down"].is_array())
+        for (const auto& x : j["links_down"])
+            if (x.is_string()) rt.links_down.insert(x.get<std::string>());
+    if (j.contains("nodes_stopped") && j["nodes_stopped"].is_array())
+        for (const auto& x : j["nodes_stopped"])
+            if (x.is_string()) rt.nodes_stopped.insert(x.get<std::string>());
+    if (j.contains("impaired") && j["impaired"].is_object()) {
+        for (const auto& [key, v] : j["impaired"].items()) {
+            Impairment im;
+            auto get = [&](const char* f, std::optional<double>& out) {
+                if (v.contains(f) && v[f].is_number()) out = v[f].get<double>();
+            };
+            get("delay_ms", im.delay_ms);
+            get("jitter_ms", im.jitter_ms);
+            get("loss_pct", im.loss_pct);
+            get("rate_mbit", im.rate_mbit);
+            get("duplicate_pct", im.duplicate_pct);
+            get("reorder_pct", im.reorder_pct);
+            rt.impaired[key] = im;
+        }
+    }
+    (void)topo;
+    return rt;
+}
+
+Json impairment_json(const Impairment& im) {
+    Json v = Json::object();
+    auto put = [&](const char* f, const std::optional<double>& x) {
+        if (x) v[f] = *x;
+    };
+    put("delay_ms", im.delay_ms);
+    put("jitter_ms", im.jitter_ms);
+    put("loss_pct", im.loss_pct);
+    put("rate_mbit", im.rate_mbit);
+    put("duplicate_pct", im.duplicate_pct);
+    put("reorder_pct", im.reorder_pct);
+    return v;
+}
+
+std::string runtime_to_json(const plan::Runtime& rt) {
+    Json impaired = Json::object();
+    for (const auto& [k, v] : rt.impaired) impaired[k] = impairment_json(v);
+    return Json{{"links_down", rt.links_down}, {"nodes_stopped", rt.nodes_stopped}, {"impaired", impaired}}.dump();
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+bool ApplyResult::checks_ok() const {
+    return std::all_of(checks.begin(), checks.end(), [](const CheckResult& c) { return c.ok; });
+}
+
+namespace {
+
+// The file a lab runs and an edited one are the same lab when their documents are equal
+// but for the lab's name (an instance runs under its own).
+bool same_document(const std::string& a, const std::string& b) {
+    auto ja = Json::parse(a, nullptr, false), jb = Json::parse(b, nullptr, false);
+    if (ja.is_discarded() || jb.is_discarded()) return false;
+    if (ja.is_object()) ja.erase("name");
+    if (jb.is_object()) jb.erase("name");
+    return ja == jb;
+}
+
+Topology built_topology(const std::string& lab) {
+    Timing timing("reading the topology the lab runs");
+    std::string text = state::Journal::topology_text(lab);
+    Topology t = load_text(text, state::state_root() + "/" + lab + "/topology.json");
+    rename(t, lab);
+    return t;
+}
+
+}  // namespace
+
+void Lab::require_same_topology() const {
+    auto rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) return;
+    if (!same_document(state::Journal::topology_text(topo_.name), text_))
+        throw RefusedError("lab " + topo_.name + " runs a different topology; apply it first (labctl apply " +
+                           (topo_.source.empty() ? std::string("FILE") : topo_.source) + ")");
+}
+
+ApplyResult Lab::apply(bool dry_run, bool verify,
+                       const std::function<void(const std::vector<plan::Change>&)>& on_plan) {
+    ApplyResult result;
+    if (!dry_run) require_privileges();
+    raise_fd_limit();
+    if (text_.empty()) text_ = "{}";
+    auto rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) {
+        result.changes = plan::plan(topo_, plan::Observed{}).changes;
+        result.brought_up = true;
+        if (on_plan) on_plan(result.changes);
+        if (dry_run) return result;
+        auto up_result = up(verify);
+        result.checks = std::move(up_result.checks);
+        result.notes = std::move(up_result.notes);
+        return result;
+    }
+    std::optional<state::LabLock> lock;
+    if (!dry_run) lock.emplace(topo_.name);
+    rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " went down while apply waited for it");
+    const Topology built = built_topology(topo_.name);
+    const plan::Observed observed = observe(topo_.name, *rec, built, {}, true);
+    const plan::Plan p = [&] {
+        Timing timing("planning");
+        return plan::plan(topo_, observed);
+    }();
+    result.changes = p.changes;
+    if (on_plan) on_plan(result.changes);
+    if (dry_run) return result;
+    if (!p.empty()) {
+        auto missing = rtnl::missing_features(realize::features_needed(topo_));
+        if (!missing.empty()) {
+            std::vector<std::string> why;
+            for (auto f : missing) why.push_back(rtnl::missing_feature_message(f));
+            throw LabError("lab " + topo_.name + " cannot be changed so here: " + join(why, "; "), EOPNOTSUPP);
+        }
+    }
+    auto journal = state::Journal::reopen(topo_.name);
+    realize::Options options;
+    options.link_timeout = kLinkTimeout;
+    try {
+        realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_), options);
+    } catch (const std::exception& e) {
+        // Back to the topology the lab ran: the reverse plan, from what is there now.
+        std::string undo_error;
+        try {
+            auto now = state::Journal::load(topo_.name);
+            const plan::Observed after = observe(topo_.name, *now, built, {}, true);
+            const plan::Plan back = plan::plan(built, after, observed.runtime);
+            realize::execute(built, back, journal, make_hooks(built, journal, folder_), options);
+        } catch (const std::exception& u) {
+            undo_error = u.what();
+        }
+        int err = 0;
+        if (auto* k = dynamic_cast<const KernelError*>(&e)) err = k->errno_value();
+        if (auto* l = dynamic_cast<const LabError*>(&e)) err = l->errno_value();
+        throw LabError(std::string(e.what()) +
+                           (undo_error.empty() ? "; lab " + topo_.name + " is back to the topology it ran before"
+                                               : "; and while returning to the topology it ran before: " + undo_error),
+                       err);
+    }
+    journal.topology_replaced(text_);
+    if (!observed.runtime.empty()) journal.runtime("");
+    lock.reset();
+    if (verify) result.checks = this->verify(false);
+    return result;
+}
+
+std::vector<plan::Change> Lab::change_runtime(const plan::Runtime& runtime, const std::vector<std::string>& touch) {
+    require_privileges();
+    state::LabLock lock(topo_.name);
+    auto rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
+    const plan::Observed observed = observe(topo_.name, *rec, topo_, touch, false);
+    const plan::Plan p = [&] {
+        Timing timing("planning");
+        return plan::plan(topo_, observed, runtime);
+    }();
+    auto journal = state::Journal::reopen(topo_.name);
+    // Written ahead: a change killed half-way is finished (or undone) by the next one, or by apply.
+    journal.runtime(runtime_to_json(runtime));
+    realize::Options options;
+    options.link_timeout = kLinkTimeout;
+    try {
+        realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_), options);
+    } catch (...) {
+        try {
+            auto now = state::Journal::load(topo_.name);
+            const plan::Observed after = observe(topo_.name, *now, topo_, touch, false);
+            realize::execute(topo_, plan::plan(topo_, after, observed.runtime), journal, make_hooks(topo_, journal, folder_),
+                             options);
+            journal.runtime(runtime_to_json(observed.runtime));
+        } catch (const std::exception&) {
+        }
+        throw;
+    }
+    return p.changes;
+}
+
+namespace {
+
+// The link `end` names and its two nodes. Throws LabError for an unknown end.
+std::pair<std::size_t, std::vector<std::string>> link_of(const Topology& topo, const std::string& end) {
+    auto l = plan::find_link(topo, end);
+    if (!l) throw LabError("lab " + topo.name + " has no link with an end \"" + end + "\" (node:ifname)");
+    const auto& link = topo.links[*l];
+    return {*l, {topo.nodes[link.ends[0].node].name, topo.nodes[link.ends[1].node].name}};
+}
+
+}  // namespace
+
+std::vector<plan::Change> Lab::link_state(const std::string& end, bool up) {
+    auto [l, nodes] = link_of(topo_, end);
+    auto rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
+    plan::Runtime rt = runtime_from_json(topo_, rec->runtime);
+    for (const auto& e : topo_.links[l].ends) rt.links_down.erase(topo_.end_name(e));
+    if (!up) rt.links_down.insert(end);
+    return change_runtime(rt, nodes);
+}
+
+std::vector<plan::Change> Lab::impair(const std::string& end, const std::optional<Impairment>& impairment) {
+    auto [l, nodes] = link_of(topo_, end);
+    if (impairment && impairment->any()) {
+        auto missing = rtnl::missing_features(realize::features_needed(Topology{
+            topo_.name, {}, {}, {}, {Link{topo_.links[l].ends, std::nullopt, *impairment}}, {}}));
+        if (!missing.empty()) throw LabError(rtnl::missing_feature_message(missing.front()), EOPNOTSUPP);
+    }
+    auto rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
+    plan::Runtime rt = runtime_from_json(topo_, rec->runtime);
+    const std::string key = plan::link_key(topo_, topo_.links[l]);
+    Impairment want = impairment.value_or(Impairment{});
+    auto& file = topo_.links[l].impair;
+    bool as_file = want.delay_ms == file.delay_ms && want.jitter_ms == file.jitter_ms && want.loss_pct == file.loss_pct &&
+                   want.rate_mbit == file.rate_mbit && want.duplicate_pct == file.duplicate_pct &&
+                   want.reorder_pct == file.reorder_pct;
+    if (as_file) rt.impaired.erase(key);
+    else rt.impaired[key] = want;
+    return change_runtime(rt, nodes);
+}
+
+std::vector<plan::Change> Lab::node_power(const std::string& name, NodeAction action) {
+    node(name);  // throws for an unknown node
+    auto rec = state::Journal::load(topo_.name);
+    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
+    plan::Runtime rt = runtime_from_json(topo_, rec->runtime);
+    std::vector<plan::Change> changes;
+    if (action == NodeAction::stop || action == NodeAction::restart) {
+        rt.nodes_stopped.insert(name);
+        changes = change_runtime(rt, {name});
+    }
+    if (action == NodeAction::start || action == NodeAction::restart) {
+        rt.nodes_stopped.erase(name);
+        auto more = change_runtime(rt, {name});
+        changes.insert(changes.end(), more.begin(), more.end());
+    }
+    return changes;
+}
+
+}  // namespace labctl::engine
