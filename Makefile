@@ -16,7 +16,7 @@ FUZZ_DEPS := clang libclang-rt-14-dev
 # ps, sysctl; libcap2-bin: capsh), so that no test skips for want of a program.
 DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
         pybind11-dev pybind11-json-dev libvalijson-dev libcli11-dev python3-dev \
-        python3-pytest libgtest-dev libgmock-dev graphviz python3-jsonschema \
+        python3-pytest python3-pytest-xdist libgtest-dev libgmock-dev graphviz python3-jsonschema \
         iproute2 iputils-ping python3-pyroute2 strace \
         valgrind time procps libcap2-bin libpcap-dev tshark $(FUZZ_DEPS)
 # Packaging: the .deb (CPack needs dpkg-shlibdeps and file), man and the shells the completion

@@ -44,6 +44,9 @@ realize::Hooks make_hooks(const topology::Topology& topo, state::Journal& journa
 // changes. Throws KernelError, LabError.
 plan::Observed observe(const std::string& lab, const state::LabRecord& rec, const topology::Topology& built,
                        const std::vector<std::string>& dump, bool dump_all);
+// Waits until the daemons in `started` are ready (wait_until_ready), opening only their
+// nodes' namespaces. Throws LabError naming a daemon that died or never got ready.
+void wait_for_started(const topology::Topology& topo, const std::vector<StartedDaemon>& started);
 plan::Runtime runtime_from_json(const topology::Topology& topo, const std::string& json);
 std::string runtime_to_json(const plan::Runtime& runtime);
 

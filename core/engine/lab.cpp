@@ -406,7 +406,12 @@ UpResult Lab::up(bool verify) {
     for (const auto& n : topo_.nodes)
         if (netns::exists(n.netns)) throw name_taken(n.netns);
 
-    auto journal = state::Journal::begin(topo_.name, topo_.source, text_);
+    // The journal keeps the file's absolute path: a later `node start` runs the node's
+    // commands in its folder, whatever the caller's working directory.
+    std::string source = topo_.source;
+    if (!folder_.empty() && !source.empty())
+        source = (std::filesystem::path(folder_) / std::filesystem::path(source).filename()).string();
+    auto journal = state::Journal::begin(topo_.name, source, text_);
     // up = plan(file, nothing): every operation of the lab, executed stage by stage.
     const plan::Plan p = plan::plan(topo_, plan::Observed{});
     realize::Options options;
@@ -427,15 +432,7 @@ UpResult Lab::up(bool verify) {
                 if (std::string(e.what()).find("\"" + n.netns + "\"") != std::string::npos) throw name_taken(n.netns);
             throw;
         }
-        if (!started.empty()) {
-            std::vector<netns::NetnsHandle> held;
-            std::vector<int> fds;
-            for (const auto& n : topo_.nodes) {
-                held.push_back(netns::open(n.netns));
-                fds.push_back(held.back().fd.get());
-            }
-            detail::wait_until_ready(topo_, fds, started);
-        }
+        detail::wait_for_started(topo_, started);
     } catch (const std::exception& e) {
         // Remove what was built; a failure to do so is said with the failure itself.
         std::string undo_error;

@@ -231,6 +231,18 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
     return o;
 }
 
+void wait_for_started(const Topology& topo, const std::vector<StartedDaemon>& started) {
+    if (started.empty()) return;
+    std::vector<netns::NetnsHandle> held;
+    std::vector<int> fds(topo.nodes.size(), -1);
+    for (const auto& d : started) {
+        if (fds[d.node] >= 0) continue;
+        held.push_back(netns::open(topo.nodes[d.node].netns));
+        fds[d.node] = held.back().fd.get();
+    }
+    wait_until_ready(topo, fds, started);
+}
+
 plan::Runtime runtime_from_json(const Topology& topo, const std::string& text) {
     plan::Runtime rt;
     if (text.empty()) return rt;
@@ -360,14 +372,27 @@ ApplyResult Lab::apply(bool dry_run, bool verify,
     auto journal = state::Journal::reopen(topo_.name);
     realize::Options options;
     options.link_timeout = kLinkTimeout;
+    std::vector<StartedDaemon> started;
     try {
-        realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_), options);
+        realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_, &started), options);
+        wait_for_started(topo_, started);
     } catch (const std::exception& e) {
         // Back to the topology the lab ran: the reverse plan, from what is there now.
         std::string undo_error;
         try {
             auto now = state::Journal::load(topo_.name);
-            const plan::Observed after = observe(topo_.name, *now, built, {}, true);
+            plan::Observed after = observe(topo_.name, *now, built, {}, true);
+            // What the kernel cannot show: a node's commands. Where the file changed them,
+            // the new ones may be running (or the old ones stopped): the undo plan sees
+            // them as changed and restarts the old daemons and runs the old exec again.
+            for (auto& bn : after.built->nodes)
+                if (auto n = topo_.find_node(bn.name)) {
+                    const Node& now_node = topo_.nodes[*n];
+                    bn.daemons = now_node.daemons;
+                    bn.exec = now_node.exec;
+                    bn.env = now_node.env;
+                    bn.user = now_node.user;
+                }
             const plan::Plan back = plan::plan(built, after, observed.runtime);
             realize::execute(built, back, journal, make_hooks(built, journal, folder_), options);
         } catch (const std::exception& u) {
@@ -403,8 +428,11 @@ std::vector<plan::Change> Lab::change_runtime(const plan::Runtime& runtime, cons
     journal.runtime(runtime_to_json(runtime));
     realize::Options options;
     options.link_timeout = kLinkTimeout;
+    std::vector<StartedDaemon> started;
     try {
-        realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_), options);
+        realize::execute(topo_, p, journal, make_hooks(topo_, journal, folder_, &started), options);
+        // A node started (or restarted) is on once its daemons are ready, as after up.
+        wait_for_started(topo_, started);
     } catch (...) {
         try {
             auto now = state::Journal::load(topo_.name);

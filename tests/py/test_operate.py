@@ -329,3 +329,72 @@ def test_a_killed_apply_is_finished_by_the_next_and_removed_by_down(labs, delay)
     assert len([ns for ns in netns_list() if ns.startswith(name + "-")]) == 91
     assert run_labctl("down", name).returncode == 0
     assert not [ns for ns in netns_list() if ns.startswith(name + "-")]
+
+
+def daemons_of(name, node):
+    st = json.loads(run_labctl("status", name, "--json").stdout)
+    return [d for n in st["nodes"] if n["name"] == node for d in n["daemons"]]
+
+
+def test_apply_waits_until_a_changed_daemon_is_ready(labs, tmp_path):
+    doc = base(unique_name("aw"))
+    path, name = up(labs, doc)
+    marker = tmp_path / "ready-marker"
+    new = copy.deepcopy(doc)
+    new["nodes"]["r1"]["daemons"] = [{"run": ["sh", "-c", f"sleep 1; touch {marker}; exec sleep 3600"],
+                                      "ready": {"run": ["test", "-e", str(marker)]}}]
+    path.write_text(json.dumps(new))
+    r = run_labctl("apply", path, "--no-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "~ r1 daemons restarted" in r.stdout.splitlines()
+    # apply returned only once the new daemon said it was ready.
+    assert marker.exists()
+    assert [d["state"] for d in daemons_of(name, "r1")] == ["running"]
+
+
+def test_apply_whose_new_daemon_dies_returns_to_the_old_daemon(labs):
+    doc = base(unique_name("ad"))
+    path, name = up(labs, doc)
+    old_pids = daemon_pids(name, "r1")
+    new = copy.deepcopy(doc)
+    new["nodes"]["r1"]["daemons"] = [{"run": ["sh", "-c", "echo boom-from-daemon; exit 7"], "ready": {"port": 9}}]
+    path.write_text(json.dumps(new))
+    r = run_labctl("apply", path)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "exited with status 7" in r.stderr and "boom-from-daemon" in r.stderr, r.stderr
+    assert "back to the topology it ran before" in r.stderr
+    # The old daemon runs again (a new process: the apply stopped the old one).
+    running = [d for d in daemons_of(name, "r1") if d["state"] == "running"]
+    assert [d["argv"] for d in running] == [["sleep", "3600"]], daemons_of(name, "r1")
+    assert running[0]["pid"] not in old_pids or alive(running[0]["pid"])
+    assert run_labctl("verify", name).returncode == 0
+
+
+def test_node_start_runs_relative_commands_from_the_files_folder_and_waits(labs, tmp_path):
+    """`node start` from another working directory: the daemon's relative path is looked up
+    in the topology file's folder, and start returns once it is ready; a daemon that cannot
+    start leaves the node stopped, exit 3."""
+    doc = base(unique_name("ns"))
+    script = tmp_path / "d.sh"
+    script.write_text(f"#!/bin/sh\nsleep 0.5\ntouch {tmp_path}/up-$$\nexec sleep 3600\n")
+    script.chmod(0o755)
+    doc["nodes"]["r1"]["daemons"] = [{"run": ["./d.sh"], "ready": {"run": ["sh", "-c", f"ls {tmp_path}/up-*"]}}]
+    path, name = labs.write(doc)
+    r = subprocess.run([LABCTL, "up", path.name, "--no-verify"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert run_labctl("node", name, "r1", "stop").returncode == 0
+    for f in tmp_path.glob("up-*"):
+        f.unlink()
+    r = subprocess.run([LABCTL, "node", name, "r1", "start"], cwd="/", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert list(tmp_path.glob("up-*")), "start returned before the daemon was ready"
+    assert [d["state"] for d in daemons_of(name, "r1")] == ["running"]
+    # A daemon that dies on start: the node stays off, and the error names the daemon.
+    assert run_labctl("node", name, "r1", "stop").returncode == 0
+    script.write_text("#!/bin/sh\necho cannot-start >&2\nexit 4\n")
+    r = subprocess.run([LABCTL, "node", name, "r1", "start"], cwd="/", capture_output=True, text=True)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "./d.sh" in r.stderr and "exited with status 4" in r.stderr and "cannot-start" in r.stderr, r.stderr
+    st = json.loads(run_labctl("status", name, "--json").stdout)
+    assert st["runtime"]["nodes_stopped"] == ["r1"]
+    assert "NO-CARRIER" in ip_json(f"{name}-h1", "link", "show", "eth0")[0]["flags"]

@@ -277,3 +277,38 @@ def test_fixture_labs_of_one_file_get_names_of_their_own(pytester, names):
     """)
     run(pytester).assert_outcomes(passed=1)
     assert not lab_namespaces(a)
+
+
+def test_xdist_workers_bring_up_one_file_side_by_side(pytester, names):
+    """`pytest -n 4` on tests that share one topology file: each worker's fixture lab has a
+    name of its own, all four are up at once, and none is left afterwards."""
+    a = names()
+    write_topology(pytester, "a.json", a)
+    out = pytester.path / "seen"
+    out.mkdir()
+    pytester.makepyfile(test_user=f"""
+        import os, time
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        @pytest.mark.lab("a.json")
+        def test_one(lab, i):
+            (open(os.path.join({str(out)!r}, str(i)), "w")
+             .write(lab.name + " " + str(os.getpid()) + " " + os.environ.get("PYTEST_XDIST_WORKER", "")))
+            # Stay up until every worker has its lab (or time is up): they coexist.
+            deadline = time.monotonic() + 60
+            while len(os.listdir({str(out)!r})) < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert lab.ping("h1", "h2", count=1).ok
+    """)
+    result = run(pytester, "-n", "4")
+    result.assert_outcomes(passed=4)
+    seen = [(out / str(i)).read_text().split() for i in range(4)]
+    labs = {s[0] for s in seen}
+    workers = {s[2] for s in seen}
+    assert len(labs) == 4, seen
+    assert len(workers) == 4, seen
+    assert all(name.startswith(a[:7] + "-") for name in labs), seen
+    assert not lab_namespaces(a)
+    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                if n.startswith(tuple(labs))]
