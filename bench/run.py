@@ -290,6 +290,9 @@ class Bench:
             phases += [("link-down", [self.labctl, "link", lab, end, "down"]),
                        ("link-up", [self.labctl, "link", lab, end, "up"])]
         for phase, argv in phases:
+            # As before `down`: right after a large `up` (or the add of a node) the kernel is
+            # still busy with the lab's IPv6 multicast; each operation is timed on quiet CPUs.
+            self.before_down()
             dt, rc, _, out, err = run_timed(argv)
             if rc != 0:
                 return self.fail(t, tool, phase, rc, err)
@@ -483,8 +486,8 @@ def report(bench, m_start, m_end, elapsed):
             "min / median / max: below 1 means labctl is faster. Before each tool the harness "
             "waits until the kernel has freed the namespaces of the run before (the "
             "`net_namespace` count in /proc/slabinfo back at its level from the start, or "
-            "steady for 3 s): %.0f s of waiting in all. Before each tool's `down` it waits "
-            "until the CPUs are at least 60%% idle over half a second (at most 20 s; "
+            "steady for 3 s): %.0f s of waiting in all. Before each tool's `down` (and each of "
+            "labctl's operations on the running lab) it waits until the CPUs are at least 60%% idle over half a second (at most 20 s; "
             "`bench/quiet.py`: right after a large `up` the kernel is still busy with the "
             "lab's IPv6 multicast, whatever tool made it): %.0f s in all." % (
                 bench.settle_seconds, bench.quiet_seconds), "",

@@ -39,11 +39,17 @@ void rename(topology::Topology& topo, const std::string& name);
 // daemons started are added to `started` (when given) to be waited for.
 realize::Hooks make_hooks(const topology::Topology& topo, state::Journal& journal, const std::string& folder,
                           std::vector<StartedDaemon>* started = nullptr);
+// What a runtime change reads of a node: the interfaces named (its link ends), or the
+// whole node when none are.
+struct Touch {
+    std::string node;
+    std::vector<std::string> interfaces;
+};
 // The running lab as the plan sees it: the topology it was built from, its namespaces
-// (those named in `dump`, or all when `dump_all`, read from the kernel) and its runtime
+// (those `touch` names, or all when `dump_all`, read from the kernel) and its runtime
 // changes. Throws KernelError, LabError.
 plan::Observed observe(const std::string& lab, const state::LabRecord& rec, const topology::Topology& built,
-                       const std::vector<std::string>& dump, bool dump_all);
+                       const std::vector<Touch>& touch, bool dump_all);
 // Waits until the daemons in `started` are ready (wait_until_ready), opening only their
 // nodes' namespaces. Throws LabError naming a daemon that died or never got ready.
 void wait_for_started(const topology::Topology& topo, const std::vector<StartedDaemon>& started);

@@ -335,7 +335,7 @@ Lab Lab::attach(const std::string& name) {
     auto rec = state::Journal::load(name);
     if (!rec || !rec->complete) throw UsageError("lab " + name + " is not up");
     std::string text = state::Journal::topology_text(name);
-    Lab lab(load_text(text, state::state_root() + "/" + name + "/topology.json"), text);
+    Lab lab(load_saved_text(text, state::state_root() + "/" + name + "/topology.json"), text);
     // The saved copy must describe this lab: anything else would aim ping/exec/verify
     // at another lab's namespaces (an instance's copy carries the instance's name).
     if (lab.name() != name)

@@ -22,6 +22,10 @@
 
 namespace labctl::engine {
 
+namespace detail {
+struct Touch;
+}
+
 // The most echo requests one `ping` sends.
 inline constexpr int kMaxPingCount = 65535;  // icmp_seq is 16 bits
 
@@ -184,8 +188,10 @@ public:
 
 private:
     const topology::Node& node(const std::string& name) const;
-    // One runtime change: plan(file + runtime, the lab with only `touch` dumped).
-    std::vector<plan::Change> change_runtime(const plan::Runtime& runtime, const std::vector<std::string>& touch);
+    // One runtime change: `edit` turns the runtime changes in force (read under the lab's
+    // lock) into the wanted ones; then plan(file + wanted, the lab with only `touch` read).
+    std::vector<plan::Change> change_runtime(const std::function<plan::Runtime(plan::Runtime)>& edit,
+                                             const std::vector<detail::Touch>& touch);
     topology::Topology topo_;
     std::string text_;
     std::string folder_;  // the topology file's folder, where node commands run ("" from text)

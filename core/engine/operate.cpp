@@ -1,7 +1,7 @@
 // Operating a running lab: apply, runtime changes (link, impair, node), and what they share
 // with up (the hooks realize::execute calls, observing the lab).
 
-#include <net/if.h>
+#include <linux/if.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -73,7 +73,7 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
     };
     // Only what the journal recorded, by identity (as teardown does): a name that now
     // holds something else is left alone and reported.
-    h.remove_namespaces = [&topo](const std::vector<std::string>& names) {
+    h.remove_namespaces = [&topo, &journal](const std::vector<std::string>& names) {
         auto rec = state::Journal::load(topo.name);
         std::vector<std::pair<std::string, netns::NetnsIdentity>> recorded;
         for (const auto& n : names) {
@@ -96,6 +96,10 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
         }
         proc::kill_all_in_any_netns(ids, kStopGrace);
         for (auto& f : netns::remove_owned_many(owned)) failures.push_back(std::move(f));
+        // What is gone is no longer the lab's: a later runtime change, which trusts the
+        // namespaces it does not read, must not see it.
+        for (const auto& o : owned)
+            if (!netns::exists(o.first)) journal.netns_removed(o.first);
         if (!failures.empty()) throw LabError(join(failures, "; "));
     };
     h.run_exec = [&topo, &journal, folder](std::size_t n, int netns_fd) {
@@ -150,7 +154,7 @@ bool link_local(const IpPrefix& p) {
 }  // namespace
 
 plan::Observed observe(const std::string& lab, const state::LabRecord& rec, const Topology& built,
-                       const std::vector<std::string>& dump, bool dump_all) {
+                       const std::vector<Touch>& touch, bool dump_all) {
     Timing timing("observing the lab");
     plan::Observed o;
     o.built = built;
@@ -161,7 +165,12 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
         if (!lab_namespace_name(lab, ns.name)) continue;
         plan::ObservedNode on;
         on.name = ns.name.substr(lab.size() + 1);
-        const bool wanted = dump_all || std::find(dump.begin(), dump.end(), on.name) != dump.end();
+        auto t = std::find_if(touch.begin(), touch.end(), [&](const Touch& x) { return x.node == on.name; });
+        const bool wanted = dump_all || t != touch.end();
+        if (!dump_all && t != touch.end() && !t->interfaces.empty()) {
+            on.partial = true;
+            on.asked = t->interfaces;
+        }
         if (wanted || ns.ino == 0) {
             auto id = netns::identity(ns.name);
             on.present = id && ns.ino != 0 && id->first == ns.dev && id->second == ns.ino;
@@ -185,7 +194,13 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
         for (std::size_t j = 0, k = first; k < opened.size(); ++j, k += step) {
             plan::ObservedNode& on = o.nodes[slot[k]];
             try {
-                auto links = rtnl::link_dump(handles[j]);
+                std::vector<rtnl::LinkInfo> links;
+                if (on.partial) {
+                    for (const auto& name : on.asked)
+                        if (auto l = rtnl::link_get(handles[j], name)) links.push_back(std::move(*l));
+                } else {
+                    links = rtnl::link_dump(handles[j]);
+                }
                 auto addrs = rtnl::addr_dump(handles[j]);
                 auto routes = rtnl::route_dump(handles[j]);
                 for (const auto& l : links) {
@@ -316,7 +331,7 @@ bool same_document(const std::string& a, const std::string& b) {
 Topology built_topology(const std::string& lab) {
     Timing timing("reading the topology the lab runs");
     std::string text = state::Journal::topology_text(lab);
-    Topology t = load_text(text, state::state_root() + "/" + lab + "/topology.json");
+    Topology t = load_saved_text(text, state::state_root() + "/" + lab + "/topology.json");
     rename(t, lab);
     return t;
 }
@@ -413,16 +428,19 @@ ApplyResult Lab::apply(bool dry_run, bool verify,
     return result;
 }
 
-std::vector<plan::Change> Lab::change_runtime(const plan::Runtime& runtime, const std::vector<std::string>& touch) {
+std::vector<plan::Change> Lab::change_runtime(const std::function<plan::Runtime(plan::Runtime)>& edit,
+                                              const std::vector<Touch>& touch) {
     require_privileges();
     state::LabLock lock(topo_.name);
     auto rec = state::Journal::load(topo_.name);
     if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
+    const plan::Runtime runtime = edit(runtime_from_json(topo_, rec->runtime));
     const plan::Observed observed = observe(topo_.name, *rec, topo_, touch, false);
     const plan::Plan p = [&] {
         Timing timing("planning");
         return plan::plan(topo_, observed, runtime);
     }();
+    if (p.empty() && runtime_to_json(runtime) == runtime_to_json(observed.runtime)) return p.changes;
     auto journal = state::Journal::reopen(topo_.name);
     // Written ahead: a change killed half-way is finished (or undone) by the next one, or by apply.
     journal.runtime(runtime_to_json(runtime));
@@ -449,60 +467,77 @@ std::vector<plan::Change> Lab::change_runtime(const plan::Runtime& runtime, cons
 
 namespace {
 
-// The link `end` names and its two nodes. Throws LabError for an unknown end.
-std::pair<std::size_t, std::vector<std::string>> link_of(const Topology& topo, const std::string& end) {
+// The link `end` names, and what a change of it reads: its two ends.
+std::pair<std::size_t, std::vector<Touch>> link_of(const Topology& topo, const std::string& end) {
     auto l = plan::find_link(topo, end);
     if (!l) throw LabError("lab " + topo.name + " has no link with an end \"" + end + "\" (node:ifname)");
-    const auto& link = topo.links[*l];
-    return {*l, {topo.nodes[link.ends[0].node].name, topo.nodes[link.ends[1].node].name}};
+    std::vector<Touch> touch;
+    for (const auto& e : topo.links[*l].ends) {
+        const std::string& node = topo.nodes[e.node].name;
+        const std::string& ifname = topo.interface(e).name;
+        auto t = std::find_if(touch.begin(), touch.end(), [&](const Touch& x) { return x.node == node; });
+        if (t == touch.end()) touch.push_back({node, {ifname}});
+        else t->interfaces.push_back(ifname);
+    }
+    return {*l, touch};
 }
 
 }  // namespace
 
 std::vector<plan::Change> Lab::link_state(const std::string& end, bool up) {
-    auto [l, nodes] = link_of(topo_, end);
-    auto rec = state::Journal::load(topo_.name);
-    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
-    plan::Runtime rt = runtime_from_json(topo_, rec->runtime);
-    for (const auto& e : topo_.links[l].ends) rt.links_down.erase(topo_.end_name(e));
-    if (!up) rt.links_down.insert(end);
-    return change_runtime(rt, nodes);
+    auto [l, touch] = link_of(topo_, end);
+    std::vector<std::string> ends;
+    for (const auto& e : topo_.links[l].ends) ends.push_back(topo_.end_name(e));
+    return change_runtime(
+        [&](plan::Runtime rt) {
+            for (const auto& e : ends) rt.links_down.erase(e);
+            if (!up) rt.links_down.insert(end);
+            return rt;
+        },
+        touch);
 }
 
 std::vector<plan::Change> Lab::impair(const std::string& end, const std::optional<Impairment>& impairment) {
-    auto [l, nodes] = link_of(topo_, end);
+    auto [l, touch] = link_of(topo_, end);
     if (impairment && impairment->any()) {
         auto missing = rtnl::missing_features(realize::features_needed(Topology{
             topo_.name, {}, {}, {}, {Link{topo_.links[l].ends, std::nullopt, *impairment}}, {}}));
         if (!missing.empty()) throw LabError(rtnl::missing_feature_message(missing.front()), EOPNOTSUPP);
     }
-    auto rec = state::Journal::load(topo_.name);
-    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
-    plan::Runtime rt = runtime_from_json(topo_, rec->runtime);
     const std::string key = plan::link_key(topo_, topo_.links[l]);
     Impairment want = impairment.value_or(Impairment{});
-    auto& file = topo_.links[l].impair;
+    const auto& file = topo_.links[l].impair;
     bool as_file = want.delay_ms == file.delay_ms && want.jitter_ms == file.jitter_ms && want.loss_pct == file.loss_pct &&
                    want.rate_mbit == file.rate_mbit && want.duplicate_pct == file.duplicate_pct &&
                    want.reorder_pct == file.reorder_pct;
-    if (as_file) rt.impaired.erase(key);
-    else rt.impaired[key] = want;
-    return change_runtime(rt, nodes);
+    return change_runtime(
+        [&](plan::Runtime rt) {
+            if (as_file) rt.impaired.erase(key);
+            else rt.impaired[key] = want;
+            return rt;
+        },
+        touch);
 }
 
 std::vector<plan::Change> Lab::node_power(const std::string& name, NodeAction action) {
     node(name);  // throws for an unknown node
-    auto rec = state::Journal::load(topo_.name);
-    if (!rec || !rec->complete) throw LabError("lab " + topo_.name + " is not up");
-    plan::Runtime rt = runtime_from_json(topo_, rec->runtime);
     std::vector<plan::Change> changes;
+    const std::vector<Touch> touch{{name, {}}};
     if (action == NodeAction::stop || action == NodeAction::restart) {
-        rt.nodes_stopped.insert(name);
-        changes = change_runtime(rt, {name});
+        changes = change_runtime(
+            [&](plan::Runtime rt) {
+                rt.nodes_stopped.insert(name);
+                return rt;
+            },
+            touch);
     }
     if (action == NodeAction::start || action == NodeAction::restart) {
-        rt.nodes_stopped.erase(name);
-        auto more = change_runtime(rt, {name});
+        auto more = change_runtime(
+            [&](plan::Runtime rt) {
+                rt.nodes_stopped.erase(name);
+                return rt;
+            },
+            touch);
         changes.insert(changes.end(), more.begin(), more.end());
     }
     return changes;

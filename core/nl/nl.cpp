@@ -182,10 +182,22 @@ void query_once(Socket& sock, Message& msg, const std::function<void(const nlmsg
 
 // --- Socket ------------------------------------------------------------------------
 
-Socket::Socket(mnl_socket* sock) : sock_(sock) {
-    // Random start so acks meant for an earlier socket user can never match.
-    seq_ = static_cast<std::uint32_t>(std::time(nullptr)) ^ static_cast<std::uint32_t>(std::random_device{}());
+namespace {
+
+// A random start per socket, so acks meant for an earlier socket user can never match.
+// The entropy is read once per process (std::random_device costs tens of microseconds,
+// and a lab opens a socket per namespace); each socket then takes the next value of a
+// Weyl sequence, distinct for 2^32 sockets.
+std::uint32_t next_start_seq() {
+    static const std::uint32_t base =
+        static_cast<std::uint32_t>(std::time(nullptr)) ^ static_cast<std::uint32_t>(std::random_device{}());
+    static std::atomic<std::uint32_t> count{0};
+    return base + count.fetch_add(1, std::memory_order_relaxed) * 0x9e3779b9u;
 }
+
+}  // namespace
+
+Socket::Socket(mnl_socket* sock) : sock_(sock), seq_(next_start_seq()) {}
 
 Socket::Socket(Socket&& other) noexcept : sock_(std::exchange(other.sock_, nullptr)), seq_(other.seq_) {}
 

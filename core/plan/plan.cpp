@@ -204,9 +204,8 @@ void Builder::classify_nodes() {
         const Node& was = built_->nodes[*in_built_[n]];
         if (was.netns != node.netns || node_shape(was) != node_shape(node)) continue;
         bool all_there = true;
-        if (obs_[n]->dumped)
-            for (const auto& i : node.interfaces)
-                if (!is_link_end(i) && !observed_if(n, i.name)) all_there = false;
+        for (const auto& i : node.interfaces)
+            if (!is_link_end(i) && obs_[n]->covers(i.name) && !observed_if(n, i.name)) all_there = false;
         keep_[n] = all_there;
     }
     for (const auto& on : o_.nodes)
@@ -322,7 +321,8 @@ void Builder::plan_links() {
         const Link& bl = built_->links[found->second];
         bool there = true;
         for (const auto& end : link.ends)
-            if (obs_[end.node]->dumped && !observed_if(end.node, d_.interface(end).name)) there = false;
+            if (obs_[end.node]->covers(d_.interface(end).name) && !observed_if(end.node, d_.interface(end).name))
+                there = false;
         kept_link[l] = there && link_shape(*built_, bl) == link_shape(d_, link);
         if (!kept_link[l]) change('~', "link", key, there ? "recreated" : "recreated (an end was missing)");
     }
@@ -368,7 +368,7 @@ void Builder::plan_links() {
     // made, or a hand-made one): ours are numbered from kFirstIfindex, devices the kernel
     // makes itself in every namespace (lo, fallback tunnels) below it.
     for (std::size_t n = 0; n < n_; ++n) {
-        if (!keep_[n] || !obs_[n]->dumped) continue;
+        if (!keep_[n] || !obs_[n]->dumped || obs_[n]->partial) continue;
         for (const auto& oi : obs_[n]->interfaces) {
             if (oi.ifindex < kFirstIfindex || d_.nodes[n].find_interface(oi.name)) continue;
             if (deleted.count({n, oi.ifindex})) continue;
@@ -744,8 +744,16 @@ void Builder::routes_kept(std::size_t n, const std::vector<bool>& stays_down) {
         return x.family == r.family && x.dst == r.to && x.via == r.via &&
                x.metric == r.metric.value_or(default_metric(r.family)) && (!r.dev || x.oif == idx[*r.dev]);
     };
+    // Partly read: only routes through the interfaces read are compared.
+    auto read_oif = [&](int oif) {
+        if (!on.partial) return true;
+        for (const auto& oi : on.interfaces)
+            if (oi.ifindex == oif) return true;
+        return false;
+    };
     std::string plus, minus;
     for (const auto& x : on.routes) {
+        if (!read_oif(x.oif)) continue;
         bool wanted = std::any_of(node.routes.begin(), node.routes.end(), [&](const Route& r) { return matches(r, x); });
         if (wanted) continue;
         // A route through an interface that stays down is the kernel's business (it
@@ -772,6 +780,7 @@ void Builder::routes_kept(std::size_t n, const std::vector<bool>& stays_down) {
     for (const auto& r : node.routes) {
         auto i = through(r);
         if (i && stays_down[*i]) continue;
+        if (on.partial && (!i || !on.covers(node.interfaces[*i].name))) continue;
         bool have = std::any_of(on.routes.begin(), on.routes.end(), [&](const ObservedRoute& x) { return matches(r, x); });
         bool again = have && i && readdress[*i];
         if (have && !again) continue;
@@ -923,6 +932,10 @@ const ObservedInterface* ObservedNode::find(const std::string& ifname) const {
     for (const auto& i : interfaces)
         if (i.name == ifname) return &i;
     return nullptr;
+}
+
+bool ObservedNode::covers(const std::string& ifname) const {
+    return dumped && (!partial || std::find(asked.begin(), asked.end(), ifname) != asked.end());
 }
 
 const ObservedNode* Observed::find(const std::string& node) const {

@@ -73,9 +73,16 @@ struct ObservedNode {
     // while making it): removed, then made again if wanted.
     bool leftover = false;
     bool dumped = false;    // interfaces and routes below were read from the kernel
+    // Only the interfaces named in `asked` were read (a runtime change of one link reads
+    // its two ends, not a switch's thousand ports); the others are trusted to be as built.
+    // Routes are all read, but only those through asked interfaces are compared.
+    bool partial = false;
+    std::vector<std::string> asked;
     std::vector<ObservedInterface> interfaces;
     std::vector<ObservedRoute> routes;  // the lab's own: main table, made by labctl or by hand
     const ObservedInterface* find(const std::string& ifname) const;
+    // Whether what the kernel has of interface `ifname` was read.
+    bool covers(const std::string& ifname) const;
 };
 
 // The lab as it is: what the journal says it was built from, and what the kernel has.

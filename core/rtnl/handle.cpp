@@ -112,6 +112,23 @@ std::vector<LinkInfo> link_dump(Handle& h) {
     return out;
 }
 
+std::optional<LinkInfo> link_get(Handle& h, const std::string& name) {
+    check_ifname(name);
+    nl::Message m(RTM_GETLINK, 0);
+    m.header<ifinfomsg>().ifi_family = AF_UNSPEC;
+    m.put_strz(IFLA_IFNAME, name);
+    m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    std::optional<LinkInfo> found;
+    try {
+        nl::query(h.socket(), m, [&](const nlmsghdr* nlh) {
+            if (nlh->nlmsg_type == RTM_NEWLINK) found = parse_link(nlh);
+        }, "looking up interface " + name);
+    } catch (const KernelError& e) {
+        if (e.errno_value() != ENODEV) throw;
+    }
+    return found;
+}
+
 int ifindex_of(Handle& h, const std::string& name) {
     check_ifname(name);
     nl::Message m(RTM_GETLINK, 0);

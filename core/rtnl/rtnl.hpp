@@ -212,6 +212,9 @@ struct LinkInfo {
 };
 // = ip link show. Throws KernelError.
 std::vector<LinkInfo> link_dump(Handle& h);
+// The interface `name` in the handle's namespace (one RTM_GETLINK): nullopt when there is
+// none. Throws KernelError.
+std::optional<LinkInfo> link_get(Handle& h, const std::string& name);
 // The ifindex of `name` in the handle's namespace (one RTM_GETLINK). Throws
 // KernelError (ENODEV when there is none).
 int ifindex_of(Handle& h, const std::string& name);

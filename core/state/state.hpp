@@ -104,6 +104,9 @@ public:
     // Appended once a namespace and its file exist, before the file gets its name.
     // Safe to call from several threads at once (one write() per record).
     void netns(const RecordedNetns& ns);
+    // The namespace `name` was removed (apply removing or replacing a node): it is no
+    // longer one of the lab's.
+    void netns_removed(const std::string& name);
     void daemon_started(const RecordedDaemon& daemon);
     // The node's daemons were stopped (apply restarting them, a node powered off).
     void daemons_stopped(const std::string& node);

@@ -337,6 +337,17 @@ Topology load_text(const std::string& text, const std::string& source) {
     return topo;
 }
 
+Topology load_saved_text(const std::string& text, const std::string& source) {
+    if (text.size() > kMaxFileBytes)
+        fail(source, "", "topologies are limited to " + std::to_string(kMaxFileBytes >> 20) + " MiB");
+    check_depth(text, source);
+    auto ordered = parse_json<nlohmann::ordered_json>(text, source);
+    std::vector<TopologyProblem> problems;
+    Topology topo = build(ordered, source, problems);
+    if (!problems.empty()) throw TopologyError(source, std::move(problems));
+    return topo;
+}
+
 std::string read_topology_file(const std::string& path) { return read_file(path); }
 
 Topology load_file(const std::string& path) { return load_text(read_file(path), path); }

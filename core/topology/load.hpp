@@ -24,6 +24,11 @@ std::string read_topology_file(const std::string& path);
 // Throws TopologyError.
 Topology load_text(const std::string& text, const std::string& source);
 
+// A copy labctl saved itself after load_text accepted it (the state directory's
+// topology.json): parsed once and built, not checked against the schema again (the
+// semantic checks of building still run). Throws TopologyError.
+Topology load_saved_text(const std::string& text, const std::string& source);
+
 // The JSON Schema compiled into the binary (topology-schemas/topology.schema.json).
 const char* schema_text();
 

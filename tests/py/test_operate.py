@@ -398,3 +398,27 @@ def test_node_start_runs_relative_commands_from_the_files_folder_and_waits(labs,
     st = json.loads(run_labctl("status", name, "--json").stdout)
     assert st["runtime"]["nodes_stopped"] == ["r1"]
     assert "NO-CARRIER" in ip_json(f"{name}-h1", "link", "show", "eth0")[0]["flags"]
+
+
+def test_a_node_removed_by_apply_is_gone_for_later_runtime_changes(labs):
+    doc = base(unique_name("rm"))
+    doc["nodes"]["h3"] = {"interfaces": {"eth0": {"addresses": ["10.0.3.10/24"]}}}
+    doc["nodes"]["r1"]["interfaces"]["eth3"] = {"addresses": ["10.0.3.1/24"]}
+    doc["links"].append({"endpoints": ["h3:eth0", "r1:eth3"]})
+    path, name = up(labs, doc)
+    new = base(name)
+    path.write_text(json.dumps(new))
+    r = run_labctl("apply", path, "--no-verify")
+    assert r.returncode == 0, r.stderr
+    assert "- node h3" in r.stdout.splitlines()
+    assert f"{name}-h3" not in netns_list()
+    # The journal knows h3 is gone: a runtime change says (and does) only its own change.
+    r = run_labctl("link", name, "h1:eth0", "down")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["~ link h1:eth0 <-> r1:eth1 down (h1:eth0)"]
+    r = run_labctl("link", name, "h1:eth0", "up")
+    assert r.stdout.splitlines() == ["~ link h1:eth0 <-> r1:eth1 up (h1:eth0)"], r.stdout
+    st = json.loads(run_labctl("status", name, "--json").stdout)
+    assert sorted(n["name"] for n in st["nodes"]) == ["h1", "h2", "r1"]
+    assert run_labctl("down", name).returncode == 0
+    assert not [n for n in netns_list() if n.startswith(name + "-")]
