@@ -1,7 +1,7 @@
 // Operating a running lab: apply, runtime changes (link, impair, node), and what they share
 // with up (the hooks realize::execute calls, observing the lab).
 
-#include <linux/if.h>
+#include <net/if.h>
 #include <sys/stat.h>
 
 #include <algorithm>

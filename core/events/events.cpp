@@ -1,5 +1,8 @@
 #include "events/events.hpp"
 
+// glibc's <net/if.h> first: <linux/if.h> then adds only what glibc lacks (IFF_LOWER_UP), and
+// a unity build may put a file including <net/if.h> in the same unit.
+#include <net/if.h>
 #include <arpa/inet.h>
 #include <linux/if_addr.h>
 #include <linux/pkt_sched.h>
