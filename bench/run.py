@@ -505,7 +505,7 @@ def report(bench, m_start, m_end, elapsed):
             "", "What each tool's lab is like when its `up` returns:", "",
             "| tool | state at the end of `up` |", "|---|---|"] + [
             "| %s | %s |" % (tool, END_STATE[tool]) for tool in TOOLS if tool in a.tools] + [""]
-    keys = sorted({(r["topo"], r["n"]) for r in rows}, key=lambda k: (["star", "chain", "tree"].index(k[0]), k[1]))
+    keys = sorted({(r["topo"], r["n"]) for r in rows}, key=lambda k: (["star", "chain", "tree", "campus"].index(k[0]), k[1]))
     # Summary: key ratios
     out += ["## Key ratios (labctl ÷ alternative, min / median / max)", "",
             "| topology | N | alternative | up | down | up+verify+down |", "|---|---|---|---|---|---|"]
@@ -565,7 +565,7 @@ def report(bench, m_start, m_end, elapsed):
             "Flat or falling along a row means linear (or better) growth.", "",
             "| topology | tool | phase | " + " | ".join("N=%d" % n for n in a.n) + " |",
             "|---|---|---|" + "---|" * len(a.n)]
-    for kind in ["star", "chain", "tree"]:
+    for kind in ["star", "chain", "tree", "campus"]:
         for tool in ("labctl", "labctl1", "floor", "ipbatch"):
             for phase in ("up", "verify", "down"):
                 cells, anyv = [], False

@@ -142,7 +142,32 @@ def tree(n, fanout=20):
     return t
 
 
-GENERATORS = {"star": star, "chain": chain, "tree": tree}
+def campus(n, ports=500):
+    """N hosts on switches s1..sK of `ports` ports each, every switch on the core router c
+    (c:eth<j> - s<j>:uplink); LAN j is 10.<j>.0.0/16 with c at .0.1, hosts' default route
+    through it; 100 sampled host-to-host checks, most of them across the core."""
+    t = Topo("campus", n)
+    t.node("c", "router")
+    k = max(1, (n + ports - 1) // ports)
+    hosts = []
+    for j in range(1, k + 1):
+        s = "s%d" % j
+        t.node(s, "switch")
+        t.link(s, "uplink", "c", "eth%d" % j, None, "10.%d.0.1/16" % j)
+        for m in range(1, ports + 1):
+            i = (j - 1) * ports + m
+            if i > n:
+                break
+            h = "h%d" % i
+            t.node(h)
+            hosts.append(h)
+            t.link(s, "p%d" % m, h, "eth0", None, "10.%d.%d.%d/16" % (j, m // 250 + 1, m % 250 + 1))
+            t.nodes[h]["routes"].append(("default", "10.%d.0.1" % j))
+    t.checks = _sample_pairs(hosts, 100, max(1, n // 2))
+    return t
+
+
+GENERATORS = {"star": star, "chain": chain, "tree": tree, "campus": campus}
 
 
 # --- emitters --------------------------------------------------------------------------
