@@ -17,7 +17,7 @@ import pytest
 
 import labctl
 from conftest import LABCTL, run_labctl
-from labhelpers import lab_namespaces, netns_list, pair, unique_name
+from labfix import lab_namespaces, netns_list, pair, unique_name
 
 pytest_plugins = ["pytester"]
 

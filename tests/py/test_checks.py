@@ -8,7 +8,6 @@ import time
 import pytest
 
 from conftest import run_labctl
-from labfix import labs  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")
 

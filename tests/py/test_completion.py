@@ -9,7 +9,6 @@ import subprocess
 import pytest
 
 from conftest import LABCTL, run_labctl
-from labfix import labs  # noqa: F401
 
 BUILD = pathlib.Path(LABCTL).resolve().parent
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import run_labctl
-from labfix import labs, netns_list  # noqa: F401
+from labfix import netns_list
 from test_checks import LISTENER, pair
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")

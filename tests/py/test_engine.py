@@ -9,7 +9,7 @@ import pytest
 
 import killpoints
 from conftest import LABCTL, STATE_ROOT, run_labctl
-from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
+from labfix import ip_json, netns_list, root_snapshot, star, unique_name
 
 ROUTED = {
     "nodes": {

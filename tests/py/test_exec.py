@@ -6,7 +6,7 @@ import subprocess
 import time
 
 from conftest import LABCTL, STATE_ROOT, run_labctl
-from labfix import labs, netns_list  # noqa: F401
+from labfix import netns_list
 
 
 def running(pid):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import STATE_ROOT, missing_kernel_features, run_labctl
-from labfix import ip_json, labs, netns_list  # noqa: F401
+from labfix import ip_json, netns_list
 
 
 def pair(impair=None, **link):

@@ -8,7 +8,7 @@ import pytest
 
 import labctl
 from conftest import LABCTL, run_labctl
-from labfix import ip_json, labs, netns_list, unique_name  # noqa: F401 (fixture)
+from labfix import ip_json, netns_list, star, unique_name
 
 
 def base(name):
@@ -307,17 +307,9 @@ def test_a_killed_apply_is_finished_by_the_next_and_removed_by_down(labs, delay)
     """SIGKILL part-way through a large apply: a new apply finishes the job, down removes all."""
     import time
 
-    def star(n):
-        nodes = {"sw": {"kind": "switch"}}
-        for i in range(1, n + 1):
-            nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.0.{i // 250}.{i % 250 + 1}/16"]}}}
-        return nodes, [{"endpoints": [f"sw:p{i}", f"h{i}:eth0"]} for i in range(1, n + 1)]
-
     name = unique_name("k")
-    nodes, links = star(30)
-    path, name = up(labs, {"name": name, "nodes": nodes, "links": links})
-    nodes, links = star(90)
-    path.write_text(json.dumps({"name": name, "nodes": nodes, "links": links}))
+    path, name = up(labs, dict(star(30, checks=False), name=name))
+    path.write_text(json.dumps(dict(star(90, checks=False), name=name)))
     p = subprocess.Popen([LABCTL, "apply", str(path), "--no-verify"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)

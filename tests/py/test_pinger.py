@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from conftest import run_labctl
-from labfix import labs, unique_name  # noqa: F401
+from labfix import unique_name
 
 # Two LANs joined by a router; h9 has no route back, so h1 -> h9 is not answered.
 ROUTED = {

@@ -22,16 +22,12 @@ import pytest
 
 import killpoints
 from conftest import LABCTL, STATE_ROOT, run_labctl
-from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
+from labfix import ip_json, lab_namespaces, root_snapshot, star, unique_name
 
 DEFAULT_STATE = STATE_ROOT  # /run/labctl unless LABCTL_STATE_DIR says otherwise
 
 
 # ---- witnesses -------------------------------------------------------------------------
-
-def lab_namespaces(name):
-    return sorted(n for n in netns_list() if n.startswith(name + "-"))
-
 
 def run_netns_files(name):
     try:

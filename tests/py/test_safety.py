@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import LABCTL, run_labctl
-from labfix import Labs, labs, netns_list, unique_name  # noqa: F401
+from labfix import lab_namespaces, netns_list, unique_name
 
 STRACE = shutil.which("strace")
 needs_strace = pytest.mark.skipif(STRACE is None, reason="strace (Debian package) is not installed")
@@ -37,10 +37,6 @@ def private_state_dir():
     d = tempfile.mkdtemp(prefix="labctl-safety-")
     os.rmdir(d)  # labctl makes it (mode 0700)
     return d
-
-
-def lab_namespaces(name):
-    return sorted(n for n in netns_list() if n.startswith(name + "-"))
 
 
 def ns_inode(name):
