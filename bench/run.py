@@ -549,7 +549,10 @@ def report(bench, m_start, m_end, elapsed):
             rs = sel(topo=kind, n=n, tool=tool)
             if not rs:
                 continue
-            ph = lambda p: [r["seconds"] for r in rs if r["phase"] == p]
+
+            def ph(p, rs=rs):
+                return [r["seconds"] for r in rs if r["phase"] == p]
+
             rss = [r["rss_kb"] / 1024 for r in rs if r["phase"] == "up" and r.get("rss_kb")]
             oks = ["%s/%s" % (r.get("ok"), r.get("checks")) for r in rs if r["phase"] in ("verify", "all-pairs")
                    and r.get("checks") is not None]
@@ -587,7 +590,8 @@ def report(bench, m_start, m_end, elapsed):
 def main():
     env_n = os.environ.get("BENCH_N", "10 100 1000 2000")
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", default=env_n, help="N values (BENCH_N), default '%(default)s'; chain stops at 1000, star at 1023")
+    ap.add_argument("--n", default=env_n,
+                    help="N values (BENCH_N), default '%(default)s'; chain stops at 1000, star at 1023")
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS") or 0),
                     help="repetitions (BENCH_REPS); default: the number of tools, so that every "
                          "tool runs in every position once")

@@ -3,6 +3,7 @@ remove every lab a test made. The helpers they use are in labfix.py."""
 import os
 import pathlib
 import subprocess
+import sys as _sys
 
 import pytest
 
@@ -90,10 +91,8 @@ def plugin_names():
 # project's CI kernel among them). On such a kernel they are deselected here and
 # `make test` runs them inside a VM with Debian's stock kernel (tests/vm), where
 # LABCTL_KERNEL_ONLY=1 selects exactly them.
-import sys as _sys
-
 _sys.path.insert(0, str(ROOT / "tests" / "vm"))
-import vmrun as _vmrun  # noqa: E402
+import vmrun as _vmrun  # noqa: E402 (after the sys.path entry it needs)
 
 KERNEL_FEATURES = ("netem", "tbf", "vlan", "bridge_vlan_filtering", "dummy", "tun")
 
@@ -176,7 +175,6 @@ def pytest_runtest_logreport(report):
         reason = _skip_reason(report)
         if unexpected_skip(report.nodeid, reason):
             _unexpected_skips.append((report.nodeid, reason))
-
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -201,7 +201,7 @@ def test_names_points_and_score(labs):
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[-1] == "2 passed, 1 failed, score 3/6", r.stdout
-    header = next(l for l in lines if "RESULT" in l)
+    header = next(line for line in lines if "RESULT" in line)
     assert header.split()[0] == "NAME" and "POINTS" in header, header
     code, out = verify_json(name)
     assert (out["score"], out["max_score"]) == (3, 6)

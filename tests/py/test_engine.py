@@ -48,7 +48,7 @@ ROUTED = {
 
 
 def by_name(links):
-    return {l["ifname"]: l for l in links}
+    return {link["ifname"]: link for link in links}
 
 
 def test_up_builds_what_the_topology_says(labs):
@@ -69,8 +69,8 @@ def test_up_builds_what_the_topology_says(labs):
     # kernel would have left it in use anyway.
     assert (h1["eth0"]["num_tx_queues"], h1["eth0"]["num_rx_queues"]) == (1, 1)
     sw_ends = by_name(ip_json(f"{name}-sw", "-d", "link", "show"))
-    assert all((l["num_tx_queues"], l["num_rx_queues"]) == (1, 1)
-               for l in sw_ends.values() if l.get("linkinfo", {}).get("info_kind") == "veth")
+    assert all((link["num_tx_queues"], link["num_rx_queues"]) == (1, 1)
+               for link in sw_ends.values() if link.get("linkinfo", {}).get("info_kind") == "veth")
     addrs = {a["ifname"]: a for a in ip_json(f"{name}-h1", "addr", "show")}
     locals_ = [(i["local"], i["prefixlen"]) for i in addrs["eth0"]["addr_info"]]
     assert ("10.1.1.10", 24) in locals_ and ("fd00:1::10", 64) in locals_
@@ -291,7 +291,7 @@ def test_pyroute2_sees_what_ip_sees(labs):
     assert run_labctl("up", path, "--no-verify").returncode == 0
     ns = pyroute2.NetNS(f"{name}-r1")
     try:
-        links = {l.get_attr("IFLA_IFNAME"): l for l in ns.get_links()}
+        links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
         assert links["eth2"].get_attr("IFLA_MTU") == 9000
         assert links["eth1"].get_attr("IFLA_OPERSTATE") == "UP"
         addrs = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ns.get_addr()}

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from conftest import LABCTL, STATE_ROOT, run_labctl
+from conftest import STATE_ROOT, run_labctl
 from labfix import netns_list
 
 

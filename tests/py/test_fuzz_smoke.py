@@ -1,7 +1,8 @@
 """The libFuzzer target for parse + validate (tests/fuzz) builds and survives a short run.
 
 Needs clang with its libFuzzer runtime (Debian: clang, libclang-rt-14-dev; `make`
-installs them); skipped without them, which fails a CI run (conftest.ALLOWED_SKIPS). Builds in build-fuzz/ (what `make fuzz` uses, so a second run only
+installs them); skipped without them, which fails a CI run (conftest.ALLOWED_SKIPS).
+Builds in build-fuzz/ (what `make fuzz` uses, so a second run only
 re-links), then fuzzes for LABCTL_FUZZ_SECONDS (20) over a copy of tests/fuzz/corpus.
 A crash, sanitizer report, timeout or out-of-memory fails the test; the input that
 did it is kept in build-fuzz/ and named in the failure.

@@ -20,6 +20,7 @@ def lab_param(name):
     marks = [pytest.mark.kernel(*KERNEL_NEEDS[name])] if name in KERNEL_NEEDS else []
     return pytest.param(name, marks=marks, id=name)
 
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")
 
 

@@ -192,7 +192,7 @@ def test_apply_failing_part_way_returns_to_the_previous_topology(labs):
     assert "back to the topology it ran before" in r.stderr
     assert f"{name}-h3" not in netns_list()
     assert addresses(f"{name}-h1", "eth0") == ["10.0.1.10/24", "fd00:1::10/64"]
-    assert not any(l["ifname"] == "eth3" for l in ip_json(f"{name}-r1", "link", "show"))
+    assert not any(item["ifname"] == "eth3" for item in ip_json(f"{name}-r1", "link", "show"))
     assert run_labctl("verify", name).returncode == 0
 
 

@@ -146,14 +146,14 @@ def test_module_scope_shares_one_lab(pytester, plugin_names):
     a, b = plugin_names(), plugin_names()
     write_topology(pytester, "a.json", a)
     write_topology(pytester, "b.json", b)
-    pytester.makepyfile(test_shared=f"""
+    pytester.makepyfile(test_shared="""
         import os, pytest
 
         pytestmark = pytest.mark.lab("a.json", scope="module")
         seen = []
 
         def inode(lab):
-            return os.stat(f"/run/netns/{{lab.name}}-h1").st_ino
+            return os.stat(f"/run/netns/{lab.name}-h1").st_ino
 
         def test_one(lab):
             lab.exec("h1", ["ip", "addr", "add", "10.0.0.99/32", "dev", "lo"], check=True)
