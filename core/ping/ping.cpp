@@ -115,6 +115,7 @@ int family_slot(int family) { return family == AF_INET ? 0 : 1; }
 
 struct Namespace {
     int fd = -1;  // the first of the caller's fds naming it
+    std::string label;  // for messages: "namespace lab-h1" (or "namespace fd 7" unnamed)
     std::vector<std::size_t> sockets;
     std::uint16_t next_id = 0;
     std::size_t ids_used = 0;
@@ -172,11 +173,11 @@ constexpr std::uint64_t kTcpTag = std::uint64_t(1) << 63;
 
 bool is_tcp(const Probe& probe) { return probe.protocol == Protocol::tcp; }
 
-// Runs work(i) for every i < n on up to 4 helper threads, each inside namespace fd_of(i)
+// Runs work(i) for every i < n on up to 4 helper threads, each inside namespace ns_of(i)
 // first: setns() changes only the calling thread, so the caller's thread stays where it
 // is. A few threads suffice: entering a namespace and opening a socket take microseconds.
-template <typename FdOf, typename Work>
-void in_namespaces(std::size_t n, const FdOf& fd_of, const Work& work) {
+template <typename NsOf, typename Work>
+void in_namespaces(std::size_t n, const NsOf& ns_of, const Work& work) {
     const std::size_t thread_count = std::min<std::size_t>(n, 4);
     std::vector<std::exception_ptr> failures(thread_count);
     std::vector<std::jthread> threads;  // joined on every way out, exceptions included
@@ -185,10 +186,13 @@ void in_namespaces(std::size_t n, const FdOf& fd_of, const Work& work) {
         threads.emplace_back([&, t] {
             try {
                 for (std::size_t i = t; i < n; i += thread_count) {
-                    if (::setns(fd_of(i), CLONE_NEWNET) < 0)
-                        throw_last_errno("ping: entering network namespace (fd " +
-                                         std::to_string(fd_of(i)) + ")");
-                    work(i);
+                    const Namespace& ns = ns_of(i);
+                    if (::setns(ns.fd, CLONE_NEWNET) < 0) throw_last_errno("ping: entering " + ns.label);
+                    try {
+                        work(i);
+                    } catch (const KernelError& e) {
+                        throw e.prefixed("ping: " + ns.label);
+                    }
                 }
             } catch (...) {
                 failures[t] = std::current_exception();
@@ -372,14 +376,15 @@ void PingRun::plan() {
         const Probe& probe = probes_[p];
         validate(probe, p);
         struct stat st{};
-        if (::fstat(probe.netns_fd, &st) < 0)
-            throw_last_errno("ping probe " + std::to_string(p) + ": network namespace fd " +
-                             std::to_string(probe.netns_fd));
+        const std::string label = "namespace " + (probe.netns_name.empty() ? "fd " + std::to_string(probe.netns_fd)
+                                                                           : probe.netns_name);
+        if (::fstat(probe.netns_fd, &st) < 0) throw_last_errno("ping probe " + std::to_string(p) + ": " + label);
         auto [ns_it, ns_new] = namespace_index.try_emplace({st.st_dev, st.st_ino},
                                                            namespaces_.size());
         if (ns_new) {
             Namespace ns;
             ns.fd = probe.netns_fd;
+            ns.label = label;
             ns.next_id = static_cast<std::uint16_t>(random());
             namespaces_.push_back(std::move(ns));
         }
@@ -445,7 +450,7 @@ void PingRun::open_sockets() {
     for (std::size_t n = 0; n < namespaces_.size(); ++n)
         if (!namespaces_[n].sockets.empty()) with_sockets.push_back(n);
     in_namespaces(
-        with_sockets.size(), [&](std::size_t i) { return namespaces_[with_sockets[i]].fd; },
+        with_sockets.size(), [&](std::size_t i) -> const Namespace& { return namespaces_[with_sockets[i]]; },
         [&](std::size_t i) {
             for (std::size_t s : namespaces_[with_sockets[i]].sockets) open_socket(sockets_[s]);
         });
@@ -558,7 +563,7 @@ void PingRun::open_tcp_sockets() {
     std::vector<const std::pair<const std::size_t, std::vector<std::size_t>>*> groups;
     for (const auto& group : by_netns) groups.push_back(&group);
     in_namespaces(
-        groups.size(), [&](std::size_t g) { return namespaces_[groups[g]->first].fd; },
+        groups.size(), [&](std::size_t g) -> const Namespace& { return namespaces_[groups[g]->first]; },
         [&](std::size_t g) {
             for (std::size_t p : groups[g]->second) {
                 ProbeState& st = states_[p];

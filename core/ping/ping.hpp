@@ -34,6 +34,7 @@ struct Probe {
     Protocol protocol = Protocol::icmp;
     std::uint16_t port = 0;   // tcp: the destination port; count and interval are unused
     int netns_fd = -1;        // namespace of the source node; the caller keeps it open
+    std::string netns_name;   // that namespace's name ("lab-h1"), for messages; empty: its fd
     std::string bind_ifname;  // empty = any; else SO_BINDTODEVICE (like ping -I ifname)
     IpAddress destination;
     int count = 3;  // echo requests, `interval` apart

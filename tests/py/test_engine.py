@@ -155,6 +155,20 @@ def test_up_twice_is_refused_and_down_all_removes(labs, tmp_path):
     assert sorted(os.listdir(tmp_path / "state")) in ([], [".locks"])
 
 
+def test_step_timings_are_printed_by_the_cli_only_when_asked(labs):
+    """LABCTL_TIMINGS=1: the library reports each step's wall time, the CLI prints it."""
+    path, name = labs.write(star(2))
+    quiet = run_labctl("up", path, "--no-verify")
+    assert quiet.returncode == 0, quiet.stderr
+    assert " s\n" not in quiet.stderr, quiet.stderr
+    assert run_labctl("down", name).returncode == 0
+    timed = run_labctl("up", path, "--no-verify", env=dict(os.environ, LABCTL_TIMINGS="1"))
+    assert timed.returncode == 0, timed.stderr
+    steps = [line for line in timed.stderr.splitlines() if line.startswith("labctl: ") and line.endswith(" s")]
+    assert any(line.startswith("labctl: creating veth pairs: ") for line in steps), timed.stderr
+    assert any(line.startswith("labctl: creating namespaces: ") for line in steps), timed.stderr
+
+
 def test_foreign_namespace_is_never_touched(labs):
     path, name = labs.write(star(2))
     foreign = f"{name}-h2"

@@ -498,7 +498,7 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
         FAIL();
     } catch (const KernelError& e) {
         EXPECT_EQ(e.errno_value(), ETIMEDOUT);
-        EXPECT_NE(std::string(e.what()).find("ifindex 42"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("ms: vm1"), std::string::npos) << e.what();
     }
     // Removable like any link (what rollback does).
     nl::Batch del;
@@ -638,6 +638,21 @@ TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
     EXPECT_EQ(rtnl::missing_feature_message(Feature::netem),
               "link impairments need the netem qdisc (CONFIG_NET_SCH_NETEM); this kernel has none");
     EXPECT_EQ(testing::run("ip netns list").find("labctl-probe-"), std::string::npos);
+}
+
+// The table of kernel features (rtnl/features.cpp) has a row for every feature.
+TEST(RtnlFeatures, EveryFeatureHasANameAnOptionAndAUse) {
+    using rtnl::Feature;
+    for (auto f : {Feature::veth, Feature::bridge, Feature::tuntap, Feature::netem, Feature::tbf, Feature::vlan_8021q,
+                   Feature::bridge_vlan_filtering, Feature::dummy}) {
+        EXPECT_NE(rtnl::feature_name(f), "unknown feature");
+        EXPECT_TRUE(rtnl::feature_config(f).starts_with("CONFIG_")) << rtnl::feature_name(f);
+        EXPECT_TRUE(rtnl::missing_feature_message(f).ends_with("); this kernel has none")) << rtnl::feature_name(f);
+    }
+    EXPECT_EQ(rtnl::missing_feature_message(Feature::dummy),
+              "dummy interfaces need dummy devices (CONFIG_DUMMY); this kernel has none");
+    EXPECT_EQ(rtnl::missing_feature_message(Feature::veth),
+              "this lab needs veth devices (CONFIG_VETH); this kernel has none");
 }
 
 }  // namespace
