@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "capture/capture.hpp"
+#include "expect.hpp"
 
 namespace labctl::capture {
 namespace {
@@ -229,12 +230,9 @@ TEST(Filter, CompilesForEthernetAndRawIp) {
 }
 
 TEST(Filter, ABadExpressionGivesLibpcapsMessage) {
-    try {
-        compile_filter("tcp port", kLinktypeEthernet);
-        FAIL() << "compiled";
-    } catch (const RequestError& e) {
-        EXPECT_NE(std::string(e.what()).find("filter \"tcp port\": "), std::string::npos) << e.what();
-        EXPECT_NE(std::string(e.what()).find("syntax error"), std::string::npos) << e.what();
+    if (auto e = testing::expect_error<RequestError>([] { compile_filter("tcp port", kLinktypeEthernet); })) {
+        EXPECT_NE(std::string(e->what()).find("filter \"tcp port\": "), std::string::npos) << e->what();
+        EXPECT_NE(std::string(e->what()).find("syntax error"), std::string::npos) << e->what();
     }
     // Valid syntax that cannot apply to the link type is refused too.
     EXPECT_THROW(compile_filter("ether host 02:00:00:00:00:01", kLinktypeRaw), RequestError);
