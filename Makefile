@@ -117,14 +117,15 @@ ifeq ($(LABCTL_VM),skip)
 	@echo "************************************************************************"
 endif
 
-# libFuzzer over parse + validate (tests/fuzz), FUZZ_SECONDS long, ASan+UBSan; new
+# libFuzzer over parse + validate (tests/fuzz), FUZZ_SECONDS long, ASan+UBSan, seeded from
+# tests/data, labs/ and tests/fuzz/extra (the build copies them to $(FUZZ_BUILD)/seed); new
 # inputs go to $(FUZZ_BUILD)/corpus, a crashing one to $(FUZZ_BUILD)/crash-*.
 fuzz: deps fuzz-deps
 	CXX=clang++ cmake -S tests/fuzz -B $(FUZZ_BUILD)
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	mkdir -p $(FUZZ_BUILD)/corpus
 	$(FUZZ_BUILD)/topology_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	  -max_len=65536 -artifact_prefix=$(abspath $(FUZZ_BUILD))/ $(FUZZ_BUILD)/corpus tests/fuzz/corpus
+	  -max_len=65536 -artifact_prefix=$(abspath $(FUZZ_BUILD))/ $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/seed
 
 # The unit tests under ASan+UBSan, in a separate tree. -O0 and a unity build keep that
 # second build short (about 2 min on 2 vCPUs instead of 8+); -g1 keeps file:line in
