@@ -273,7 +273,7 @@ class Bench:
         self.record(t, tool, rep, "down", dt)
 
     def run_operate(self, t, tool, rep, lab, path):
-        """Operating the running lab (CONTRACT §5): apply of the same file (no changes),
+        """Operating the running lab (docs/operate.md): apply of the same file (no changes),
         apply adding one node, and pulling / plugging back one cable. RESULTS.md gives each
         as a fraction of the same repetition's `up`."""
         phases = [("apply-noop", [self.labctl, "apply", path, "--no-verify"])]

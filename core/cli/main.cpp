@@ -3,7 +3,7 @@
 // Failures are reported here, in one place, for every subcommand: a subcommand throws,
 // and main turns the exception into `labctl: MESSAGE` on stderr (one line per problem of
 // an invalid topology), with --json also `{"error": ..., "errors": [...]}` on stdout, and
-// the exit code of the contract (2 bad input or usage, 3 the operation failed).
+// the exit codes README.md lists (2 bad input or usage, 3 the operation failed).
 
 #include <signal.h>
 

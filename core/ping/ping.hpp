@@ -41,7 +41,7 @@ struct Probe {
     std::chrono::milliseconds interval{100};
     std::chrono::milliseconds timeout{1000};  // after the LAST request sent
     bool stop_at_first_reply = true;          // checks: a reachable pair stops at its first reply
-    // Checks end a probe at the first refusal or ICMP error (the contract); `labctl ping`
+    // Checks end a probe at the first refusal or ICMP error (docs/topology.md, "Checks"); `labctl ping`
     // keeps sending like ping(8) does, and the last error becomes the reason.
     bool stop_on_error = true;
     // Retrying: while less than `retry_for` has passed since the probe's start, an attempt

@@ -1,4 +1,4 @@
-"""Packet capture (CONTRACT §8) end to end: `labctl capture`, lab.capture() and the pytest
+"""Packet capture (docs/capture.md) end to end: `labctl capture`, lab.capture() and the pytest
 plugin's --labctl-capture, every file read back with tshark (and, for the blocks tshark
 does not show, with a few lines of pcapng parsing here).
 

@@ -1,4 +1,4 @@
-"""Checks that grade (contract part two, section 6), end to end through the CLI: TCP checks
+"""Checks that grade (docs/topology.md, "Checks"), end to end through the CLI: TCP checks
 made from inside a node, command checks, retries (`within_s`), names and points, JUnit.
 Root only; every lab is removed by the `labs` fixture, also when a test fails."""
 import json

@@ -1,4 +1,4 @@
-"""Daemons with readiness (contract part two, section 6): `up` waits until each is ready,
+"""Daemons with readiness (docs/topology.md, "Daemons"): `up` waits until each is ready,
 fails (exit 3, rolled back) when one exits or never gets ready, naming it, how it ended
 and its last output; `status` shows each daemon running or exited with its status."""
 import json

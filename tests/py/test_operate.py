@@ -1,4 +1,4 @@
-"""Operating a running lab (CONTRACT §5): instances, apply, link/impair/node, Python."""
+"""Operating a running lab (docs/operate.md): instances, apply, link/impair/node, Python."""
 import copy
 import json
 import os
