@@ -1,6 +1,6 @@
 // The pcapng writer byte by byte, and filters compiled by libpcap. No privileges needed.
 #include <gtest/gtest.h>
-#include <linux/if_arp.h>
+#include <net/if_arp.h>  // not <linux/if_arp.h>: it clashes with <net/if.h> in a unity build
 
 #include <cstring>
 #include <string>
