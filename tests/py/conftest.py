@@ -94,7 +94,7 @@ def plugin_names():
 _sys.path.insert(0, str(ROOT / "tests" / "vm"))
 import vmrun as _vmrun  # noqa: E402 (after the sys.path entry it needs)
 
-KERNEL_FEATURES = ("netem", "tbf", "vlan", "bridge_vlan_filtering", "dummy", "tun")
+KERNEL_FEATURES = _vmrun.KERNEL_FEATURES  # one list, next to how each is detected
 
 
 def pytest_configure(config):
