@@ -24,6 +24,9 @@ DEPS := cmake g++ make pkg-config libmnl-dev nlohmann-json3-dev libboost-dev \
 DEPS += dpkg-dev file man-db groff-base zsh fish python3-venv
 # The live view's browser test: a real headless Chromium driven by Selenium.
 DEPS += chromium chromium-driver python3-selenium
+# `make lint`: clang-format, flake8, mypy (with stubtest).
+LINT_DEPS := clang-format-14 python3-flake8 python3-mypy
+DEPS += $(LINT_DEPS)
 
 # The test VM's packages (qemu-system-x86, busybox-static, cpio, kmod, xz-utils) are
 # installed by tests/vm/prepare, which vm-test runs. `LABCTL_VM=skip make test` skips
@@ -34,7 +37,7 @@ FUZZ_SECONDS ?= 60
 ASAN_BUILD := build-asan
 
 .PHONY: all deps fuzz-deps build test unit pytest vm-test up down install bench bench-capture clean fuzz sanitize \
-        deb package-test
+        deb package-test lint lint-layers lint-format lint-python lint-types format
 
 all: build
 
@@ -76,7 +79,36 @@ pytest: build
 vm-test: build
 	BUILD=$(abspath $(BUILD)) LABCTL_VM=$(LABCTL_VM) tests/vm/kernel-tests
 
-test: unit pytest vm-test sanitize
+# The house rules (CONTRIBUTING.md): the include rule of core/ (docs/architecture.md), the C++
+# format (.clang-format), flake8 (.flake8) and mypy on the package, with stubtest proving that
+# python/labctl/_core.pyi matches the compiled module. `make test` runs it first.
+CLANG_FORMAT := clang-format-14
+CXX_SOURCES = $(shell find core python/src tests -name '*.cpp' -o -name '*.hpp' | sort)
+PY_DIRS := python tests bench tools
+
+lint: lint-layers lint-format lint-python lint-types
+
+lint-layers:
+	$(PYTHON) tools/check_layers.py
+
+lint-format: deps
+	$(CLANG_FORMAT) --style=file --dry-run -Werror $(CXX_SOURCES)
+
+lint-python: deps
+	$(PYTHON) -m flake8 $(PY_DIRS)
+
+# stubtest imports the compiled labctl._core (so this one needs the build) and compares it
+# with the stubs of the source tree (MYPYPATH), not the build's copy of them.
+lint-types: build
+	cd python && $(PYTHON) -m mypy labctl
+	MYPYPATH=python PYTHONPATH=$(abspath $(BUILD))/python $(PYTHON) -m mypy.stubtest labctl._core \
+	  --allowlist python/stubtest-allowlist.txt
+
+# Rewrites every C++ file of core/, python/src and tests/ in the .clang-format style.
+format: deps
+	$(CLANG_FORMAT) --style=file -i $(CXX_SOURCES)
+
+test: lint unit pytest vm-test sanitize
 ifeq ($(LABCTL_VM),skip)
 	@echo "************************************************************************"
 	@echo "* make test: the kernel-feature tests in the test VM were SKIPPED       *"
@@ -85,14 +117,15 @@ ifeq ($(LABCTL_VM),skip)
 	@echo "************************************************************************"
 endif
 
-# libFuzzer over parse + validate (tests/fuzz), FUZZ_SECONDS long, ASan+UBSan; new
+# libFuzzer over parse + validate (tests/fuzz), FUZZ_SECONDS long, ASan+UBSan, seeded from
+# tests/data, labs/ and tests/fuzz/extra (the build copies them to $(FUZZ_BUILD)/seed); new
 # inputs go to $(FUZZ_BUILD)/corpus, a crashing one to $(FUZZ_BUILD)/crash-*.
 fuzz: deps fuzz-deps
 	CXX=clang++ cmake -S tests/fuzz -B $(FUZZ_BUILD)
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	mkdir -p $(FUZZ_BUILD)/corpus
 	$(FUZZ_BUILD)/topology_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	  -max_len=65536 -artifact_prefix=$(abspath $(FUZZ_BUILD))/ $(FUZZ_BUILD)/corpus tests/fuzz/corpus
+	  -max_len=65536 -artifact_prefix=$(abspath $(FUZZ_BUILD))/ $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/seed
 
 # The unit tests under ASan+UBSan, in a separate tree. -O0 and a unity build keep that
 # second build short (about 2 min on 2 vCPUs instead of 8+); -g1 keeps file:line in

@@ -14,7 +14,10 @@ from pyroute2 import IPRoute, netns
 def up(spec):
     p = spec["prefix"]
     nodes = spec["nodes"]
-    ns = lambda n: "%s-%s" % (p, n)
+
+    def ns(n):
+        return "%s-%s" % (p, n)
+
     for name in nodes:
         netns.create(ns(name))
     ipr, fds = {}, {}

@@ -6,7 +6,7 @@
 //                         10.(I/250).(I%250+1)... on eth0, eth0 and lo up.
 //   floor down PREFIX N   unmounts and unlinks those namespaces.
 //
-// As KERNEL-NOTES describes: per namespace the file, unshare, bind mount, the namespace
+// As docs/kernel-layer.md describes: per namespace the file, unshare, bind mount, the namespace
 // fd and one netlink socket opened inside it; then all veth pairs in as few sendto()s as
 // the socket buffer allows, interface indexes chosen here; then one send (and one
 // receive) per host namespace with its address and link-ups. Acks only for errors and

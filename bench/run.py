@@ -273,7 +273,7 @@ class Bench:
         self.record(t, tool, rep, "down", dt)
 
     def run_operate(self, t, tool, rep, lab, path):
-        """Operating the running lab (CONTRACT §5): apply of the same file (no changes),
+        """Operating the running lab (docs/operate.md): apply of the same file (no changes),
         apply adding one node, and pulling / plugging back one cable. RESULTS.md gives each
         as a fraction of the same repetition's `up`."""
         phases = [("apply-noop", [self.labctl, "apply", path, "--no-verify"])]
@@ -552,7 +552,10 @@ def report(bench, m_start, m_end, elapsed):
             rs = sel(topo=kind, n=n, tool=tool)
             if not rs:
                 continue
-            ph = lambda p: [r["seconds"] for r in rs if r["phase"] == p]
+
+            def ph(p, rs=rs):
+                return [r["seconds"] for r in rs if r["phase"] == p]
+
             rss = [r["rss_kb"] / 1024 for r in rs if r["phase"] == "up" and r.get("rss_kb")]
             oks = ["%s/%s" % (r.get("ok"), r.get("checks")) for r in rs if r["phase"] in ("verify", "all-pairs")
                    and r.get("checks") is not None]
@@ -590,7 +593,8 @@ def report(bench, m_start, m_end, elapsed):
 def main():
     env_n = os.environ.get("BENCH_N", "10 100 1000 2000")
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", default=env_n, help="N values (BENCH_N), default '%(default)s'; chain stops at 1000, star at 1023")
+    ap.add_argument("--n", default=env_n,
+                    help="N values (BENCH_N), default '%(default)s'; chain stops at 1000, star at 1023")
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS") or 0),
                     help="repetitions (BENCH_REPS); default: the number of tools, so that every "
                          "tool runs in every position once")

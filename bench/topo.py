@@ -196,7 +196,9 @@ def ns_names(t, prefix):
 
 def _ops(t, prefix):
     """The operations in order, as (namespace or None for the root, ip arguments)."""
-    ns = lambda name: "%s-%s" % (prefix, name)
+    def ns(name):
+        return "%s-%s" % (prefix, name)
+
     ops = []
     for name in t.nodes:
         ops.append((None, "netns add %s" % ns(name)))

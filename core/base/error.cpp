@@ -23,8 +23,7 @@ std::string compose(int err, const std::string& context, const std::string& kern
 }  // namespace
 
 KernelError::KernelError(int err, const std::string& context, const std::string& kernel_message)
-    : std::runtime_error(compose(err, context, kernel_message)),
-      errno_(err),
+    : Error(Kind::kernel, compose(err, context, kernel_message), err),
       context_(context),
       kernel_message_(kernel_message) {}
 
@@ -49,7 +48,7 @@ std::string summarize(const std::string& file, const std::vector<TopologyProblem
 }  // namespace
 
 TopologyError::TopologyError(std::string file, std::vector<TopologyProblem> problems)
-    : std::runtime_error(summarize(file, problems)),
+    : Error(Kind::topology, summarize(file, problems), 0),
       file_(std::move(file)),
       problems_(std::move(problems)) {}
 

@@ -1,8 +1,16 @@
 #pragma once
 // Error types shared by every module. Library code throws; only cli/ prints.
 //
+// Every error labctl throws on purpose is a labctl::Error of one of three kinds:
+//   TopologyError  bad input, every problem with its JSON pointer; nothing was touched
+//   KernelError    a kernel call failed, with its errno and the kernel's own message
+//   LabError       the operation failed or was refused (UsageError: bad input found past
+//                  the topology, e.g. an unknown node)
+// The CLI and the Python bindings catch labctl::Error once and look at kind().
+//
 // Messages follow one shape: "<object>: <operation>: <strerror> (<ERRNO>)[: <kernel's words>]",
-// e.g. "r1: adding 10.0.1.1/24 to eth1: File exists (EEXIST)".
+// e.g. "r1: adding 10.0.1.1/24 to eth1: File exists (EEXIST)". They name things
+// (interfaces, namespaces), not ifindexes or fds.
 
 #include <stdexcept>
 #include <string>
@@ -18,18 +26,34 @@ std::string errno_name(int err);
 // "File exists (EEXIST)".
 std::string describe_errno(int err);
 
+// The base of labctl's errors. what() is the full message.
+class Error : public std::runtime_error {
+public:
+    enum class Kind { topology, kernel, lab };
+    Kind kind() const noexcept { return kind_; }
+    // The errno behind it; 0 when there is none.
+    int errno_value() const noexcept { return errno_; }
+    // Bad input: nothing was touched (the CLI exits 2). True for every TopologyError.
+    virtual bool is_usage() const noexcept { return kind_ == Kind::topology; }
+
+protected:
+    Error(Kind kind, const std::string& message, int err) : std::runtime_error(message), kind_(kind), errno_(err) {}
+
+private:
+    Kind kind_;
+    int errno_;
+};
+
 // A failed kernel call. errno_value() keeps the errno; what() is the full sentence.
-class KernelError : public std::runtime_error {
+class KernelError : public Error {
 public:
     KernelError(int err, const std::string& context, const std::string& kernel_message = {});
-    int errno_value() const noexcept { return errno_; }
     const std::string& kernel_message() const noexcept { return kernel_message_; }
     const std::string& context() const noexcept { return context_; }
     // A copy with "<prefix>: " put in front of the context.
     KernelError prefixed(const std::string& prefix) const;
 
 private:
-    int errno_;
     std::string context_;
     std::string kernel_message_;
 };
@@ -45,7 +69,7 @@ struct TopologyProblem {
     std::string message;
 };
 
-class TopologyError : public std::runtime_error {
+class TopologyError : public Error {
 public:
     TopologyError(std::string file, std::vector<TopologyProblem> problems);
     const std::string& file() const noexcept { return file_; }
@@ -58,14 +82,9 @@ private:
 
 // An operation on a lab failed for a reason other than bad input or a kernel errno
 // (a lab already up, a missing privilege, a missing kernel feature...).
-class LabError : public std::runtime_error {
+class LabError : public Error {
 public:
-    explicit LabError(const std::string& message, int err = 0)
-        : std::runtime_error(message), errno_(err) {}
-    int errno_value() const noexcept { return errno_; }
-
-private:
-    int errno_;
+    explicit LabError(const std::string& message, int err = 0) : Error(Kind::lab, message, err) {}
 };
 
 // Bad input found past the topology: an unknown lab, node or interface, a count out of
@@ -73,6 +92,7 @@ private:
 class UsageError : public LabError {
 public:
     using LabError::LabError;
+    bool is_usage() const noexcept override { return true; }
 };
 
 }  // namespace labctl

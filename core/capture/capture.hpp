@@ -52,6 +52,7 @@ namespace labctl::capture {
 class RequestError : public LabError {
 public:
     using LabError::LabError;
+    bool is_usage() const noexcept override { return true; }
 };
 
 // pcapng link types (www.tcpdump.org/linktypes.html).

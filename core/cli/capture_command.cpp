@@ -72,18 +72,11 @@ int CaptureCommand::run() const {
         // An unknown lab is bad input, like an unknown node or interface: exit 2.
         auto lab = engine::Lab::attach(engine::lab_name_of(lab_));
         cap.emplace(lab.capture(request));
-    } catch (const TopologyError& e) {
+    } catch (const Error& e) {
+        // Here every error but the kernel's is about the request (an unknown lab, node or
+        // interface, a bad filter): exit 2.
         std::cerr << "labctl capture: " << e.what() << "\n";
-        return kExitUsage;
-    } catch (const capture::RequestError& e) {
-        std::cerr << "labctl capture: " << e.what() << "\n";
-        return kExitUsage;
-    } catch (const KernelError& e) {
-        std::cerr << "labctl capture: " << e.what() << "\n";
-        return kExitFailed;
-    } catch (const LabError& e) {
-        std::cerr << "labctl capture: " << e.what() << "\n";
-        return kExitUsage;
+        return e.kind() == Error::Kind::kernel ? kExitFailed : kExitUsage;
     }
 
     try {

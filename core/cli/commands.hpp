@@ -1,6 +1,7 @@
 #pragma once
 // One function per subcommand; each returns the process exit code, or throws: main reports
-// every failure in one place (TopologyError and UsageError exit 2, anything else 3).
+// every failure in one place (a labctl::Error that is_usage(), e.g. TopologyError or
+// UsageError, exits 2; anything else 3).
 
 #include <optional>
 #include <string>

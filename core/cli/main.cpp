@@ -3,13 +3,14 @@
 // Failures are reported here, in one place, for every subcommand: a subcommand throws,
 // and main turns the exception into `labctl: MESSAGE` on stderr (one line per problem of
 // an invalid topology), with --json also `{"error": ..., "errors": [...]}` on stdout, and
-// the exit code of the contract (2 bad input or usage, 3 the operation failed).
+// the exit codes README.md lists (2 bad input or usage, 3 the operation failed).
 
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "base/timing.hpp"
 #include "cli/capture_command.hpp"
 #include "cli/shell.hpp"
 #include "cli/commands.hpp"
@@ -51,18 +53,18 @@ int report(std::exception_ptr failure, bool json) {
     int code = kExitFailed;
     try {
         std::rethrow_exception(failure);
-    } catch (const TopologyError& e) {
-        code = kExitUsage;
-        problems = e.problems();
-        for (const auto& p : problems) print_error(e.file() + ": " + (p.pointer.empty() ? "" : p.pointer + ": ") + p.message);
-        if (json) print_json_error(e.what(), problems);
-        return code;
-    } catch (const UsageError& e) {
-        code = kExitUsage;
-        message = e.what();
-    } catch (const engine::RefusedError& e) {
-        // The lab runs another topology: a usage problem (apply it first).
-        code = kExitUsage;
+    } catch (const Error& e) {
+        if (e.kind() == Error::Kind::topology) {
+            const auto& bad = static_cast<const TopologyError&>(e);
+            problems = bad.problems();
+            for (const auto& p : problems)
+                print_error(bad.file() + ": " + (p.pointer.empty() ? "" : p.pointer + ": ") + p.message);
+            if (json) print_json_error(e.what(), problems);
+            return kExitUsage;
+        }
+        // UsageError, and engine::RefusedError (the lab runs another topology: apply it
+        // first), are bad input: exit 2. Every other error: 3.
+        code = e.is_usage() ? kExitUsage : kExitFailed;
         message = e.what();
     } catch (const std::exception& e) {
         message = e.what();
@@ -131,6 +133,12 @@ CLI::Validator number_in(const std::string& what, double lo, double hi, bool int
 int main(int argc, char** argv) {
     // A reader that goes away (| head, dot exiting early) is an EPIPE, not a crash.
     ::signal(SIGPIPE, SIG_IGN);
+    // LABCTL_TIMINGS=1: the wall time of each step of up, apply and the runtime changes on
+    // stderr (bench/README.md). The library only reports them (base/timing.hpp).
+    if (std::getenv("LABCTL_TIMINGS") != nullptr)
+        set_timing_sink([](std::string_view step, double seconds) {
+            std::fprintf(stderr, "labctl: %.*s: %.3f s\n", static_cast<int>(step.size()), step.data(), seconds);
+        });
 
     CLI::App app{"labctl: virtual network labs from a JSON topology", "labctl"};
     app.set_version_flag("--version", std::string("labctl ") + LABCTL_VERSION);

@@ -522,6 +522,7 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
                 p.port = c.port;
             }
             p.netns_fd = ns[c.from_node].fd.get();
+            p.netns_name = topo_.nodes[c.from_node].netns;
             if (c.from_interface) p.bind_ifname = topo_.nodes[c.from_node].interfaces[*c.from_interface].name;
             p.destination = c.to;
             p.count = c.count;
@@ -544,6 +545,7 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
                     if (!addr) continue;
                     ping::Probe p;
                     p.netns_fd = ns[a].fd.get();
+                    p.netns_name = topo_.nodes[a].netns;
                     p.destination = *addr;
                     add(a, b, {topo_.nodes[a].name, topo_.nodes[b].name, *addr, Expect::reachable, {}}, p);
                 }
@@ -661,6 +663,7 @@ PingOutcome Lab::ping(const std::string& from, const std::string& to, int count,
     }
     netns::NetnsHandle ns = netns::open(src.netns);
     p.netns_fd = ns.fd.get();
+    p.netns_name = src.netns;
     p.destination = *addr;
     p.count = count;
     p.interval = interval;

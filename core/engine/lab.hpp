@@ -72,6 +72,7 @@ struct UpResult {
 class RefusedError : public LabError {
 public:
     using LabError::LabError;
+    bool is_usage() const noexcept override { return true; }
 };
 
 struct ApplyResult {

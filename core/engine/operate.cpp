@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "base/timing.hpp"
 #include "engine/internal.hpp"
 #include "engine/node_command.hpp"
 #include "engine/lab.hpp"
@@ -31,22 +32,8 @@ namespace detail {
 
 namespace {
 
-// LABCTL_TIMINGS=1: the wall time of observing and planning on stderr, as realize prints
-// its stages' (bench/README.md).
-class Timing {
-public:
-    explicit Timing(const char* what) : what_(what), on_(std::getenv("LABCTL_TIMINGS") != nullptr) {}
-    ~Timing() {
-        if (on_)
-            std::fprintf(stderr, "labctl: %s: %.3f s\n", what_,
-                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
-    }
-
-private:
-    const char* what_;
-    bool on_;
-    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
+// The wall time of observing and planning, reported like realize's stages (base/timing.hpp).
+using Timing = ScopedTiming;
 
 }  // namespace
 

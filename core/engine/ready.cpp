@@ -134,6 +134,7 @@ void wait_until_ready(const Topology& topo, const std::vector<int>& netns_fds,
                     p.protocol = ping::Protocol::tcp;
                     p.port = *w.spec->ready_port;
                     p.netns_fd = fd;
+                    p.netns_name = w.node->netns;
                     p.destination = address;
                     p.timeout = kConnectTimeout;
                     probes.push_back(p);

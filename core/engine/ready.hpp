@@ -1,5 +1,5 @@
 #pragma once
-// Internal to engine/: `up` waiting for its daemons to be ready (contract part two, §6).
+// Internal to engine/: `up` waiting for its daemons to be ready (docs/topology.md, "Daemons").
 
 #include <string>
 #include <vector>

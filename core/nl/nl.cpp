@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "base/error.hpp"
+#include "nl/fault.hpp"
 
 namespace labctl::nl {
 
@@ -114,64 +115,8 @@ void send_all(Socket& sock, const void* data, std::size_t len) {
     }
 }
 
-// --- fault injection -------------------------------------------------------------
-
-struct FaultState {
-    std::mutex mutex;
-    bool env_read = false;
-    std::optional<FaultInjection> faults;
-    std::mt19937_64 rng;
-};
-
-FaultState& fault_state() {
-    static FaultState state;
-    return state;
-}
-
-void activate(FaultState& s, std::optional<FaultInjection> faults) {
-    s.faults = std::move(faults);
-    if (s.faults) s.rng.seed(s.faults->seed);
-}
-
-// Reads LABCTL_NL_FAULTS once per process (set_fault_injection overrides it).
-void injected_fault_env() {
-    auto& s = fault_state();
-    std::lock_guard lock(s.mutex);
-    if (s.env_read) return;
-    s.env_read = true;
-    if (const char* spec = std::getenv("LABCTL_NL_FAULTS")) activate(s, parse_fault_spec(spec));
-}
-
-// The errno to fail the next request with, or 0 to send it.
-int injected_fault() {
-    injected_fault_env();
-    auto& s = fault_state();
-    std::lock_guard lock(s.mutex);
-    if (!s.faults || s.faults->errnos.empty() || s.faults->fraction <= 0) return 0;
-    if (std::uniform_real_distribution<double>(0, 1)(s.rng) >= s.faults->fraction) return 0;
-    const auto& e = s.faults->errnos;
-    return e[std::uniform_int_distribution<std::size_t>(0, e.size() - 1)(s.rng)];
-}
-
-// Whether the next part of a dump answer is to be flagged NLM_F_DUMP_INTR.
-bool injected_dump_interrupt() {
-    injected_fault_env();
-    auto& s = fault_state();
-    std::lock_guard lock(s.mutex);
-    if (!s.faults || !s.faults->dump_intr || s.faults->fraction <= 0) return false;
-    return std::uniform_real_distribution<double>(0, 1)(s.rng) < s.faults->fraction;
-}
-
 std::atomic<std::uint64_t> restarted_dumps{0};
 std::atomic<std::uint64_t> retried_requests{0};
-
-int errno_from_name(std::string_view name) {
-    if (name.empty()) return 0;
-    if (name.find_first_not_of("0123456789") == std::string_view::npos) return std::atoi(std::string(name).c_str());
-    for (int e = 1; e < 200; ++e)
-        if (const char* n = ::strerrorname_np(e); n && name == n) return e;
-    return 0;
-}
 
 constexpr const char* kInjected = "injected fault";
 
@@ -357,7 +302,7 @@ std::vector<Result> Batch::run(Socket& sock) const {
         for (std::size_t i : which) {
             const auto& entry = entries_[i];
             results[i] = Result{0, {}, entry.context};
-            if (int fault = injected_fault()) {
+            if (int fault = detail::injected_fault()) {
                 results[i].error = fault;
                 results[i].kernel_message = kInjected;
                 continue;
@@ -420,7 +365,7 @@ namespace {
 
 void query_once(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
                 const std::string& context) {
-    if (int fault = injected_fault()) throw KernelError(fault, context, kInjected);
+    if (int fault = detail::injected_fault()) throw KernelError(fault, context, kInjected);
     nlmsghdr* out = msg.hdr();
     out->nlmsg_flags |= NLM_F_ACK;
     out->nlmsg_seq = sock.next_seq();
@@ -474,7 +419,7 @@ void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>
             for (auto* nlh = reinterpret_cast<nlmsghdr*>(in.data()); mnl_nlmsg_ok(nlh, len);
                  nlh = mnl_nlmsg_next(nlh, &len)) {
                 if (nlh->nlmsg_seq != seq || nlh->nlmsg_pid != sock.portid()) continue;
-                if (!ours && injected_dump_interrupt()) nlh->nlmsg_flags |= NLM_F_DUMP_INTR;
+                if (!ours && detail::injected_dump_interrupt()) nlh->nlmsg_flags |= NLM_F_DUMP_INTR;
                 ours = true;
                 if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
                 if (nlh->nlmsg_type == NLMSG_ERROR) {
@@ -536,49 +481,6 @@ std::vector<const nlattr*> parse_nested(const nlattr* nest, std::uint16_t max_ty
     Table t{&out, max_type};
     mnl_attr_parse_nested(nest, collect, &t);
     return out;
-}
-
-// --- fault injection API -------------------------------------------------------------
-
-void set_fault_injection(std::optional<FaultInjection> faults) {
-    auto& s = fault_state();
-    std::lock_guard lock(s.mutex);
-    s.env_read = true;
-    activate(s, std::move(faults));
-}
-
-std::optional<FaultInjection> parse_fault_spec(std::string_view spec) {
-    FaultInjection f;
-    const auto c1 = spec.find(':');
-    if (c1 == std::string_view::npos) return std::nullopt;
-    std::string_view names = spec.substr(0, c1);
-    std::string_view rest = spec.substr(c1 + 1);
-    const auto c2 = rest.find(':');
-    const std::string fraction(rest.substr(0, c2));
-    const std::string seed(c2 == std::string_view::npos ? "" : rest.substr(c2 + 1));
-    while (!names.empty()) {
-        const auto comma = names.find(',');
-        const auto name = names.substr(0, comma);
-        const int e = name == "DUMP_INTR" ? -1 : errno_from_name(name);
-        if (e == -1) {
-            f.dump_intr = true;
-        } else if (e <= 0) {
-            return std::nullopt;
-        } else {
-            f.errnos.push_back(e);
-        }
-        names = comma == std::string_view::npos ? std::string_view{} : names.substr(comma + 1);
-    }
-    char* end = nullptr;
-    f.fraction = std::strtod(fraction.c_str(), &end);
-    if (fraction.empty() || *end || f.fraction < 0 || f.fraction > 1 ||
-        (f.errnos.empty() && !f.dump_intr))
-        return std::nullopt;
-    if (!seed.empty()) {
-        f.seed = std::strtoull(seed.c_str(), &end, 10);
-        if (*end) return std::nullopt;
-    }
-    return f;
 }
 
 std::uint64_t dump_restarts() { return restarted_dumps.load(); }

@@ -34,13 +34,14 @@ struct Probe {
     Protocol protocol = Protocol::icmp;
     std::uint16_t port = 0;   // tcp: the destination port; count and interval are unused
     int netns_fd = -1;        // namespace of the source node; the caller keeps it open
+    std::string netns_name;   // that namespace's name ("lab-h1"), for messages; empty: its fd
     std::string bind_ifname;  // empty = any; else SO_BINDTODEVICE (like ping -I ifname)
     IpAddress destination;
     int count = 3;  // echo requests, `interval` apart
     std::chrono::milliseconds interval{100};
     std::chrono::milliseconds timeout{1000};  // after the LAST request sent
     bool stop_at_first_reply = true;          // checks: a reachable pair stops at its first reply
-    // Checks end a probe at the first refusal or ICMP error (the contract); `labctl ping`
+    // Checks end a probe at the first refusal or ICMP error (docs/topology.md, "Checks"); `labctl ping`
     // keeps sending like ping(8) does, and the last error becomes the reason.
     bool stop_on_error = true;
     // Retrying: while less than `retry_for` has passed since the probe's start, an attempt

@@ -1012,6 +1012,13 @@ std::string Plan::describe(const Topology& desired, std::size_t i) const {
     const Op& op = ops.at(i);
     auto node = [&]() -> const Node& { return desired.nodes.at(op.node); };
     auto ifname = [&]() { return node().interfaces.at(op.iface).name; };
+    // The node's interface with this index (the plan chose it); the number only if none.
+    auto ifname_of = [&](int index) {
+        const auto& indexes = ifindex.at(op.node);
+        for (std::size_t k = 0; k < indexes.size() && k < node().interfaces.size(); ++k)
+            if (indexes[k] == index) return node().interfaces[k].name;
+        return "ifindex " + std::to_string(index);
+    };
     switch (op.kind) {
         case OpKind::stop_processes: return op.name + ": stopping " + (op.all_processes ? "its processes" : "its daemons");
         case OpKind::delete_netns: return "removing namespace " + op.name;
@@ -1030,7 +1037,7 @@ std::string Plan::describe(const Topology& desired, std::size_t i) const {
             std::string s = node().name + ": setting " + ifname();
             if (op.up) s += *op.up ? " up" : " down";
             if (op.mtu) s += " mtu " + std::to_string(*op.mtu);
-            if (op.master) s += " master " + std::to_string(*op.master);
+            if (op.master) s += " master " + ifname_of(*op.master);
             return s;
         }
         case OpKind::add_vlan: return node().name + ": creating vlan " + ifname();

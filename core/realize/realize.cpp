@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "base/error.hpp"
+#include "base/timing.hpp"
 #include "nl/nl.hpp"
 #include "state/state.hpp"
 
@@ -68,7 +69,7 @@ public:
         : d_(d), p_(p), journal_(j), hooks_(h), opt_(o), ns_(d.nodes.size()), handles_(d.nodes.size()) {}
 
     void run() {
-        const bool timings = std::getenv("LABCTL_TIMINGS") != nullptr;
+        const bool timings = timings_wanted();
         std::size_t i = 0;
         bool first = true;
         while (i < p_.ops.size()) {
@@ -81,8 +82,8 @@ public:
             const auto start = std::chrono::steady_clock::now();
             run_stage(stage, i, end);
             if (timings)
-                std::fprintf(stderr, "labctl: %s: %.3f s\n", stage_name(stage),
-                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+                report_timing(stage_name(stage),
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
             i = end;
         }
     }
@@ -383,14 +384,14 @@ private:
                 const Node& node = d_.nodes[node_of[w]];
                 std::string list;
                 for (int x : left[w]) {
-                    std::string name = std::to_string(x);
+                    std::string name = "ifindex " + std::to_string(x);
                     for (std::size_t k = 0; k < node.interfaces.size(); ++k)
                         if (p_.ifindex[node_of[w]][k] == x) name = node.interfaces[k].name;
                     list += (list.empty() ? "" : ", ") + name;
                 }
                 throw KernelError(ETIMEDOUT, "waiting for links to come up",
                                   "still not operationally up after " + std::to_string(opt_.link_timeout.count()) +
-                                      " ms: " + list)
+                                      " ms: " + list + " (namespace " + node.netns + ")")
                     .prefixed(node.name);
             }
         }

@@ -13,48 +13,50 @@ namespace labctl::rtnl {
 
 namespace {
 std::vector<Feature> probe_here(const std::vector<Feature>& wanted);
+
+// The one table of kernel features: what labctl calls each, the kernel option that
+// provides it, and what in a topology needs it (for the refusal message). The probe of each
+// is in probe_here() below; realize/ decides which ones a topology wants.
+struct FeatureRow {
+    Feature feature;
+    const char* name;
+    const char* config;
+    const char* needed_by;  // "link impairments need ", or "this lab needs "
+};
+constexpr FeatureRow kFeatures[] = {
+    {Feature::veth, "veth devices", "CONFIG_VETH", "this lab needs "},
+    {Feature::bridge, "Linux bridges", "CONFIG_BRIDGE", "this lab needs "},
+    {Feature::tuntap, "TUN/TAP devices", "CONFIG_TUN", "tap/tun interfaces need "},
+    {Feature::netem, "the netem qdisc", "CONFIG_NET_SCH_NETEM", "link impairments need "},
+    {Feature::tbf, "the tbf qdisc", "CONFIG_NET_SCH_TBF", "link impairments need "},
+    {Feature::vlan_8021q, "802.1Q VLAN devices", "CONFIG_VLAN_8021Q", "vlan interfaces need "},
+    {Feature::bridge_vlan_filtering, "bridge VLAN filtering", "CONFIG_BRIDGE_VLAN_FILTERING",
+     "switches with vlan_filtering need "},
+    {Feature::dummy, "dummy devices", "CONFIG_DUMMY", "dummy interfaces need "},
+};
+
+const FeatureRow* row_of(Feature f) {
+    for (const auto& row : kFeatures)
+        if (row.feature == f) return &row;
+    return nullptr;
+}
+
 }  // namespace
 
 std::string feature_name(Feature f) {
-    switch (f) {
-        case Feature::veth: return "veth devices";
-        case Feature::bridge: return "Linux bridges";
-        case Feature::tuntap: return "TUN/TAP devices";
-        case Feature::netem: return "the netem qdisc";
-        case Feature::tbf: return "the tbf qdisc";
-        case Feature::vlan_8021q: return "802.1Q VLAN devices";
-        case Feature::bridge_vlan_filtering: return "bridge VLAN filtering";
-        case Feature::dummy: return "dummy devices";
-    }
-    return "unknown feature";
+    const FeatureRow* row = row_of(f);
+    return row ? row->name : "unknown feature";
 }
 
 std::string feature_config(Feature f) {
-    switch (f) {
-        case Feature::veth: return "CONFIG_VETH";
-        case Feature::bridge: return "CONFIG_BRIDGE";
-        case Feature::tuntap: return "CONFIG_TUN";
-        case Feature::netem: return "CONFIG_NET_SCH_NETEM";
-        case Feature::tbf: return "CONFIG_NET_SCH_TBF";
-        case Feature::vlan_8021q: return "CONFIG_VLAN_8021Q";
-        case Feature::bridge_vlan_filtering: return "CONFIG_BRIDGE_VLAN_FILTERING";
-        case Feature::dummy: return "CONFIG_DUMMY";
-    }
-    return "?";
+    const FeatureRow* row = row_of(f);
+    return row ? row->config : "?";
 }
 
 std::string missing_feature_message(Feature f) {
-    std::string use;
-    switch (f) {
-        case Feature::netem:
-        case Feature::tbf: use = "link impairments need "; break;
-        case Feature::vlan_8021q: use = "vlan interfaces need "; break;
-        case Feature::bridge_vlan_filtering: use = "switches with vlan_filtering need "; break;
-        case Feature::dummy: use = "dummy interfaces need "; break;
-        case Feature::tuntap: use = "tap/tun interfaces need "; break;
-        default: use = "this lab needs "; break;
-    }
-    return use + feature_name(f) + " (" + feature_config(f) + "); this kernel has none";
+    const FeatureRow* row = row_of(f);
+    return std::string(row ? row->needed_by : "this lab needs ") + feature_name(f) + " (" + feature_config(f) +
+           "); this kernel has none";
 }
 
 std::vector<Feature> missing_features(const std::vector<Feature>& wanted) {

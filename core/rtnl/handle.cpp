@@ -350,10 +350,21 @@ std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<Operstate
 void wait_operstate_up(Handle& h, const std::vector<int>& ifindexes, std::chrono::milliseconds timeout) {
     auto left = wait_operstate_up_many({OperstateWait{&h, ifindexes}}, timeout).at(0);
     if (left.empty()) return;
+    // Name them: the handle's namespace knows their names (the index only if it does not).
+    std::vector<LinkInfo> links;
+    try {
+        links = link_dump(h);
+    } catch (const KernelError&) {
+    }
     std::string list;
-    for (int i : left) list += (list.empty() ? "" : ", ") + std::to_string(i);
+    for (int i : left) {
+        std::string name = "ifindex " + std::to_string(i);
+        for (const auto& link : links)
+            if (link.ifindex == i) name = link.name;
+        list += (list.empty() ? "" : ", ") + name;
+    }
     throw KernelError(ETIMEDOUT, "waiting for links to come up",
-                      "still not operationally up after " + std::to_string(timeout.count()) + " ms: ifindex " + list);
+                      "still not operationally up after " + std::to_string(timeout.count()) + " ms: " + list);
 }
 
 }  // namespace labctl::rtnl

@@ -41,13 +41,16 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, List, NoReturn, Optional, Tuple, Union
 
 import pytest
 
 from .capture import ALL, Capture
 from .errors import CheckFailed, Error
 from .lab import CheckResult, Lab, Topology
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
 
 __all__ = ["lab", "lab_factory"]
 
@@ -127,7 +130,7 @@ class _Recorder:
         return self.directory / f"{test}--{lab.name}.pcapng"
 
     def start(self, item: pytest.Item, lab: Lab) -> None:
-        recording = item.stash.setdefault(_CAPTURES, {})
+        recording = _captures(item)
         if lab.name in recording:
             return
         path = self.path_for(item, lab)
@@ -139,7 +142,7 @@ class _Recorder:
 
     def stop(self, item: pytest.Item, lab: Lab, failed: Optional[str]) -> None:
         """Completes the lab's file for this test; removes it unless the test failed."""
-        entry = item.stash.get(_CAPTURES, {}).pop(lab.name, None)
+        entry = _captures(item).pop(lab.name, None)
         if entry is None:
             return
         path, capture = entry
@@ -156,6 +159,14 @@ _REGISTRY = pytest.StashKey[_Registry]()
 _RECORDER = pytest.StashKey[Optional[_Recorder]]()
 _FAILED = pytest.StashKey[str]()
 _CAPTURES = pytest.StashKey[Dict[str, Tuple[pathlib.Path, Capture]]]()
+
+
+def _captures(item: pytest.Item) -> Dict[str, Tuple[pathlib.Path, Capture]]:
+    """The captures recording for ITEM, by lab name (made empty on first use)."""
+    if _CAPTURES not in item.stash:
+        empty: Dict[str, Tuple[pathlib.Path, Capture]] = {}
+        item.stash[_CAPTURES] = empty
+    return item.stash[_CAPTURES]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -194,7 +205,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     if report.failed and report.when in ("setup", "call"):
@@ -228,7 +239,7 @@ def _resolve(topology: Topology, test_path: pathlib.Path) -> Topology:
 
 
 def _failed(node: pytest.Item) -> Optional[str]:
-    return node.stash.get(_FAILED, None)
+    return node.stash[_FAILED] if _FAILED in node.stash else None
 
 
 def _fail(error: BaseException) -> NoReturn:
@@ -346,11 +357,11 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         try:
             yield the_lab
         finally:
-            failed = _failed(request.node)
+            failed_by = _failed(request.node)
             if recorder is not None:
-                recorder.stop(request.node, the_lab, failed)
-            if failed:
-                shared.test_failed(topology, failed)
+                recorder.stop(request.node, the_lab, failed_by)
+            if failed_by:
+                shared.test_failed(topology, failed_by)
         return
 
     registry = request.config.stash[_REGISTRY]
@@ -504,7 +515,7 @@ class CheckItem(pytest.Item):
             raise CheckFailure(result)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Optional[str] = None) -> str:
+                     style: Optional[str] = None) -> Union[str, TerminalRepr]:
         if isinstance(excinfo.value, CheckFailure):
             r: CheckResult = excinfo.value.args[0]
             text = f"{self.name}: {r.reason or 'failed'}"

@@ -3,6 +3,7 @@
 // multiple bases are plain in Python and awkward through py::register_exception. The
 // translator here builds instances of those classes with their attributes filled in.
 //
+// One catch of labctl::Error (base/error.hpp), by its kind:
 //   labctl::TopologyError  -> labctl.TopologyError(message, errors=[(pointer, message)], file)
 //   labctl::LabError       -> labctl.LabError(message, errno or None)
 //   labctl::KernelError    -> labctl.LabError(message, errno, kernel_message)
@@ -41,17 +42,27 @@ void init_errors(py::module_&) {
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
-        } catch (const labctl::TopologyError& e) {
-            py::list errors;
-            for (const auto& problem : e.problems()) errors.append(py::make_tuple(problem.pointer, problem.message));
-            raise("TopologyError", e.what(), errors, e.file());
-        } catch (const labctl::KernelError& e) {
-            raise("LabError", e.what(), e.errno_value(), e.kernel_message());
-        } catch (const labctl::LabError& e) {
-            if (e.errno_value() != 0)
-                raise("LabError", e.what(), e.errno_value());
-            else
-                raise("LabError", e.what(), py::none());
+        } catch (const labctl::Error& e) {
+            switch (e.kind()) {
+                case labctl::Error::Kind::topology: {
+                    const auto& bad = static_cast<const labctl::TopologyError&>(e);
+                    py::list errors;
+                    for (const auto& problem : bad.problems())
+                        errors.append(py::make_tuple(problem.pointer, problem.message));
+                    raise("TopologyError", e.what(), errors, bad.file());
+                    break;
+                }
+                case labctl::Error::Kind::kernel:
+                    raise("LabError", e.what(), e.errno_value(),
+                          static_cast<const labctl::KernelError&>(e).kernel_message());
+                    break;
+                case labctl::Error::Kind::lab:
+                    if (e.errno_value() != 0)
+                        raise("LabError", e.what(), e.errno_value());
+                    else
+                        raise("LabError", e.what(), py::none());
+                    break;
+            }
         } catch (const std::system_error& e) {
             const auto& cat = e.code().category();
             if (cat == std::generic_category() || cat == std::system_category())

@@ -1,7 +1,9 @@
-"""Shared fixtures: where the labctl binary and the repository are."""
+"""Shared fixtures: where the labctl binary and the repository are; `labs` and `names`, which
+remove every lab a test made. The helpers they use are in labfix.py."""
 import os
 import pathlib
 import subprocess
+import sys as _sys
 
 import pytest
 
@@ -22,17 +24,77 @@ def labctl():
     return run_labctl
 
 
+@pytest.fixture
+def labs(tmp_path):
+    """A labfix.Labs: writes topology files; every lab written is downed (and its namespaces
+    removed) after the test, whatever happened."""
+    import labfix  # here: labfix imports run_labctl from this module
+
+    made = labfix.Labs(tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def names():
+    """new(tag) hands out unique lab names; after the test every such lab is downed through the
+    Python API, and none may have left a namespace."""
+    import labctl as api  # the Python package (PYTHONPATH=build/python)
+    import labfix
+
+    made = []
+
+    def new(tag="l"):
+        made.append(labfix.unique_name(tag))
+        return made[-1]
+
+    yield new
+    for name in made:
+        api.down(name)
+        assert not labfix.lab_namespaces(name), f"namespaces of {name} left behind"
+
+
+@pytest.fixture
+def importable_labctl(monkeypatch):
+    """An inner pytest (pytester) runs elsewhere: give it the labctl this session imported."""
+    import labctl as api
+
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(api.__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([package_dir, os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.fixture
+def plugin_names():
+    """new(tag) hands out lab names of at most 7 letters (the pytest plugin names fixture labs
+    "<first 7 letters>-<unique>"); after the test every lab so named, or so prefixed, is downed."""
+    import secrets
+
+    import labctl as api
+
+    made = []
+
+    def new(tag="p"):
+        made.append(f"{tag}{secrets.token_hex(3)}"[:7])
+        return made[-1]
+
+    yield new
+    for name in made:
+        for lab in api.status():
+            if lab["name"] == name or lab["name"].startswith(name + "-"):
+                api.down(lab["name"])
+
+
 # ---- kernel features -----------------------------------------------------------------
 # Tests marked @pytest.mark.kernel("netem", ...) need features some kernels lack (this
 # project's CI kernel among them). On such a kernel they are deselected here and
 # `make test` runs them inside a VM with Debian's stock kernel (tests/vm), where
 # LABCTL_KERNEL_ONLY=1 selects exactly them.
-import sys as _sys
-
 _sys.path.insert(0, str(ROOT / "tests" / "vm"))
-import vmrun as _vmrun  # noqa: E402
+import vmrun as _vmrun  # noqa: E402 (after the sys.path entry it needs)
 
-KERNEL_FEATURES = ("netem", "tbf", "vlan", "bridge_vlan_filtering", "dummy", "tun")
+KERNEL_FEATURES = _vmrun.KERNEL_FEATURES  # one list, next to how each is detected
 
 
 def pytest_configure(config):
@@ -113,7 +175,6 @@ def pytest_runtest_logreport(report):
         reason = _skip_reason(report)
         if unexpected_skip(report.nodeid, reason):
             _unexpected_skips.append((report.nodeid, reason))
-
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -79,11 +79,11 @@ def progress(name, n_hosts, marker=None, deep=True):
     p = Progress(journal_events(name), lab_namespace_count(name))
     p.exec_running = marker is not None and os.path.exists(marker)
     if deep and every_namespace_recorded(p.events, n_hosts + 1):
-        ports = [l for l in _ip(f"{name}-sw", "link", "show") if "master" in l]
+        ports = [item for item in _ip(f"{name}-sw", "link", "show") if "master" in item]
         p.switch_ports = len(ports)
-        p.ports_carrier = sum(1 for l in ports if l.get("operstate") == "UP")
-        p.last_host_addressed = any(a.get("family") == "inet" for l in _ip(f"{name}-h{n_hosts}", "addr", "show")
-                                    for a in l.get("addr_info", []))
+        p.ports_carrier = sum(1 for link in ports if link.get("operstate") == "UP")
+        p.last_host_addressed = any(a.get("family") == "inet" for link in _ip(f"{name}-h{n_hosts}", "addr", "show")
+                                    for a in link.get("addr_info", []))
     return p
 
 

@@ -1,4 +1,4 @@
-"""Packet capture (CONTRACT §8) end to end: `labctl capture`, lab.capture() and the pytest
+"""Packet capture (docs/capture.md) end to end: `labctl capture`, lab.capture() and the pytest
 plugin's --labctl-capture, every file read back with tshark (and, for the blocks tshark
 does not show, with a few lines of pcapng parsing here).
 
@@ -17,7 +17,7 @@ import pytest
 
 import labctl
 from conftest import LABCTL, run_labctl
-from labhelpers import lab_namespaces, netns_list, pair, unique_name
+from labfix import lab_namespaces, netns_list, pair, unique_name
 
 pytest_plugins = ["pytester"]
 

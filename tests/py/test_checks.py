@@ -1,4 +1,4 @@
-"""Checks that grade (contract part two, section 6), end to end through the CLI: TCP checks
+"""Checks that grade (docs/topology.md, "Checks"), end to end through the CLI: TCP checks
 made from inside a node, command checks, retries (`within_s`), names and points, JUnit.
 Root only; every lab is removed by the `labs` fixture, also when a test fails."""
 import json
@@ -8,7 +8,6 @@ import time
 import pytest
 
 from conftest import run_labctl
-from labfix import labs  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")
 
@@ -202,7 +201,7 @@ def test_names_points_and_score(labs):
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[-1] == "2 passed, 1 failed, score 3/6", r.stdout
-    header = next(l for l in lines if "RESULT" in l)
+    header = next(line for line in lines if "RESULT" in line)
     assert header.split()[0] == "NAME" and "POINTS" in header, header
     code, out = verify_json(name)
     assert (out["score"], out["max_score"]) == (3, 6)

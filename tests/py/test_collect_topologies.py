@@ -7,13 +7,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from labhelpers import lab_namespaces, pair
-# The inner pytest's PYTHONPATH, unique lab names removed after the test, the runner.
-from test_pytest_plugin import importable_labctl, names, run  # noqa: F401
+from labfix import lab_namespaces, pair, run_plugin_pytest as run
 
 pytest_plugins = ["pytester"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")
+# Every test runs an inner pytest that must import this session's labctl.
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root"),
+              pytest.mark.usefixtures("importable_labctl")]
 
 
 GRADED = [
@@ -27,8 +27,8 @@ GRADED = [
 ]
 
 
-def test_a_topology_file_on_the_command_line_is_graded_with_junit(pytester, names):
-    name = names()
+def test_a_topology_file_on_the_command_line_is_graded_with_junit(pytester, plugin_names):
+    name = plugin_names()
     (pytester.path / "topology.json").write_text(json.dumps(pair(name, GRADED)))
     # A conftest that records every lab up while the items run: one lab, the file's.
     pytester.makeconftest(f"""
@@ -64,8 +64,8 @@ def test_a_topology_file_on_the_command_line_is_graded_with_junit(pytester, name
     assert points == {"points": "2"}
 
 
-def test_the_ini_option_collects_matching_files(pytester, names):
-    a, b = names(), names()
+def test_the_ini_option_collects_matching_files(pytester, plugin_names):
+    a, b = plugin_names(), plugin_names()
     (pytester.path / "labs" / "one").mkdir(parents=True)
     (pytester.path / "labs" / "two").mkdir(parents=True)
     (pytester.path / "labs" / "one" / "topology.json").write_text(json.dumps(pair(a)))

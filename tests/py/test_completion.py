@@ -9,7 +9,6 @@ import subprocess
 import pytest
 
 from conftest import LABCTL, run_labctl
-from labfix import labs  # noqa: F401
 
 BUILD = pathlib.Path(LABCTL).resolve().parent
 
@@ -135,7 +134,8 @@ def test_fish_accepts_and_runs_the_script(tmp_path):
     bindir.mkdir()
     (bindir / "labctl").symlink_to(LABCTL)
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
-    r = subprocess.run(["fish", "--no-config", "-c", f"source {f}; complete -C 'labctl sta'; complete -C 'labctl up --no'"],
+    script = f"source {f}; complete -C 'labctl sta'; complete -C 'labctl up --no'"
+    r = subprocess.run(["fish", "--no-config", "-c", script],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["status", "--no-verify"]

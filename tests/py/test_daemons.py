@@ -1,4 +1,4 @@
-"""Daemons with readiness (contract part two, section 6): `up` waits until each is ready,
+"""Daemons with readiness (docs/topology.md, "Daemons"): `up` waits until each is ready,
 fails (exit 3, rolled back) when one exits or never gets ready, naming it, how it ended
 and its last output; `status` shows each daemon running or exited with its status."""
 import json
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import run_labctl
-from labfix import labs, netns_list  # noqa: F401
+from labfix import netns_list
 from test_checks import LISTENER, pair
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")

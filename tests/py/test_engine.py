@@ -9,7 +9,7 @@ import pytest
 
 import killpoints
 from conftest import LABCTL, STATE_ROOT, run_labctl
-from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
+from labfix import ip_json, netns_list, root_snapshot, star, unique_name
 
 ROUTED = {
     "nodes": {
@@ -48,7 +48,7 @@ ROUTED = {
 
 
 def by_name(links):
-    return {l["ifname"]: l for l in links}
+    return {link["ifname"]: link for link in links}
 
 
 def test_up_builds_what_the_topology_says(labs):
@@ -69,8 +69,8 @@ def test_up_builds_what_the_topology_says(labs):
     # kernel would have left it in use anyway.
     assert (h1["eth0"]["num_tx_queues"], h1["eth0"]["num_rx_queues"]) == (1, 1)
     sw_ends = by_name(ip_json(f"{name}-sw", "-d", "link", "show"))
-    assert all((l["num_tx_queues"], l["num_rx_queues"]) == (1, 1)
-               for l in sw_ends.values() if l.get("linkinfo", {}).get("info_kind") == "veth")
+    assert all((link["num_tx_queues"], link["num_rx_queues"]) == (1, 1)
+               for link in sw_ends.values() if link.get("linkinfo", {}).get("info_kind") == "veth")
     addrs = {a["ifname"]: a for a in ip_json(f"{name}-h1", "addr", "show")}
     locals_ = [(i["local"], i["prefixlen"]) for i in addrs["eth0"]["addr_info"]]
     assert ("10.1.1.10", 24) in locals_ and ("fd00:1::10", 64) in locals_
@@ -153,6 +153,20 @@ def test_up_twice_is_refused_and_down_all_removes(labs, tmp_path):
     assert "removed 2 lab(s)" in r.stdout, r.stdout
     assert not [n for n in netns_list() if n.startswith((name + "-", other_name + "-"))]
     assert sorted(os.listdir(tmp_path / "state")) in ([], [".locks"])
+
+
+def test_step_timings_are_printed_by_the_cli_only_when_asked(labs):
+    """LABCTL_TIMINGS=1: the library reports each step's wall time, the CLI prints it."""
+    path, name = labs.write(star(2))
+    quiet = run_labctl("up", path, "--no-verify")
+    assert quiet.returncode == 0, quiet.stderr
+    assert " s\n" not in quiet.stderr, quiet.stderr
+    assert run_labctl("down", name).returncode == 0
+    timed = run_labctl("up", path, "--no-verify", env=dict(os.environ, LABCTL_TIMINGS="1"))
+    assert timed.returncode == 0, timed.stderr
+    steps = [line for line in timed.stderr.splitlines() if line.startswith("labctl: ") and line.endswith(" s")]
+    assert any(line.startswith("labctl: creating veth pairs: ") for line in steps), timed.stderr
+    assert any(line.startswith("labctl: creating namespaces: ") for line in steps), timed.stderr
 
 
 def test_foreign_namespace_is_never_touched(labs):
@@ -291,7 +305,7 @@ def test_pyroute2_sees_what_ip_sees(labs):
     assert run_labctl("up", path, "--no-verify").returncode == 0
     ns = pyroute2.NetNS(f"{name}-r1")
     try:
-        links = {l.get_attr("IFLA_IFNAME"): l for l in ns.get_links()}
+        links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
         assert links["eth2"].get_attr("IFLA_MTU") == 9000
         assert links["eth1"].get_attr("IFLA_OPERSTATE") == "UP"
         addrs = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ns.get_addr()}

@@ -5,8 +5,8 @@ import signal
 import subprocess
 import time
 
-from conftest import LABCTL, STATE_ROOT, run_labctl
-from labfix import labs, netns_list  # noqa: F401
+from conftest import STATE_ROOT, run_labctl
+from labfix import netns_list
 
 
 def running(pid):

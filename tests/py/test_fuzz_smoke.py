@@ -1,8 +1,10 @@
 """The libFuzzer target for parse + validate (tests/fuzz) builds and survives a short run.
 
 Needs clang with its libFuzzer runtime (Debian: clang, libclang-rt-14-dev; `make`
-installs them); skipped without them, which fails a CI run (conftest.ALLOWED_SKIPS). Builds in build-fuzz/ (what `make fuzz` uses, so a second run only
-re-links), then fuzzes for LABCTL_FUZZ_SECONDS (20) over a copy of tests/fuzz/corpus.
+installs them); skipped without them, which fails a CI run (conftest.ALLOWED_SKIPS).
+Builds in build-fuzz/ (what `make fuzz` uses, so a second run only
+re-links), then fuzzes for LABCTL_FUZZ_SECONDS (20) over a copy of the seed corpus the
+build makes from tests/data, labs/ and tests/fuzz/extra (build-fuzz/seed).
 A crash, sanitizer report, timeout or out-of-memory fails the test; the input that
 did it is kept in build-fuzz/ and named in the failure.
 """
@@ -36,7 +38,12 @@ def test_topology_fuzzer_runs_without_crash(tmp_path):
                        capture_output=True, text=True)
     assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
     corpus = tmp_path / "corpus"
-    shutil.copytree(ROOT / "tests" / "fuzz" / "corpus", corpus)
+    shutil.copytree(FUZZ_BUILD / "seed", corpus)
+    seeds = {p.name for p in corpus.iterdir()}
+    assert {"good-everything.json", "bad-syntax.json", "lab-quickstart.json", "number-overflow-crash"} <= seeds, seeds
+    sources = [*(ROOT / "tests" / "data").glob("*/*.json"), *ROOT.glob("labs/*/topology.json"),
+               *(ROOT / "tests" / "fuzz" / "extra").iterdir()]
+    assert len(seeds) == len(sources), seeds
     r = subprocess.run([str(FUZZ_BUILD / "topology_fuzz"), f"-max_total_time={SECONDS}", "-timeout=10",
                         "-rss_limit_mb=2048", "-max_len=65536", f"-artifact_prefix={FUZZ_BUILD}/",
                         str(corpus)], capture_output=True, text=True, timeout=SECONDS + 120)

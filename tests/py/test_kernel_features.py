@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import STATE_ROOT, missing_kernel_features, run_labctl
-from labfix import ip_json, labs, netns_list  # noqa: F401
+from labfix import ip_json, netns_list
 
 
 def pair(impair=None, **link):
@@ -87,7 +87,7 @@ def test_dummy_devices(labs):
     path, name = labs.write(doc)
     r = run_labctl("up", path)
     assert r.returncode == 0, r.stdout + r.stderr
-    links = {l["ifname"]: l for l in ip_json(f"{name}-a", "-d", "link", "show")}
+    links = {item["ifname"]: item for item in ip_json(f"{name}-a", "-d", "link", "show")}
     assert links["d0"]["linkinfo"]["info_kind"] == "dummy"
 
 
@@ -130,6 +130,6 @@ def test_vlan_filtering_switch_and_router_on_a_stick(labs):
     assert [x["vlan"] for x in p1] == [10] and "PVID" in p1[0]["flags"] and "Egress Untagged" in p1[0]["flags"]
     assert sorted(x["vlan"] for x in ports["trunk"]) == [10, 20]
     assert all("Egress Untagged" not in x.get("flags", []) for x in ports["trunk"])
-    links = {l["ifname"]: l for l in ip_json(f"{name}-r", "-d", "link", "show")}
+    links = {item["ifname"]: item for item in ip_json(f"{name}-r", "-d", "link", "show")}
     assert links["eth0.10"]["linkinfo"]["info_kind"] == "vlan"
     assert links["eth0.10"]["linkinfo"]["info_data"]["id"] == 10

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from conftest import LABCTL, ROOT
+from labfix import lab_namespaces
 
 LABS = sorted(p.parent.name for p in (ROOT / "labs").glob("*/topology.json"))
 # Labs that use features some kernels lack: they run in the test VM on such kernels.
@@ -19,16 +20,8 @@ def lab_param(name):
     marks = [pytest.mark.kernel(*KERNEL_NEEDS[name])] if name in KERNEL_NEEDS else []
     return pytest.param(name, marks=marks, id=name)
 
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bringing labs up needs root")
-
-
-def namespaces():
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def lab_namespaces(name):
-    return {ns for ns in namespaces() if ns.startswith(name + "-")}
 
 
 @pytest.fixture

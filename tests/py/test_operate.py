@@ -1,4 +1,4 @@
-"""Operating a running lab (CONTRACT §5): instances, apply, link/impair/node, Python."""
+"""Operating a running lab (docs/operate.md): instances, apply, link/impair/node, Python."""
 import copy
 import json
 import os
@@ -8,7 +8,7 @@ import pytest
 
 import labctl
 from conftest import LABCTL, run_labctl
-from labfix import ip_json, labs, netns_list, unique_name  # noqa: F401 (fixture)
+from labfix import ip_json, netns_list, star, unique_name
 
 
 def base(name):
@@ -192,7 +192,7 @@ def test_apply_failing_part_way_returns_to_the_previous_topology(labs):
     assert "back to the topology it ran before" in r.stderr
     assert f"{name}-h3" not in netns_list()
     assert addresses(f"{name}-h1", "eth0") == ["10.0.1.10/24", "fd00:1::10/64"]
-    assert not any(l["ifname"] == "eth3" for l in ip_json(f"{name}-r1", "link", "show"))
+    assert not any(item["ifname"] == "eth3" for item in ip_json(f"{name}-r1", "link", "show"))
     assert run_labctl("verify", name).returncode == 0
 
 
@@ -307,17 +307,9 @@ def test_a_killed_apply_is_finished_by_the_next_and_removed_by_down(labs, delay)
     """SIGKILL part-way through a large apply: a new apply finishes the job, down removes all."""
     import time
 
-    def star(n):
-        nodes = {"sw": {"kind": "switch"}}
-        for i in range(1, n + 1):
-            nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.0.{i // 250}.{i % 250 + 1}/16"]}}}
-        return nodes, [{"endpoints": [f"sw:p{i}", f"h{i}:eth0"]} for i in range(1, n + 1)]
-
     name = unique_name("k")
-    nodes, links = star(30)
-    path, name = up(labs, {"name": name, "nodes": nodes, "links": links})
-    nodes, links = star(90)
-    path.write_text(json.dumps({"name": name, "nodes": nodes, "links": links}))
+    path, name = up(labs, dict(star(30, checks=False), name=name))
+    path.write_text(json.dumps(dict(star(90, checks=False), name=name)))
     p = subprocess.Popen([LABCTL, "apply", str(path), "--no-verify"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)

@@ -47,14 +47,15 @@ def test_deb_control_fields(deb):
     # compiler, no -dev package.
     assert {"libc6", "libstdc++6", "libmnl0"} <= names, depends
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert f"python3 (>= {py}~)" in depends and f"python3 (<< {sys.version_info.major}.{sys.version_info.minor + 1}~)" in depends
+    below = f"{sys.version_info.major}.{sys.version_info.minor + 1}"
+    assert f"python3 (>= {py}~)" in depends and f"python3 (<< {below}~)" in depends
     assert not [n for n in names if n.endswith("-dev") or n in ("g++", "gcc", "cmake", "make")], depends
     assert [r.strip() for r in c["Recommends"].split(",")] == ["graphviz", "iproute2"]
 
 
 def test_deb_files(deb):
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
-    files = {line.split()[-1].lstrip(".") : line.split()[0] for line in listing.splitlines()}
+    files = {line.split()[-1].lstrip("."): line.split()[0] for line in listing.splitlines()}
     v = version()
     site = "/usr/lib/python3/dist-packages"
     soabi = subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
@@ -79,7 +80,8 @@ def test_deb_files(deb):
             assert f"/usr/share/labctl/labs/{lab.name}/topology.json" in files
     assert not [f for f in files if "__pycache__" in f or f.startswith("/usr/local")]
     # The entry point and the metadata, as importlib.metadata will read them.
-    out = subprocess.run(f"dpkg-deb --fsys-tarfile {deb} | tar -xO ./{site.lstrip('/')}/labctl-{v}.dist-info/entry_points.txt",
+    entry_points = f"./{site.lstrip('/')}/labctl-{v}.dist-info/entry_points.txt"
+    out = subprocess.run(f"dpkg-deb --fsys-tarfile {deb} | tar -xO {entry_points}",
                          shell=True, capture_output=True, text=True, check=True).stdout
     assert "[pytest11]\nlabctl.pytest_plugin = labctl.pytest_plugin\n" in out
 

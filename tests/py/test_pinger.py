@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from conftest import run_labctl
-from labfix import labs, unique_name  # noqa: F401
+from labfix import unique_name
 
 # Two LANs joined by a router; h9 has no route back, so h1 -> h9 is not answered.
 ROUTED = {
@@ -82,7 +82,7 @@ def test_ping_prints_replies_and_a_summary(routed):
     r = run_labctl("ping", name, "h1", "h2", "-c", "4")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert sum("icmp_seq=" in l for l in lines) == 4
+    assert sum("icmp_seq=" in line for line in lines) == 4
     assert "4 packets transmitted, 4 received, 0% packet loss" in r.stdout
     assert "rtt min/avg/max" in r.stdout
     r = run_labctl("ping", name, "h1:eth0", "h2:eth0", "-c", "1")

@@ -325,8 +325,8 @@ def test_a_missing_namespace_fails_its_checks_and_the_rest_run(tmp_path):
         assert s["state"] == "degraded"
         assert {n["name"]: n["state"] for n in s["nodes"]} == {"h1": "up", "r1": "up", "h2": "missing", "h3": "up"}
         assert f"h2 (host, namespace {name}-h2) missing" in run_labctl("status", name).stdout
-        listed = [l for l in json_out(run_labctl("status", "--json")) if l["name"] == name]
-        assert [l["state"] for l in listed] == ["degraded"]
+        listed = [lab for lab in json_out(run_labctl("status", "--json")) if lab["name"] == name]
+        assert [lab["state"] for lab in listed] == ["degraded"]
         r = run_labctl("verify", name, "--json")
         assert r.returncode == 1, r.stderr
         got = {(c["src"], c["dst"]): (c["ok"], c["reason"]) for c in json_out(r)["checks"]}

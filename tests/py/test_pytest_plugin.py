@@ -1,48 +1,19 @@
 """labctl.pytest_plugin used the way a user would: generated test files run by
 `python3 -m pytest -p labctl.pytest_plugin` in a subprocess (pytester)."""
 import json
-import os
 import re
-import secrets
-import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 import labctl
-from labhelpers import lab_namespaces, pair
+from labfix import lab_namespaces, pair, run_plugin_pytest as run
 
 pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
-def importable_labctl(monkeypatch):
-    """The inner pytest runs elsewhere: give it the labctl this session imported."""
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(labctl.__file__)))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([package_dir, os.environ.get("PYTHONPATH", "")]))
-
-
-@pytest.fixture
-def names():
-    made = []
-
-    def new(tag="p"):
-        # At most 7 letters: fixture labs are named "<its first 7 letters>-<unique>".
-        made.append(f"{tag}{secrets.token_hex(3)}"[:7])
-        return made[-1]
-
-    yield new
-    for name in made:
-        for lab in labctl.status():
-            if lab["name"] == name or lab["name"].startswith(name + "-"):
-                labctl.down(lab["name"])
-
-
-def run(pytester, *args, timeout=300):
-    return pytester.runpytest_subprocess("-p", "labctl.pytest_plugin", "-p", "no:cacheprovider",
-                                         *args, timeout=timeout)
+def inner_pytest_imports_this_labctl(importable_labctl):
+    """Every test here runs an inner pytest (conftest.importable_labctl)."""
 
 
 def write_topology(pytester, relpath, name, **kw):
@@ -52,8 +23,8 @@ def write_topology(pytester, relpath, name, **kw):
     return path
 
 
-def test_marker_brings_the_lab_up_and_removes_it(pytester, names):
-    a, b = names(), names()
+def test_marker_brings_the_lab_up_and_removes_it(pytester, plugin_names):
+    a, b = plugin_names(), plugin_names()
     write_topology(pytester, "labs/a.json", a)
     write_topology(pytester, "b.json", b)
     pytester.makepyfile(test_user=f"""
@@ -80,8 +51,8 @@ def test_marker_brings_the_lab_up_and_removes_it(pytester, names):
     assert "@pytest.mark.lab(topology" in run(pytester, "--markers").stdout.str()
 
 
-def test_a_failing_test_still_removes_its_lab(pytester, names):
-    a, b, c = names(), names(), names()
+def test_a_failing_test_still_removes_its_lab(pytester, plugin_names):
+    a, b, c = plugin_names(), plugin_names(), plugin_names()
     write_topology(pytester, "a.json", a)
     write_topology(pytester, "c.json", c, checks=[{"from": "h1", "to": "h2", "expect": "unreachable"}])
     pytester.makepyfile(test_user=f"""
@@ -111,8 +82,8 @@ def test_a_failing_test_still_removes_its_lab(pytester, names):
         assert not lab_namespaces(name), name
 
 
-def test_labctl_keep_keeps_only_failed_labs(pytester, names):
-    a, b, c, d = names(), names(), names(), names()
+def test_labctl_keep_keeps_only_failed_labs(pytester, plugin_names):
+    a, b, c, d = plugin_names(), plugin_names(), plugin_names(), plugin_names()
     write_topology(pytester, "a.json", a)
     write_topology(pytester, "b.json", b)
     write_topology(pytester, "d.json", d, checks=[{"from": "h1", "to": "h2", "expect": "unreachable"}])
@@ -152,8 +123,8 @@ def test_labctl_keep_keeps_only_failed_labs(pytester, names):
     assert not any(lab_namespaces(n) for n in (a, b, c, d))
 
 
-def test_lab_factory_builds_from_dicts_and_files(pytester, names):
-    a, b, c = names(), names(), names()
+def test_lab_factory_builds_from_dicts_and_files(pytester, plugin_names):
+    a, b, c = plugin_names(), plugin_names(), plugin_names()
     write_topology(pytester, "sub/b.json", b)
     pytester.makepyfile(test_user=f"""
         import labctl
@@ -171,18 +142,18 @@ def test_lab_factory_builds_from_dicts_and_files(pytester, names):
     assert not any(lab_namespaces(n) for n in (a, b, c))
 
 
-def test_module_scope_shares_one_lab(pytester, names):
-    a, b = names(), names()
+def test_module_scope_shares_one_lab(pytester, plugin_names):
+    a, b = plugin_names(), plugin_names()
     write_topology(pytester, "a.json", a)
     write_topology(pytester, "b.json", b)
-    pytester.makepyfile(test_shared=f"""
+    pytester.makepyfile(test_shared="""
         import os, pytest
 
         pytestmark = pytest.mark.lab("a.json", scope="module")
         seen = []
 
         def inode(lab):
-            return os.stat(f"/run/netns/{{lab.name}}-h1").st_ino
+            return os.stat(f"/run/netns/{lab.name}-h1").st_ino
 
         def test_one(lab):
             lab.exec("h1", ["ip", "addr", "add", "10.0.0.99/32", "dev", "lo"], check=True)
@@ -204,8 +175,8 @@ def test_module_scope_shares_one_lab(pytester, names):
 
 
 @pytest.mark.parametrize("fixture", ["lab", "lab_factory"])
-def test_ctrl_c_removes_the_lab(pytester, names, fixture):
-    a = names()
+def test_ctrl_c_removes_the_lab(pytester, plugin_names, fixture):
+    a = plugin_names()
     write_topology(pytester, "a.json", a)
     get = "lab" if fixture == "lab" else "lab_factory('a.json')"
     pytester.makepyfile(test_user=f"""
@@ -224,8 +195,8 @@ def test_ctrl_c_removes_the_lab(pytester, names, fixture):
     assert not lab_namespaces(a)
 
 
-def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, names):
-    name = names("s")
+def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, plugin_names):
+    name = plugin_names("s")
     nodes = {"sw": {"kind": "switch"}}
     for i in range(1, 40):
         nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.1.0.{i}/24"]}}}
@@ -263,8 +234,8 @@ def test_ctrl_c_while_the_lab_comes_up_removes_it(pytester, names):
     assert not lab_namespaces(name)
 
 
-def test_fixture_labs_of_one_file_get_names_of_their_own(pytester, names):
-    a = names()
+def test_fixture_labs_of_one_file_get_names_of_their_own(pytester, plugin_names):
+    a = plugin_names()
     write_topology(pytester, "a.json", a)
     pytester.makepyfile(test_user="""
         import pytest

@@ -11,22 +11,7 @@ import pytest
 
 import labctl
 from conftest import run_labctl
-from labhelpers import lab_namespaces, netns_list, pair, routed, unique_name
-
-
-@pytest.fixture
-def names():
-    """Hands out unique lab names; removes every such lab (and checks it is gone) after."""
-    made = []
-
-    def new(tag="l"):
-        made.append(unique_name(tag))
-        return made[-1]
-
-    yield new
-    for name in made:
-        labctl.down(name)
-        assert not lab_namespaces(name), f"namespaces of {name} left behind"
+from labfix import lab_namespaces, netns_list, pair, routed, star
 
 
 # The namespace this process started in (the host's, for the root user running the tests).
@@ -125,7 +110,7 @@ def test_up_ping_verify_exec_status_down(names):
     assert not lab.is_up
     results = lab.up()
     assert lab.is_up
-    assert lab_namespaces(name) == {f"{name}-h1", f"{name}-r1", f"{name}-h2"}
+    assert set(lab_namespaces(name)) == {f"{name}-h1", f"{name}-r1", f"{name}-h2"}
     assert [(r.src, r.dst, r.expect, r.ok) for r in results] == [
         ("h1", "h2", "reachable", True), ("h1", "203.0.113.9", "unreachable", True)]
     assert results[0].received >= 1 and results[0].rtt_ms > 0
@@ -221,7 +206,7 @@ def test_up_refused_by_a_foreign_namespace_is_a_lab_error_with_errno(names):
             lab.up()
         assert info.value.errno == errno.EEXIST and foreign in str(info.value)
         assert not lab.is_up
-        assert lab_namespaces(name) == {foreign}  # ours removed, theirs untouched
+        assert lab_namespaces(name) == [foreign]  # ours removed, theirs untouched
         # The context manager does not remove a lab it did not bring up.
         with pytest.raises(labctl.LabError):
             with labctl.Lab(pair(name)):
@@ -281,16 +266,6 @@ def test_context_manager_brings_up_and_always_removes(names):
 
 # --- threads, the GIL, namespaces, descriptors -------------------------------------------
 
-def star(name, hosts):
-    nodes = {"sw": {"kind": "switch"}}
-    links = []
-    for i in range(1, hosts + 1):
-        nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.1.{i // 250}.{i % 250 + 1}/16"]}}}
-        links.append({"endpoints": [f"sw:p{i}", f"h{i}:eth0"]})
-    return {"name": name, "nodes": nodes, "links": links,
-            "checks": [{"from": "h1", "to": f"h{hosts}"}]}
-
-
 def python_keeps_running(call):
     """Runs call() while a Python thread counts; asserts the counter went on all along
     (the call released the GIL). Returns call()'s result and how long it took."""
@@ -333,7 +308,7 @@ JUDGED_S = 0.1
 def test_a_python_thread_runs_while_a_200_node_lab_comes_up(names):
     # Large enough that `up` takes long enough to judge (60 nodes took 0.08 s).
     name = names("s")
-    lab = labctl.Lab(star(name, 199))
+    lab = labctl.Lab(dict(star(199), name=name))
     assert len(lab.nodes) == 200
     _, took = python_keeps_running(lab.up)
     assert took >= JUDGED_S and len(lab_namespaces(name)) == 200

@@ -3,7 +3,6 @@ and family, attach as a context manager, is_up of this topology, short plugin er
 exec with env/cwd, background processes."""
 import errno
 import json
-import os
 import signal
 import time
 
@@ -11,23 +10,9 @@ import pytest
 
 import labctl
 from conftest import run_labctl
-from labhelpers import lab_namespaces, pair, unique_name
+from labfix import lab_namespaces, pair
 
 pytest_plugins = ["pytester"]
-
-
-@pytest.fixture
-def names():
-    made = []
-
-    def new(tag="q"):
-        made.append(unique_name(tag))
-        return made[-1]
-
-    yield new
-    for name in made:
-        labctl.down(name)
-        assert not lab_namespaces(name), f"namespaces of {name} left behind"
 
 
 @pytest.fixture
@@ -107,12 +92,6 @@ def test_is_up_says_whether_this_topology_is_the_one_up(up_pair, tmp_path):
 
 
 # --- 19 ---------------------------------------------------------------------------------
-
-@pytest.fixture
-def importable_labctl(monkeypatch):
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(labctl.__file__)))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([package_dir, os.environ.get("PYTHONPATH", "")]))
-
 
 def test_plugin_errors_are_labctls_message_only(pytester, importable_labctl, names):
     name = names()

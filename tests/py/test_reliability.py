@@ -22,16 +22,12 @@ import pytest
 
 import killpoints
 from conftest import LABCTL, STATE_ROOT, run_labctl
-from labfix import Labs, ip_json, labs, netns_list, root_snapshot, star, unique_name  # noqa: F401
+from labfix import ip_json, lab_namespaces, root_snapshot, star, unique_name
 
 DEFAULT_STATE = STATE_ROOT  # /run/labctl unless LABCTL_STATE_DIR says otherwise
 
 
 # ---- witnesses -------------------------------------------------------------------------
-
-def lab_namespaces(name):
-    return sorted(n for n in netns_list() if n.startswith(name + "-"))
-
 
 def run_netns_files(name):
     try:
@@ -172,7 +168,7 @@ def test_transient_kernel_errors_are_retried(labs, seed):
 # ---- concurrency ---------------------------------------------------------------------------
 
 def mac_of(ns, ifname):
-    return [l for l in ip_json(ns, "link", "show") if l["ifname"] == ifname][0]["address"]
+    return [item for item in ip_json(ns, "link", "show") if item["ifname"] == ifname][0]["address"]
 
 
 def test_identical_labs_side_by_side_no_cross_talk(labs):
@@ -205,7 +201,7 @@ def test_up_and_down_of_one_lab_serialize(labs, delay):
                           stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     down = subprocess.Popen([LABCTL, "down", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    (uo, ue), (do, de) = up.communicate(timeout=60), down.communicate(timeout=60)
+    (_, ue), (_, de) = up.communicate(timeout=60), down.communicate(timeout=60)
     assert up.returncode in (0, 3), ue
     assert down.returncode in (0, 3), de
     st = json.loads(run_labctl("status", name, "--json").stdout or "{}")
@@ -247,7 +243,7 @@ def test_children_never_inherit_the_lock_fd(labs, tmp_path):
     out = tmp_path / "fds"
     out.mkdir()
     doc = two_nodes(a={"exec": [["sh", "-c", f"ls -l /proc/self/fd/ > {out}/exec.txt; "
-                                              f"cat /proc/$$/fdinfo/* > {out}/exec.info 2>/dev/null; true"]],
+                                             f"cat /proc/$$/fdinfo/* > {out}/exec.info 2>/dev/null; true"]],
                        "daemons": [["sh", "-c", f"ls -l /proc/self/fd/ > {out}/daemon.tmp; "
                                                 f"mv {out}/daemon.tmp {out}/daemon.txt; exec sleep 60"]]})
     path, name = labs.write(doc, name=unique_name("rl"))
@@ -262,7 +258,7 @@ def test_children_never_inherit_the_lock_fd(labs, tmp_path):
     # fdinfo lists the locks held through an fd ("lock: ... FLOCK ..."): none may be there.
     assert "FLOCK" not in (out / "exec.info").read_text()
     for listing in [(out / "exec.txt").read_text(), (out / "daemon.txt").read_text(), r.stdout]:
-        targets = [l.split(" -> ", 1)[1] for l in listing.splitlines() if " -> " in l]
+        targets = [line.split(" -> ", 1)[1] for line in listing.splitlines() if " -> " in line]
         assert targets, listing
         for t in targets:
             assert not t.endswith(".lock") and "/.locks" not in t and not t.endswith("/journal"), listing
@@ -559,7 +555,7 @@ def test_shell_metacharacters_in_names_never_reach_a_shell(labs, tmp_path):
         assert r.returncode == 0, (cmd, r.stdout, r.stderr)
         if cmd[0] == "up":
             assert "4 passed, 0 failed" in r.stdout, r.stdout
-            assert sorted(l["ifname"] for l in ip_json(f"{name}-a", "link", "show")) == sorted(odd + ["lo"])
+            assert sorted(item["ifname"] for item in ip_json(f"{name}-a", "link", "show")) == sorted(odd + ["lo"])
     assert not (tmp_path / "q").exists()
     assert not os.path.exists("/q")
     assert_clean(name)

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import LABCTL, run_labctl
-from labfix import Labs, labs, netns_list, unique_name  # noqa: F401
+from labfix import lab_namespaces, netns_list, unique_name
 
 STRACE = shutil.which("strace")
 needs_strace = pytest.mark.skipif(STRACE is None, reason="strace (Debian package) is not installed")
@@ -37,10 +37,6 @@ def private_state_dir():
     d = tempfile.mkdtemp(prefix="labctl-safety-")
     os.rmdir(d)  # labctl makes it (mode 0700)
     return d
-
-
-def lab_namespaces(name):
-    return sorted(n for n in netns_list() if n.startswith(name + "-"))
 
 
 def ns_inode(name):
@@ -128,7 +124,7 @@ def held_before_first(syscall, argv, env, trace, ready):
 
 
 def still_held(trace, syscall="unshare"):
-    return not any(f"{syscall}(" in l and "= " in l for l in trace.read_text().splitlines()) \
+    return not any(f"{syscall}(" in line and "= " in line for line in trace.read_text().splitlines()) \
         if trace.exists() else True
 
 
@@ -178,7 +174,7 @@ def test_rollback_of_a_lab_that_lost_a_name_spares_the_other_lab(tmp_path):
         assert lab_namespaces(other) == [shared]
         assert not os.path.lexists(os.path.join(state, other))
         s = run_labctl("status", "--json", env=env)
-        assert [l["name"] for l in json.loads(s.stdout)] == [short]
+        assert [lab["name"] for lab in json.loads(s.stdout)] == [short]
     finally:
         stop_started(p)
         run_labctl("down", "--all", env=env)
@@ -324,7 +320,7 @@ def test_a_lab_named_locks_is_just_a_lab(tmp_path):
         assert len(locks) == 1
         lock_inode = os.stat(locks[0]).st_ino
         assert run_labctl("up", write(tmp_path, hosts([node]), "locks"), "--no-verify", env=env).returncode == 0
-        names = [l["name"] for l in json.loads(run_labctl("status", "--json", env=env).stdout)]
+        names = [lab["name"] for lab in json.loads(run_labctl("status", "--json", env=env).stdout)]
         assert sorted(names) == sorted([other, "locks"])
         assert run_labctl("down", "locks", env=env).returncode == 0
         assert os.stat(locks[0]).st_ino == lock_inode
@@ -511,9 +507,9 @@ def test_full_disk_at_the_last_journal_record_removes_the_lab(tmp_path):
                            timeout=60)
         assert r.returncode == 0, r.stderr
         assert run_labctl("down", name, env=env).returncode == 0
-        lines = [l.split() for l in trace.read_text().splitlines() if " write(" in l]
+        lines = [line.split() for line in trace.read_text().splitlines() if " write(" in line]
         main = lines[0][0]  # the "begin" record: the main thread
-        last = sum(1 for l in lines if l[0] == main)
+        last = sum(1 for line in lines if line[0] == main)
         r = subprocess.run([STRACE, "-f", "-qq", "-o", "/dev/null", "-P", journal, "-e", "trace=write",
                             "-e", f"inject=write:error=ENOSPC:when={last}", LABCTL, "up", str(path), "--no-verify"],
                            capture_output=True, text=True, env=env, timeout=60)
@@ -601,7 +597,7 @@ def test_down_outlasts_a_daemon_that_forks_on_sigterm(tmp_path):
 
         def catches_sigterm():
             with open(f"/proc/{daemon[0]}/status") as f:
-                caught = [l for l in f if l.startswith("SigCgt:")][0].split()[1]
+                caught = [line for line in f if line.startswith("SigCgt:")][0].split()[1]
             return int(caught, 16) & (1 << (signal.SIGTERM - 1))
         wait_for(catches_sigterm, "the daemon to catch SIGTERM")
         r = run_labctl("down", name, env=env, timeout=120)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import LABCTL
-from labfix import labs, netns_list, unique_name  # noqa: F401
+from labfix import netns_list, unique_name
 
 VALGRIND = ["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99"]
 

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
@@ -48,8 +47,8 @@ def topology(name, impaired=True):
                    "routes": [{"to": "default", "via": "10.0.2.1"}]},
         },
         "links": [{"endpoints": ["h1:eth0", "r1:eth1"]}, link2],
-        "checks": [{"from": "h1", "to": "h2"}, {"from": "h1", "to": "192.0.2.9", "expect": "unreachable",
-                                                 "count": 1, "timeout_ms": 200}],
+        "checks": [{"from": "h1", "to": "h2"},
+                   {"from": "h1", "to": "192.0.2.9", "expect": "unreachable", "count": 1, "timeout_ms": 200}],
     }
 
 
@@ -250,8 +249,8 @@ def test_other_host_names_are_refused(server):
 
 def test_listens_on_loopback_only(server):
     conns = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
-    mine = [l for l in conns.splitlines() if f"pid={server.pid}," in l]
-    assert mine and all(f"127.0.0.1:{server.port}" in l for l in mine), mine
+    mine = [line for line in conns.splitlines() if f"pid={server.pid}," in line]
+    assert mine and all(f"127.0.0.1:{server.port}" in line for line in mine), mine
 
 
 def test_bad_bind_and_busy_port(env):
@@ -422,7 +421,7 @@ def test_events_and_a_lab_going_down(env, server, browser):
         env.down(name)
         wait_for("lab gone from the page",
                  lambda: not browser.find_elements("css selector", f'[data-lab="{name}"]'), 3)
-        rest = [json.loads(l) for l in lines.rest(10)]
+        rest = [json.loads(line) for line in lines.rest(10)]
         assert proc.wait(timeout=10) == 0
         assert rest[-1]["type"] == "lab" and rest[-1]["action"] == "down", rest
     finally:

@@ -8,8 +8,8 @@ from conftest import ROOT
 
 
 SOME = ("test_some.py", "import pytest\n"
-                       "def test_runs():\n    pass\n"
-                       "def test_skips():\n    pytest.skip('no reason to')\n")
+                        "def test_runs():\n    pass\n"
+                        "def test_skips():\n    pytest.skip('no reason to')\n")
 
 
 def run_pytest(tmp_path, ci, files=(SOME,)):

@@ -1,7 +1,6 @@
 """`labctl validate` end to end, and the schema against an independent validator."""
 import json
 import math
-import pathlib
 
 import jsonschema
 import pytest
@@ -18,7 +17,7 @@ LABS = sorted((ROOT / "labs").glob("*/topology.json"))
 def expectations(path):
     lines = path.with_suffix(".expected").read_text().splitlines()
     schema = lines[0].removeprefix("# schema: ").strip()
-    return schema, [l for l in lines[1:] if l.strip()]
+    return schema, [line for line in lines[1:] if line.strip()]
 
 
 def finite_float(text):
@@ -50,6 +49,7 @@ def test_good_files_validate(path):
     doc = json.loads(path.read_text())
     summary = r.stdout.strip()
     assert summary.count("\n") == 0
+
     def count(n, word):  # "1 node", "2 nodes"
         return f"{n} {word}" + ("" if n == 1 else "s")
     assert count(len(doc["nodes"]), "node") in summary

@@ -14,10 +14,12 @@
 
 #include "base/error.hpp"
 #include "priv_support.hpp"
+#include "expect.hpp"
 
 namespace labctl {
 namespace {
 
+using testing::expect_kernel_error;
 using testing::random_name;
 using testing::run;
 using testing::TestNamespaces;
@@ -36,13 +38,8 @@ TEST(NetnsName, InvalidNamesAreRejectedBeforeTouchingAnything) {
 }
 
 TEST(NetnsOpen, MissingNameIsENOENT) {
-    try {
-        netns::open(random_name());
-        FAIL();
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), ENOENT);
-        EXPECT_NE(std::string(e.what()).find("No such file or directory (ENOENT)"), std::string::npos);
-    }
+    auto e = expect_kernel_error([] { netns::open(random_name()); }, ENOENT);
+    EXPECT_NE(std::string(e.what()).find("No such file or directory (ENOENT)"), std::string::npos);
 }
 
 TEST(NetnsCreate, CreateOpenIdentityRemove) {
@@ -76,13 +73,8 @@ TEST(NetnsCreate, ExistingNameFailsUndoesTheRestAndLeavesItAlone) {
     auto a = t.make();
     const std::string b = random_name();
     t.track(b);
-    try {
-        netns::create_many({b, a.name});
-        FAIL() << "created over an existing namespace";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), EEXIST);
-        EXPECT_NE(std::string(e.what()).find(a.name), std::string::npos) << e.what();
-    }
+    auto e = expect_kernel_error([&] { netns::create_many({b, a.name}); }, EEXIST);
+    EXPECT_NE(std::string(e.what()).find(a.name), std::string::npos) << e.what();
     EXPECT_FALSE(netns::exists(b));
     auto id = netns::identity(a.name);
     ASSERT_TRUE(id);

@@ -14,10 +14,12 @@
 
 #include "base/error.hpp"
 #include "priv_support.hpp"
+#include "expect.hpp"
 
 namespace labctl {
 namespace {
 
+using testing::expect_kernel_error;
 using testing::TestNamespaces;
 
 TEST(NlMessage, HeaderAttributesAndNestsEncode) {
@@ -182,23 +184,17 @@ TEST(NlBatch, OneFailureKeepsContextAndExtackOthersApplied) {
     EXPECT_EQ(results[2].error, 0);
     EXPECT_EQ(count_v4(sock), 2u);  // 127.0.0.1 (lo up) and 10.0.0.2
 
-    try {
-        b.run_or_throw(sock);
-        FAIL();
-    } catch (const KernelError& e) {
+    {
         // The first failure: lo up succeeds again, the /33 is the first to fail.
-        EXPECT_EQ(e.errno_value(), EINVAL);
+        auto e = expect_kernel_error([&] { b.run_or_throw(sock); }, EINVAL);
         EXPECT_EQ(e.context(), "lo: adding 10.0.0.1/33");
         EXPECT_NE(std::string(e.what()).find("Invalid argument (EINVAL): "), std::string::npos) << e.what();
         std::cout << "[ message ] " << e.what() << "\n";
     }
     // Now 10.0.0.2 exists: EEXIST through request().
     auto dup = add_v4(1, 0x0a000002, 32);
-    try {
-        nl::request(sock, dup, "lo: adding 10.0.0.2/32");
-        FAIL();
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), EEXIST);
+    {
+        auto e = expect_kernel_error([&] { nl::request(sock, dup, "lo: adding 10.0.0.2/32"); }, EEXIST);
         EXPECT_STREQ(e.what(), ("lo: adding 10.0.0.2/32: File exists (EEXIST)" +
                                 (e.kernel_message().empty() ? "" : ": " + e.kernel_message()))
                                    .c_str());

@@ -1,12 +1,13 @@
 // The pcapng writer byte by byte, and filters compiled by libpcap. No privileges needed.
 #include <gtest/gtest.h>
-#include <linux/if_arp.h>
+#include <net/if_arp.h>  // not <linux/if_arp.h>: it clashes with <net/if.h> in a unity build
 
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "capture/capture.hpp"
+#include "expect.hpp"
 
 namespace labctl::capture {
 namespace {
@@ -229,12 +230,9 @@ TEST(Filter, CompilesForEthernetAndRawIp) {
 }
 
 TEST(Filter, ABadExpressionGivesLibpcapsMessage) {
-    try {
-        compile_filter("tcp port", kLinktypeEthernet);
-        FAIL() << "compiled";
-    } catch (const RequestError& e) {
-        EXPECT_NE(std::string(e.what()).find("filter \"tcp port\": "), std::string::npos) << e.what();
-        EXPECT_NE(std::string(e.what()).find("syntax error"), std::string::npos) << e.what();
+    if (auto e = testing::expect_error<RequestError>([] { compile_filter("tcp port", kLinktypeEthernet); })) {
+        EXPECT_NE(std::string(e->what()).find("filter \"tcp port\": "), std::string::npos) << e->what();
+        EXPECT_NE(std::string(e->what()).find("syntax error"), std::string::npos) << e->what();
     }
     // Valid syntax that cannot apply to the link type is refused too.
     EXPECT_THROW(compile_filter("ether host 02:00:00:00:00:01", kLinktypeRaw), RequestError);

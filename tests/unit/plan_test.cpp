@@ -364,7 +364,8 @@ TEST(Plan, OnlyDumpedNodesAreCompared) {
     EXPECT_TRUE(plan(t, o).empty());
 }
 
-TEST(Plan, ChangeLinesAsTheContractPrintsThem) {
+// The change lines as docs/operate.md shows them (`labctl apply`, `--dry-run`).
+TEST(Plan, ChangeLinesAsDocumented) {
     EXPECT_EQ((Change{'+', "node", "h4", ""}).line(), "+ node h4");
     EXPECT_EQ((Change{'-', "link", "h1:eth0 <-> sw1:p1", ""}).line(), "- link h1:eth0 <-> sw1:p1");
     EXPECT_EQ((Change{'~', "interface", "h1:eth0", "addresses +10.0.1.12/24 -10.0.1.10/24"}).line(),

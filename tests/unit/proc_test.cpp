@@ -26,12 +26,14 @@
 #include "base/unique_fd.hpp"
 #include "proc/proc.hpp"
 #include "proc/spawn.hpp"
+#include "expect.hpp"
 
 namespace labctl::proc {
 namespace {
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using labctl::testing::expect_kernel_error;
 
 std::string random_suffix() {
     std::random_device rd;
@@ -280,52 +282,29 @@ TEST_F(Proc, RunGivesTheChildCleanSignals) {
 }
 
 TEST_F(Proc, RunErrorNamesNetnsAndProgram) {
-    try {
-        run(command({"labctl-no-such-program"}), std::nullopt, 10s);
-        FAIL() << "no exception";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), ENOENT);
+    {
+        auto e = expect_kernel_error([&] { run(command({"labctl-no-such-program"}), std::nullopt, 10s); }, ENOENT);
         EXPECT_EQ(std::string(e.what()),
                   ns_ + ": running \"labctl-no-such-program\": No such file or directory (ENOENT)");
     }
     // Found by path: execve itself fails, in the child, and says so to us.
     Command c = command({"/nonexistent/prog"});
     c.label = "h1";
-    try {
-        run(c, std::nullopt, 10s);
-        FAIL() << "no exception";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(std::string(e.what()),
-                  "h1: running \"/nonexistent/prog\": No such file or directory (ENOENT)");
-    }
+    EXPECT_EQ(std::string(expect_kernel_error([&] { run(c, std::nullopt, 10s); }).what()),
+              "h1: running \"/nonexistent/prog\": No such file or directory (ENOENT)");
     // Not executable.
     const auto script = dir_ / "script";
     std::ofstream(script) << "echo hi\n";
-    try {
-        run(command({script.string()}), std::nullopt, 10s);
-        FAIL() << "no exception";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), EACCES);
-    }
+    expect_kernel_error([&] { run(command({script.string()}), std::nullopt, 10s); }, EACCES);
     // Without a shebang: ENOEXEC, and no shell is tried (execvp would).
     std::filesystem::permissions(script, std::filesystem::perms::owner_all);
-    try {
-        run(command({script.string()}), std::nullopt, 10s);
-        FAIL() << "no exception";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), ENOEXEC);
-    }
+    expect_kernel_error([&] { run(command({script.string()}), std::nullopt, 10s); }, ENOEXEC);
 }
 
 TEST_F(Proc, RunErrorForMissingNamespace) {
     Command c{"pr-missing-" + random_suffix(), {"true"}};
-    try {
-        run(c, std::nullopt, 10s);
-        FAIL() << "no exception";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), ENOENT);
-        EXPECT_THAT(e.what(), HasSubstr(c.netns + ": running \"true\": opening /run/netns/"));
-    }
+    EXPECT_THAT(expect_kernel_error([&] { run(c, std::nullopt, 10s); }, ENOENT).what(),
+                HasSubstr(c.netns + ": running \"true\": opening /run/netns/"));
     EXPECT_THROW(run(command({}), std::nullopt, 10s), LabError);
 }
 
@@ -407,13 +386,10 @@ TEST_F(Proc, DaemonLogIsAppendedTo) {
 }
 
 TEST_F(Proc, DaemonThatCannotStartIsAnError) {
-    try {
-        start_daemon(command({"/nonexistent/daemon"}), (dir_ / "x.log").string());
-        FAIL() << "no exception";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), ENOENT);
-        EXPECT_THAT(e.what(), HasSubstr("running \"/nonexistent/daemon\""));
-    }
+    EXPECT_THAT(
+        expect_kernel_error([&] { start_daemon(command({"/nonexistent/daemon"}), (dir_ / "x.log").string()); }, ENOENT)
+            .what(),
+        HasSubstr("running \"/nonexistent/daemon\""));
     EXPECT_THROW(start_daemon(command({"true"}), "/nonexistent/dir/x.log"), KernelError);
 }
 

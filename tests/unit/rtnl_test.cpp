@@ -22,10 +22,12 @@
 
 #include "base/error.hpp"
 #include "priv_support.hpp"
+#include "expect.hpp"
 
 namespace labctl {
 namespace {
 
+using testing::expect_kernel_error;
 using testing::run;
 using testing::TestNamespaces;
 
@@ -320,13 +322,10 @@ TEST(RtnlVeth, OneRequestFromAThirdNamespaceWithChosenIndexes) {
     EXPECT_NE(witness.find("02:aa:00:00:00:02"), std::string::npos) << witness;
 
     // The same request again: EEXIST, readable.
-    try {
-        nl::request(hc.socket(), m, "b: creating veth a:eth0 <-> b:eth0");
-        FAIL();
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), EEXIST);
-        std::cout << "[ message ] " << e.what() << "\n";
-    }
+    std::cout << "[ message ] "
+              << expect_kernel_error([&] { nl::request(hc.socket(), m, "b: creating veth a:eth0 <-> b:eth0"); }, EEXIST)
+                     .what()
+              << "\n";
 
     // Peer up, addresses (v4 + v6 nodad), routes; one batch per namespace.
     nl::Batch ba, bb;
@@ -478,13 +477,10 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     auto witness = run("ip -j -n " + ns.name + " -d link show vm1");
     EXPECT_NE(witness.find("\"type\":\"tap\""), std::string::npos) << witness;
     // Never attaches to an existing device.
-    try {
-        rtnl::tuntap_create(ns, "vm1", true, std::nullopt, std::nullopt);
-        FAIL();
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), EBUSY);
-        std::cout << "[ message ] " << e.what() << "\n";
-    }
+    std::cout << "[ message ] "
+              << expect_kernel_error([&] { rtnl::tuntap_create(ns, "vm1", true, std::nullopt, std::nullopt); }, EBUSY)
+                     .what()
+              << "\n";
     EXPECT_FALSE(run("ip link show vm1 2>/dev/null").find("vm1") != std::string::npos);  // not in root
     // A bridge port like any other (a switch's TAP).
     nl::Batch port;
@@ -493,12 +489,9 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     port.run_or_throw(h.socket());
     EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 50);
     // No program attached: no carrier, so never operationally up; the wait says which.
-    try {
-        rtnl::wait_operstate_up(h, {42}, std::chrono::milliseconds(100));
-        FAIL();
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), ETIMEDOUT);
-        EXPECT_NE(std::string(e.what()).find("ifindex 42"), std::string::npos) << e.what();
+    {
+        auto e = expect_kernel_error([&] { rtnl::wait_operstate_up(h, {42}, std::chrono::milliseconds(100)); }, ETIMEDOUT);
+        EXPECT_NE(std::string(e.what()).find("ms: vm1"), std::string::npos) << e.what();
     }
     // Removable like any link (what rollback does).
     nl::Batch del;
@@ -638,6 +631,21 @@ TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
     EXPECT_EQ(rtnl::missing_feature_message(Feature::netem),
               "link impairments need the netem qdisc (CONFIG_NET_SCH_NETEM); this kernel has none");
     EXPECT_EQ(testing::run("ip netns list").find("labctl-probe-"), std::string::npos);
+}
+
+// The table of kernel features (rtnl/features.cpp) has a row for every feature.
+TEST(RtnlFeatures, EveryFeatureHasANameAnOptionAndAUse) {
+    using rtnl::Feature;
+    for (auto f : {Feature::veth, Feature::bridge, Feature::tuntap, Feature::netem, Feature::tbf, Feature::vlan_8021q,
+                   Feature::bridge_vlan_filtering, Feature::dummy}) {
+        EXPECT_NE(rtnl::feature_name(f), "unknown feature");
+        EXPECT_TRUE(rtnl::feature_config(f).starts_with("CONFIG_")) << rtnl::feature_name(f);
+        EXPECT_TRUE(rtnl::missing_feature_message(f).ends_with("); this kernel has none")) << rtnl::feature_name(f);
+    }
+    EXPECT_EQ(rtnl::missing_feature_message(Feature::dummy),
+              "dummy interfaces need dummy devices (CONFIG_DUMMY); this kernel has none");
+    EXPECT_EQ(rtnl::missing_feature_message(Feature::veth),
+              "this lab needs veth devices (CONFIG_VETH); this kernel has none");
 }
 
 }  // namespace

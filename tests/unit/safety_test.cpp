@@ -19,6 +19,7 @@
 #include "netns/netns.hpp"
 #include "priv_support.hpp"
 #include "proc/proc.hpp"
+#include "expect.hpp"
 
 namespace labctl {
 namespace {
@@ -59,12 +60,7 @@ TEST(NetnsIdentity, LosingANameRemovesOnlyWhatThisCallMade) {
     const std::string a = random_name(), c = random_name();
     t.track(a);
     t.track(c);
-    try {
-        netns::create_many({a, theirs.name, c});
-        FAIL() << "a taken name was not refused";
-    } catch (const KernelError& e) {
-        EXPECT_EQ(e.errno_value(), EEXIST);
-    }
+    testing::expect_kernel_error([&] { netns::create_many({a, theirs.name, c}); }, EEXIST);
     EXPECT_FALSE(netns::exists(a));
     EXPECT_FALSE(netns::exists(c));
     auto id = netns::identity(theirs.name);

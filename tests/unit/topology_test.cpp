@@ -7,6 +7,7 @@
 
 #include "base/error.hpp"
 #include "topology/load.hpp"
+#include "expect.hpp"
 
 namespace labctl::topology {
 namespace {
@@ -370,13 +371,11 @@ TEST(TopologyValidate, AllErrorsAtOnce) {
 }
 
 TEST(TopologyLoad, SyntaxErrorsHaveLineAndColumn) {
-    try {
-        load_text("{\n  \"name\": \"x\",\n  \"nodes\": {,}\n}", "s.json");
-        FAIL();
-    } catch (const TopologyError& e) {
-        ASSERT_EQ(e.problems().size(), 1u);
-        EXPECT_THAT(e.problems()[0].message, HasSubstr("line 3, column 13"));
-    }
+    auto e = labctl::testing::expect_error<TopologyError>(
+        [] { load_text("{\n  \"name\": \"x\",\n  \"nodes\": {,}\n}", "s.json"); });
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->problems().size(), 1u);
+    EXPECT_THAT(e->problems()[0].message, HasSubstr("line 3, column 13"));
 }
 
 TEST(TopologyLoad, HostileInputsAreCleanErrors) {

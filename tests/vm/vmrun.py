@@ -66,6 +66,8 @@ _FEATURES = {
     "dummy": (("DUMMY",), "dummy"),
     "tun": (("TUN",), "tun"),
 }
+# The features tests may mark themselves with (@pytest.mark.kernel, tests/py/conftest.py).
+KERNEL_FEATURES = tuple(_FEATURES)
 
 # The witness for a kernel whose configuration cannot be read: iproute2 in a
 # throwaway network namespace (unshare -n), which is gone with the command.
