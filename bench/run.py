@@ -487,7 +487,8 @@ def report(bench, m_start, m_end, elapsed):
             "waits until the kernel has freed the namespaces of the run before (the "
             "`net_namespace` count in /proc/slabinfo back at its level from the start, or "
             "steady for 3 s): %.0f s of waiting in all. Before each tool's `down` (and each of "
-            "labctl's operations on the running lab) it waits until the CPUs are at least 60%% idle over half a second (at most 20 s; "
+            "labctl's operations on the running lab) it waits until the CPUs are at least 60%% "
+            "idle over half a second (at most 20 s; "
             "`bench/quiet.py`: right after a large `up` the kernel is still busy with the "
             "lab's IPv6 multicast, whatever tool made it): %.0f s in all." % (
                 bench.settle_seconds, bench.quiet_seconds), "",
@@ -505,7 +506,8 @@ def report(bench, m_start, m_end, elapsed):
             "", "What each tool's lab is like when its `up` returns:", "",
             "| tool | state at the end of `up` |", "|---|---|"] + [
             "| %s | %s |" % (tool, END_STATE[tool]) for tool in TOOLS if tool in a.tools] + [""]
-    keys = sorted({(r["topo"], r["n"]) for r in rows}, key=lambda k: (["star", "chain", "tree", "campus"].index(k[0]), k[1]))
+    order = ["star", "chain", "tree", "campus"]
+    keys = sorted({(r["topo"], r["n"]) for r in rows}, key=lambda k: (order.index(k[0]), k[1]))
     # Summary: key ratios
     out += ["## Key ratios (labctl ÷ alternative, min / median / max)", "",
             "| topology | N | alternative | up | down | up+verify+down |", "|---|---|---|---|---|---|"]

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import labctl
-from labfix import lab_namespaces, pair, run_plugin_pytest as run
+from labfix import lab_namespaces, netns_list, pair, run_plugin_pytest as run
 
 pytest_plugins = ["pytester"]
 
@@ -250,10 +250,10 @@ def test_fixture_labs_of_one_file_get_names_of_their_own(pytester, plugin_names)
     assert not lab_namespaces(a)
 
 
-def test_xdist_workers_bring_up_one_file_side_by_side(pytester, names):
+def test_xdist_workers_bring_up_one_file_side_by_side(pytester, plugin_names):
     """`pytest -n 4` on tests that share one topology file: each worker's fixture lab has a
     name of its own, all four are up at once, and none is left afterwards."""
-    a = names()
+    a = plugin_names()
     write_topology(pytester, "a.json", a)
     out = pytester.path / "seen"
     out.mkdir()
@@ -281,5 +281,4 @@ def test_xdist_workers_bring_up_one_file_side_by_side(pytester, names):
     assert len(workers) == 4, seen
     assert all(name.startswith(a[:7] + "-") for name in labs), seen
     assert not lab_namespaces(a)
-    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-                if n.startswith(tuple(labs))]
+    assert not [n for n in netns_list() if n.startswith(tuple(labs))]
