@@ -474,7 +474,10 @@ class TopologyFile(pytest.File):
     """A topology file: one item per check; the lab is up while its items run."""
 
     def collect(self) -> Iterator["CheckItem"]:
-        self.lab = Lab(self.path)  # validates: a bad file is a collection error
+        # Validates (a bad file is a collection error). An instance of its own, as fixture
+        # labs: pytest-xdist workers collecting the same file, or a lab of the file's name
+        # the user has up, never meet it.
+        self.lab = _new_lab(self.path)
         doc = json.loads(self.path.read_text())
         seen: Dict[str, int] = {}
         for index, check in enumerate(doc.get("checks", [])):
