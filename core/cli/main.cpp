@@ -24,6 +24,7 @@
 #include "cli/shell.hpp"
 #include "cli/commands.hpp"
 #include "engine/lab.hpp"
+#include "userns/userns.hpp"
 
 namespace {
 
@@ -272,6 +273,10 @@ int main(int argc, char** argv) {
         if (json_asked) print_json_error(e.what(), {});
         return kExitUsage;
     }
+
+    // Without privileges: into the user namespace of the caller's keeper, while this
+    // process has one thread (validate touches nothing and needs none).
+    if (!validate->parsed()) userns::enter_if_unprivileged();
 
     try {
         if (down->parsed() && o.target.empty() && !o.all)

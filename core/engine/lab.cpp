@@ -30,6 +30,7 @@
 #include "rtnl/rtnl.hpp"
 #include "state/state.hpp"
 #include "topology/load.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::engine {
 
@@ -287,6 +288,9 @@ std::atomic<bool>& interrupt_flag() {
 }
 
 void require_privileges() {
+    // Without privileges labctl runs in a user namespace of the caller's (userns/); when
+    // that could not be entered, its reason is the one to give.
+    if (!userns::join_error().empty()) throw LabError(userns::join_error(), EPERM);
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2]{};
     if (::syscall(SYS_capget, &header, data) != 0) throw_last_errno("reading our capabilities");
@@ -756,6 +760,7 @@ nlohmann::json Lab::status() const {
         out["source"] = rec->source;
         out["started"] = rec->started;
         out["state_dir"] = state::state_root() + "/" + topo_.name;
+        if (auto lost = userns::keeper_lost(state::state_root() + "/" + topo_.name)) out["keeper_lost"] = *lost;
     }
     Json nodes = Json::array();
     std::size_t missing = 0;

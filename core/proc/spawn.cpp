@@ -57,6 +57,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "netns/netns.hpp"
 
 namespace labctl::proc::detail {
 
@@ -481,7 +482,7 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
     UniqueFd owned_netns;
     int netns_fd = command.netns_fd;
     if (netns_fd < 0) {
-        const std::string path = "/run/netns/" + command.netns;
+        const std::string path = netns::netns_dir() + "/" + command.netns;
         if (command.netns.empty() || command.netns.find('/') != std::string::npos)
             throw LabError(what + ": invalid namespace name \"" + command.netns + "\"");
         owned_netns.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

@@ -8,6 +8,7 @@
 
 #include "base/error.hpp"
 #include "rtnl/rtnl.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::rtnl {
 
@@ -44,6 +45,9 @@ std::string feature_config(Feature f) {
 }
 
 std::string missing_feature_message(Feature f) {
+    // The kernel may have TUN while this user may not open /dev/net/tun (rootless labs).
+    if (f == Feature::tuntap)
+        if (std::string denied = userns::tun_denied(); !denied.empty()) return denied;
     std::string use;
     switch (f) {
         case Feature::netem:

@@ -1,0 +1,363 @@
+"""Rootless labs (contract part two, section 7; issue 18), end to end: every command run as
+an unprivileged uid (setpriv --reuid=65534 ... --inh-caps=-all; sudo is not installed), in
+user namespaces that uid owns, held by its keeper (docs/rootless.md).
+
+The tests themselves run as root (as the whole suite does): root makes the users' scratch
+directories, compares the root namespace before and after, reads /proc, and kills a
+keeper (a process these tests started) to see what is left."""
+import json
+import os
+import pathlib
+import signal
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import LABCTL, ROOT
+from labfix import root_snapshot, unique_name
+
+USER = 65534
+OTHER_USER = 65533
+
+
+def setpriv(uid):
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
+
+
+def netns_names():
+    """What `ip netns` shows (root's /run/netns)."""
+    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout
+    return {n["name"] for n in json.loads(out or "[]")}
+
+
+def proc_uid(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return None
+
+
+def start_time(pid):
+    try:
+        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2:].split()[19])
+
+
+class User:
+    """An unprivileged uid with a scratch directory of its own (mode 0700) holding its
+    topology files and its state directory; runs labctl (and Python) as that uid."""
+
+    def __init__(self, uid, state=None):
+        self.uid = uid
+        self.home = pathlib.Path(tempfile.mkdtemp(prefix=f"rl-u{uid}-", dir="/tmp"))
+        os.chown(self.home, uid, uid)
+        self.state = pathlib.Path(state) if state else self.home / "state"
+        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "HOME": str(self.home), "LABCTL_STATE_DIR": str(self.state),
+                    "LABCTL_KEEPER_IDLE": "1", "PYTHONPATH": str(ROOT / "build" / "python"),
+                    "LANG": "C.UTF-8"}
+
+    def write(self, name, doc):
+        path = self.home / name
+        path.write_text(json.dumps(doc, indent=1))
+        os.chown(path, self.uid, self.uid)
+        return path
+
+    def run(self, *args, timeout=120, cmd=None):
+        argv = setpriv(self.uid) + (cmd or [LABCTL]) + [str(a) for a in args]
+        return subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=self.home, timeout=timeout)
+
+    def python(self, code, timeout=120):
+        return self.run("-c", code, timeout=timeout, cmd=["/usr/bin/python3"])
+
+    def keeper(self):
+        """(pid, start time) of this user's keeper, None when it has none."""
+        try:
+            pid, start = (self.state / ".keeper.pid").read_text().split()
+        except (OSError, ValueError):
+            return None
+        return int(pid), int(start)
+
+    def cleanup(self):
+        self.run("down", "--all")
+        deadline = time.monotonic() + 10
+        while self.keeper() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        k = self.keeper()
+        if k and start_time(k[0]) == k[1]:  # a keeper these tests started, still there
+            os.kill(k[0], signal.SIGKILL)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture
+def user():
+    u = User(USER)
+    try:
+        yield u
+    finally:
+        u.cleanup()
+
+
+def routed_lab(name, daemon=True):
+    """h1 - r1 - h2 across a router, with a daemon on h1 and a check each way."""
+    doc = {
+        "name": name,
+        "nodes": {
+            "h1": {"interfaces": {"eth0": {"addresses": ["10.0.1.10/24", "fd00:1::10/64"]}},
+                   "routes": [{"to": "default", "via": "10.0.1.1"}, {"to": "default", "via": "fd00:1::1"}]},
+            "r1": {"kind": "router",
+                   "interfaces": {"eth1": {"addresses": ["10.0.1.1/24", "fd00:1::1/64"]},
+                                  "eth2": {"addresses": ["10.0.2.1/24", "fd00:2::1/64"]}}},
+            "h2": {"interfaces": {"eth0": {"addresses": ["10.0.2.10/24", "fd00:2::10/64"]}},
+                   "routes": [{"to": "default", "via": "10.0.2.1"}, {"to": "default", "via": "fd00:2::1"}]},
+        },
+        "links": [{"endpoints": ["h1:eth0", "r1:eth1"]}, {"endpoints": ["r1:eth2", "h2:eth0"]}],
+        "checks": [{"from": "h1", "to": "h2"}, {"from": "h2", "to": "fd00:1::10"},
+                   {"from": "h1", "to": "203.0.113.9", "expect": "unreachable"}],
+    }
+    if daemon:
+        doc["nodes"]["h1"]["daemons"] = [["sleep", "1000"]]
+    return doc
+
+
+def daemon_pids(status):
+    return [d["pid"] for n in status["nodes"] for d in n.get("daemons", []) if d.get("pid")]
+
+
+def test_cli_end_to_end_as_an_unprivileged_user(user):
+    before, before_netns = root_snapshot(), netns_names()
+    name = unique_name("rl")
+    topo = user.write("lab.json", routed_lab(name))
+
+    r = user.run("up", "lab.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 passed, 0 failed" in r.stdout, r.stdout
+    keeper = user.keeper()
+    assert keeper and proc_uid(keeper[0]) == USER
+
+    r = user.run("status")
+    assert r.returncode == 0 and name in r.stdout and " up " in r.stdout, r.stdout + r.stderr
+    r = user.run("status", name, "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["state"] == "up" and all(n["present"] for n in st["nodes"]), st
+    assert "keeper_lost" not in st
+    pids = daemon_pids(st)
+    assert len(pids) == 1 and proc_uid(pids[0]) == USER  # root inside, the user outside
+
+    # Nothing in /run/netns or the root namespace; the namespaces live in the keeper's tmpfs.
+    assert not {n for n in netns_names() if n.startswith(name)}
+    assert not any(p.name.startswith(name) for p in (user.state / ".netns").iterdir())
+
+    r = user.run("exec", name, "h1", "--", "ip", "-j", "addr", "show", "eth0")
+    assert r.returncode == 0, r.stderr
+    assert "10.0.1.10" in {a["local"] for a in json.loads(r.stdout)[0]["addr_info"]}
+    r = user.run("exec", name, "h1", "--", "id", "-u")
+    assert r.stdout.strip() == "0", r.stdout
+    r = user.run("exec", name, "h2", "--", "sh", "-c", "exit 7")
+    assert r.returncode == 7
+    assert user.run("exec", name, "h2", "--", "no-such-program").returncode == 127
+
+    r = user.run("ping", name, "h1", "h2", "-c", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = user.run("ping", name, "h1", "203.0.113.9", "-c", "1", "-W", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    r = user.run("verify", name, "--all-pairs")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = user.run("verify", "lab.json", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["score"] == json.loads(r.stdout)["max_score"]
+
+    r = user.run("down", name)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (user.state / name).exists()
+    for pid in pids:
+        assert start_time(pid) is None or proc_uid(pid) != USER
+    r = user.run("status")
+    assert r.returncode == 0 and name not in r.stdout
+    assert user.run("down", name).returncode == 0  # idempotent
+
+    # The keeper, idle now, ends by itself (LABCTL_KEEPER_IDLE=1).
+    deadline = time.monotonic() + 10
+    while user.keeper() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert user.keeper() is None and start_time(keeper[0]) is None
+    assert root_snapshot() == before
+    assert netns_names() - before_netns == set() or not {n for n in netns_names() if n.startswith(name)}
+    assert topo.exists()
+
+
+def test_a_killed_keeper_takes_its_lab_with_it_and_status_says_so(user):
+    name = unique_name("rl")
+    user.write("lab.json", routed_lab(name))
+    r = user.run("up", "lab.json", "--no-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = json.loads(user.run("status", name, "--json").stdout)
+    pids = daemon_pids(st)
+    pid, start = user.keeper()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while start_time(pid) == start and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The daemons were in the keeper's PID namespace: the kernel killed them.
+    deadline = time.monotonic() + 5
+    while any(start_time(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(start_time(p) and proc_uid(p) == USER for p in pids)
+
+    r = user.run("status", name)
+    assert r.returncode == 0, r.stderr
+    assert f"keeper (pid {pid})" in r.stdout and "has ended" in r.stdout, r.stdout
+    st = json.loads(user.run("status", name, "--json").stdout)
+    assert "keeper_lost" in st and not any(n["present"] for n in st["nodes"]), st
+    r = user.run("down", name)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (user.state / name).exists()
+    # A new lab of the same name comes up under a new keeper.
+    r = user.run("up", "lab.json", "--no-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert user.keeper()[0] != pid
+    assert user.run("down", name).returncode == 0
+
+
+def test_users_cannot_see_enter_or_remove_each_others_labs(user):
+    name = unique_name("rl")
+    user.write("lab.json", routed_lab(name, daemon=False))
+    assert user.run("up", "lab.json", "--no-verify").returncode == 0
+    other = User(OTHER_USER)
+    try:
+        # Its own state directory: it sees no lab of user's.
+        r = other.run("status")
+        assert r.returncode == 0 and name not in r.stdout, r.stdout + r.stderr
+        # Pointed at user's state directory: refused, user's lab untouched.
+        other.env["LABCTL_STATE_DIR"] = str(user.state)
+        for args in (["status"], ["exec", name, "h1", "--", "true"], ["down", name], ["down", "--all"]):
+            r = other.run(*args)
+            assert r.returncode == 3, (args, r.stdout, r.stderr)
+            assert str(user.state) in r.stderr, r.stderr
+        # Root sees only root's labs.
+        r = subprocess.run([LABCTL, "status"], capture_output=True, text=True,
+                           env={**os.environ, "LABCTL_STATE_DIR": "/tmp/state-rootless"})
+        assert name not in r.stdout
+        st = json.loads(user.run("status", name, "--json").stdout)
+        assert st["state"] == "up" and all(n["present"] for n in st["nodes"])
+    finally:
+        other.cleanup()
+    assert user.run("down", name).returncode == 0
+
+
+def test_a_state_directory_of_someone_else_or_open_to_others_is_refused(user):
+    os.makedirs(user.state, mode=0o755)
+    os.chown(user.state, USER, USER)
+    os.chmod(user.state, 0o755)
+    r = user.run("status")
+    assert r.returncode == 3 and "mode 0755" in r.stderr, r.stderr
+    os.chown(user.state, 0, 0)
+    r = user.run("status")
+    assert r.returncode == 3 and "belongs to uid 0" in r.stderr, r.stderr
+    os.chmod(user.state, 0o700)
+    os.chown(user.state, USER, USER)
+
+
+def test_the_default_state_directory_of_a_user(user):
+    env = dict(user.env)
+    del user.env["LABCTL_STATE_DIR"]
+    user.env["XDG_RUNTIME_DIR"] = str(user.home)
+    try:
+        r = user.run("status")
+        assert r.returncode == 0, r.stderr
+        assert (user.home / "labctl" / ".netns").is_dir()
+        assert os.stat(user.home / "labctl").st_mode & 0o777 == 0o700
+    finally:
+        user.env = env
+        user.state = user.home / "labctl"  # cleanup waits for this keeper
+
+
+def test_a_tap_lab_is_refused_before_anything_is_touched_when_dev_net_tun_is_not_usable(user):
+    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        pytest.fail("/dev/net/tun is usable by everyone here; this test needs it 0600 (as on this machine)")
+    name = unique_name("rl")
+    doc = routed_lab(name, daemon=False)
+    doc["nodes"]["h1"]["interfaces"]["tap0"] = {"type": "tap"}
+    user.write("tap.json", doc)
+    r = user.run("up", "tap.json")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "/dev/net/tun" in r.stderr and "not usable by uid 65534" in r.stderr, r.stderr
+    assert not (user.state / name).exists()
+    assert not list((user.state / ".netns").iterdir()) if (user.state / ".netns").exists() else True
+
+
+def test_disabled_user_namespaces_exit_3_naming_the_setting():
+    knob = pathlib.Path("/proc/sys/user/max_user_namespaces")
+    u = User(USER)
+    saved = knob.read_text()
+    try:
+        knob.write_text("0")
+        try:
+            u.write("lab.json", routed_lab(unique_name("rl"), daemon=False))
+            r = u.run("up", "lab.json")
+            doctor = u.run("doctor")
+        finally:
+            knob.write_text(saved)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "user.max_user_namespaces=0" in r.stderr, r.stderr
+        assert doctor.returncode != 0 and "user.max_user_namespaces=0" in doctor.stdout, doctor.stdout
+        assert not (u.state / "rl").exists()
+    finally:
+        if knob.read_text() != saved:
+            knob.write_text(saved)
+        u.cleanup()
+
+
+def test_python_api_as_an_unprivileged_user(user):
+    name = unique_name("rl")
+    user.write("lab.json", routed_lab(name))
+    code = f"""
+import json, labctl
+assert labctl._core.rootless(), labctl._core.rootless_error()
+with labctl.Lab("lab.json") as lab:
+    assert lab.is_up
+    p = lab.ping("h1", "h2", count=2)
+    assert p.ok and p.received >= 1, p
+    assert all(c.ok for c in lab.verify(all_pairs=True))
+    r = lab.exec("h2", ["ip", "-j", "-4", "addr", "show", "eth0"], check=True)
+    assert "10.0.2.10" in r.stdout
+    lab.link_down("h1:eth0")
+    assert not lab.ping("h1", "h2", count=1, timeout=0.5).ok
+    lab.link_up("h1:eth0")
+    assert lab.ping("h1", "h2", count=3).ok
+    lab.node_restart("h2")
+    assert lab.status()["state"] == "up"
+    print("attach", labctl.Lab.attach("{name}").is_up)
+print("done", labctl.status())
+"""
+    r = user.python(code)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "attach True" in r.stdout and "done" in r.stdout
+    assert not (user.state / name).exists()
+
+
+def test_pytest_plugin_as_an_unprivileged_user(user):
+    user.write("lab.json", routed_lab("rlplug", daemon=False))
+    test = user.home / "test_in_lab.py"
+    test.write_text(
+        "import pytest\n"
+        "@pytest.mark.lab('lab.json')\n"
+        "def test_routes(lab):\n"
+        "    assert lab.ping('h1', 'h2').ok\n"
+        "def test_factory(lab_factory):\n"
+        "    a = lab_factory({'name': 'rlfact', 'nodes': {'a': {'interfaces': {'e': {'addresses': ['10.9.0.1/24']}}},\n"
+        "                     'b': {'interfaces': {'e': {'addresses': ['10.9.0.2/24']}}}},\n"
+        "                     'links': [{'endpoints': ['a:e', 'b:e']}]})\n"
+        "    assert a.ping('a', 'b').ok\n")
+    os.chown(test, USER, USER)
+    r = user.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "labctl.pytest_plugin", "test_in_lab.py",
+                 cmd=["/usr/bin/python3"], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 passed" in r.stdout, r.stdout
+    r = user.run("status")
+    assert r.returncode == 0 and "no labs" in r.stdout, r.stdout
