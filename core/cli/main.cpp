@@ -6,6 +6,7 @@
 // the exit code of the contract (2 bad input or usage, 3 the operation failed).
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -275,10 +276,14 @@ int main(int argc, char** argv) {
     }
 
     // Without privileges: into the user namespace of the caller's keeper, while this
-    // process has one thread (validate touches nothing and needs none).
-    if (!validate->parsed()) userns::enter_if_unprivileged();
+    // process has one thread. validate and graph FILE touch nothing and need none; doctor
+    // reports a failure to enter, everything else stops at it (exit 3).
+    bool file_only = validate->parsed() || (graph->parsed() && ::access(o.target.c_str(), F_OK) == 0);
+    if (!file_only) userns::enter_if_unprivileged();
 
     try {
+        if (!file_only && !doctor->parsed() && !userns::join_error().empty())
+            throw LabError(userns::join_error(), EPERM);
         if (down->parsed() && o.target.empty() && !o.all)
             throw UsageError("down: give a topology file or lab name, or --all");
         if (validate->parsed()) return run_validate(o);

@@ -60,7 +60,8 @@ std::optional<std::string> read_small(const std::string& path) {
     return text;
 }
 
-// Field 22 of /proc/<pid>/stat (after the command name, which may hold spaces and ')').
+// Field 22 of /proc/<pid>/stat (after the command name, which may hold spaces and ')'); 0
+// for a process that is gone or a zombie.
 unsigned long long start_time_of(pid_t pid) {
     auto text = read_small("/proc/" + std::to_string(pid) + "/stat");
     if (!text) return 0;
@@ -68,7 +69,9 @@ unsigned long long start_time_of(pid_t pid) {
     if (close == std::string::npos) return 0;
     std::istringstream rest(text->substr(close + 2));
     std::string field;
-    for (int i = 3; i <= 22 && rest >> field; ++i)
+    // A zombie (a killed keeper nobody has reaped yet) is not running.
+    if (!(rest >> field) || field == "Z" || field == "X") return 0;
+    for (int i = 4; i <= 22 && rest >> field; ++i)
         if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
     return 0;
 }
@@ -139,6 +142,17 @@ bool make_namespaces(uid_t uid, gid_t gid, int fd) {
     if (::unshare(CLONE_NEWNS | CLONE_NEWNET) != 0) return fail(kUnshareRest);
     return true;
 }
+
+// Where the settings that disable user namespaces are read: /proc, or for tests (which
+// may not change the host's sysctls) $LABCTL_TEST_SETTINGS_DIR, standing for /proc. When
+// the test directory disables user namespaces, making one fails as the kernel would
+// (EPERM) before it is tried: the code path is that of a host with the setting.
+std::string settings_root() {
+    const char* dir = ::getenv("LABCTL_TEST_SETTINGS_DIR");
+    return dir && *dir ? dir : "/proc";
+}
+
+bool simulated_disabled() { return ::getenv("LABCTL_TEST_SETTINGS_DIR") && disabling_setting().has_value(); }
 
 volatile sig_atomic_t g_terminate = 0;
 
@@ -347,6 +361,7 @@ void join(uid_t uid, gid_t gid) {
         }
     }
     if (pid <= 0 || !keeper_alive(pid, start)) {
+        if (simulated_disabled()) throw LabError(failure_message(kUnshareUser, EPERM), EPERM);
         pid = spawn_keeper(rootfd.get(), netns_dir, uid, gid, idle_s);
         start = start_time_of(pid);
         std::string text = std::to_string(pid) + " " + std::to_string(start) + "\n";
@@ -427,7 +442,8 @@ std::optional<std::string> keeper_lost(const std::string& lab_dir) {
 }
 
 std::optional<std::string> disabling_setting(const std::string& proc_root) {
-    auto value = [&](const char* rel) { return read_small(proc_root + "/sys/" + rel); };
+    const std::string root = proc_root.empty() ? settings_root() : proc_root;
+    auto value = [&](const char* rel) { return read_small(root + "/sys/" + rel); };
     if (auto v = value("kernel/unprivileged_userns_clone"); v && *v == "0")
         return "kernel.unprivileged_userns_clone=0 (allow them: sysctl -w kernel.unprivileged_userns_clone=1)";
     if (auto v = value("user/max_user_namespaces"); v && *v == "0")
@@ -439,6 +455,7 @@ std::optional<std::string> disabling_setting(const std::string& proc_root) {
 }
 
 std::string probe() noexcept {
+    if (simulated_disabled()) return failure_message(kUnshareUser, EPERM);
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return "probing user namespaces: pipe failed";
     UniqueFd rd(p[0]), wr(p[1]);

@@ -65,10 +65,11 @@ bool keeper_alive(pid_t pid, unsigned long long start_time) noexcept;
 std::optional<std::string> keeper_lost(const std::string& lab_dir);
 
 // What keeps unprivileged user namespaces from working on this host, read under
-// `proc_root` (tests pass a directory of their own): the setting and what to do, e.g.
+// `proc_root` ("": /proc, or $LABCTL_TEST_SETTINGS_DIR for tests, which then also makes
+// creating a user namespace fail as such a host would): the setting and what to do, e.g.
 // "user.max_user_namespaces=0 (set it above 0: sysctl -w user.max_user_namespaces=15000)",
 // nullopt when no known setting forbids them. Throws nothing.
-std::optional<std::string> disabling_setting(const std::string& proc_root = "/proc");
+std::optional<std::string> disabling_setting(const std::string& proc_root = "");
 
 // Tries to make a user namespace with the caller's uid mapped, plus mount and network
 // namespaces in it, in a short-lived child; "" when that works, else why not (naming the
