@@ -514,6 +514,10 @@ int run_doctor(const Options& o) {
             auto kernel = engine::kernel_features();
             features.insert(features.end(), kernel.begin(), kernel.end());
         }
+        // Rootless without access to /dev/net/tun: the TUN probe says nothing of the kernel.
+        if (userns::active() && !userns::tun_denied().empty())
+            for (auto& f : features)
+                if (f.config == "CONFIG_TUN") f.used_for = "tap and tun interfaces (not known: /dev/net/tun is not usable by this user)";
         if (o.json) {
             nlohmann::json a = nlohmann::json::array();
             for (const auto& f : features)

@@ -395,6 +395,51 @@ void join(uid_t uid, gid_t gid) {
     j.active = true;
 }
 
+// Root given $LABCTL_STATE_DIR of a user whose keeper runs: joins that keeper and becomes
+// the user inside it (uid 0 there), so that root sees and removes that user's labs as the
+// user does. Anything else (root's own state directory, no keeper): root mode, unchanged.
+void join_as_root() {
+    const char* env = ::getenv("LABCTL_STATE_DIR");
+    if (!env || env[0] != '/') return;
+    std::string root = env;
+    while (root.size() > 1 && root.back() == '/') root.pop_back();
+    UniqueFd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!rootfd || ::fstat(rootfd.get(), &st) != 0 || st.st_uid == 0) return;
+    pid_t pid = 0;
+    unsigned long long start = 0;
+    {
+        UniqueFd f(::openat(rootfd.get(), kPidFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        char buf[64] = {};
+        if (!f || ::read(f.get(), buf, sizeof buf - 1) <= 0 || std::sscanf(buf, "%d %llu", &pid, &start) != 2) return;
+    }
+    if (!keeper_alive(pid, start)) return;
+    struct stat ks {};
+    if (::stat(("/proc/" + std::to_string(pid)).c_str(), &ks) != 0 || ks.st_uid != st.st_uid) return;
+    if (thread_count() != 1)
+        throw LabError("joining the keeper of " + root + " needs a process without threads", EBUSY);
+    UniqueFd held = open_lock(rootfd.get(), kLockFile, root);
+    lock(held.get(), LOCK_SH, root + "/" + kLockFile);
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd || !keeper_alive(pid, start)) return;
+    char cwd[4096];
+    const bool have_cwd = ::getcwd(cwd, sizeof cwd) != nullptr;
+    if (::setns(pidfd.get(), CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET) != 0)
+        throw_last_errno("joining the keeper " + std::to_string(pid) + " of " + root + " (setns)");
+    // Root's uid is not mapped there; uid 0 inside is the user.
+    if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)
+        throw_last_errno("becoming the owner of " + root + " inside its user namespace");
+    if (!have_cwd || ::chdir(cwd) != 0) (void)::chdir("/");
+    netns::use_dir(root + "/" + kNetnsDir);
+    state::set_keeper(std::to_string(pid) + " " + std::to_string(start));
+    Joined& j = joined();
+    j.outside_uid = st.st_uid;
+    j.keeper = pid;
+    j.start_time = start;
+    j.lock = std::move(held);
+    j.active = true;
+}
+
 }  // namespace
 
 std::string default_state_root(uid_t uid) {
@@ -409,9 +454,13 @@ std::string default_state_root(uid_t uid) {
 
 void enter_if_unprivileged() noexcept {
     Joined& j = joined();
-    if (j.active || ::geteuid() == 0) return;
-    j.outside_uid = ::getuid();
+    if (j.active) return;
     try {
+        if (::geteuid() == 0) {
+            join_as_root();
+            return;
+        }
+        j.outside_uid = ::getuid();
         join(::getuid(), ::getgid());
     } catch (const std::exception& e) {
         j.error = e.what();

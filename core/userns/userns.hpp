@@ -38,7 +38,9 @@ namespace labctl::userns {
 // (and absolute), else /tmp/labctl-<uid>. $LABCTL_STATE_DIR overrides both (as for root).
 std::string default_state_root(uid_t uid);
 
-// Called once, early, while the process has one thread. Root (euid 0) stays as it is.
+// Called once, early, while the process has one thread. Root (euid 0) stays as it is,
+// unless $LABCTL_STATE_DIR is a user's state directory whose keeper runs: then root joins
+// that keeper as the user (to see, enter or remove that user's labs).
 // Anyone else gets the state directory checked (created mode 0700; refused when it is a
 // symlink, someone else's or open to others), the keeper of that state directory found
 // or started, and joins it. Never throws: a failure is kept for join_error().

@@ -251,6 +251,14 @@ def test_users_cannot_see_enter_or_remove_each_others_labs(user):
         assert name not in r.stdout
         st = json.loads(user.run("status", name, "--json").stdout)
         assert st["state"] == "up" and all(n["present"] for n in st["nodes"])
+        # Root given the user's state directory joins the user's keeper and sees the lab.
+        as_root = {**os.environ, "LABCTL_STATE_DIR": str(user.state)}
+        r = subprocess.run([LABCTL, "status", name, "--json"], capture_output=True, text=True, env=as_root)
+        assert r.returncode == 0 and json.loads(r.stdout)["state"] == "up", r.stdout + r.stderr
+        r = subprocess.run([LABCTL, "exec", name, "h1", "--", "ip", "-br", "-4", "addr", "show", "eth0"],
+                           capture_output=True, text=True, env=as_root)
+        assert r.returncode == 0 and "10.0.1.10/24" in r.stdout, r.stdout + r.stderr
+        assert not {n for n in netns_names() if n.startswith(name)}
     finally:
         other.cleanup()
     assert user.run("down", name).returncode == 0
@@ -384,3 +392,93 @@ def test_pytest_plugin_as_an_unprivileged_user(user):
     assert "2 passed" in r.stdout, r.stdout
     r = user.run("status")
     assert r.returncode == 0 and "no labs" in r.stdout, r.stdout
+
+
+def test_apply_as_an_unprivileged_user(user):
+    name = unique_name("rl")
+    doc = routed_lab(name, daemon=False)
+    user.write("lab.json", doc)
+    assert user.run("up", "lab.json", "--no-verify").returncode == 0
+    doc["nodes"]["h3"] = {"interfaces": {"eth0": {"addresses": ["10.0.2.11/24"]}},
+                          "routes": [{"to": "default", "via": "10.0.2.1"}]}
+    doc["nodes"]["r1"]["interfaces"]["eth3"] = {"addresses": ["10.0.3.1/24"]}
+    doc["links"].append({"endpoints": ["r1:eth3", "h3:eth0"]})
+    doc["nodes"]["h3"]["interfaces"]["eth0"]["addresses"] = ["10.0.3.10/24"]
+    doc["nodes"]["h3"]["routes"] = [{"to": "default", "via": "10.0.3.1"}]
+    doc["checks"].append({"from": "h3", "to": "h1"})
+    user.write("lab2.json", doc)
+    r = user.run("apply", "lab2.json", "--dry-run")
+    assert r.returncode == 0 and "+ node h3" in r.stdout, r.stdout + r.stderr
+    r = user.run("apply", "lab2.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "+ node h3" in r.stdout and "4 passed, 0 failed" in r.stdout, r.stdout
+    r = user.run("impair", name, "h1:eth0", "--rate", "50")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = user.run("status", name)
+    assert "impaired" in r.stdout, r.stdout
+    assert user.run("impair", name, "h1:eth0", "--clear").returncode == 0
+    r = user.run("node", name, "h3", "stop")
+    assert r.returncode == 0 and "stopped" in user.run("status", name).stdout
+    assert user.run("verify", name).returncode == 1  # h3's check fails while it is off
+    assert user.run("node", name, "h3", "start").returncode == 0
+    assert user.run("verify", name).returncode == 0
+    assert user.run("down", name).returncode == 0
+
+
+def test_a_killed_rootless_up_leaves_nothing_that_down_does_not_remove(user):
+    name = unique_name("rl")
+    nodes = {"sw": {"kind": "switch"}}
+    links = []
+    for i in range(1, 61):
+        nodes[f"h{i}"] = {"interfaces": {"eth0": {"addresses": [f"10.1.0.{i}/24"]}}}
+        links.append({"endpoints": [f"sw:p{i}", f"h{i}:eth0"]})
+    user.write("big.json", {"name": name, "nodes": nodes, "links": links})
+    assert user.run("status").returncode == 0  # the keeper is there before the kill
+    for delay in (0.05, 0.3):
+        p = subprocess.Popen(setpriv(USER) + [LABCTL, "up", "big.json", "--no-verify"], env=user.env, cwd=user.home,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.kill()  # our own child (setpriv execs labctl: same pid)
+        p.wait()
+        r = user.run("down", name)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not (user.state / name).exists()
+        assert user.run("exec", name, "h1", "--", "true").returncode != 0
+    r = user.run("up", "big.json", "--no-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert user.run("down", name).returncode == 0
+
+
+def normalized(text):
+    """Output with the numbers that differ between any two runs (times, ids) taken out."""
+    import re
+    text = re.sub(r"\d+\.\d+", "T", text)
+    return re.sub(r"/tmp/\S+", "PATH", text)
+
+
+def test_same_output_and_exit_codes_as_root_mode(user, tmp_path):
+    """The same lab up twice at once, as root (in /run/netns) and as the user (in its
+    keeper): their namespace names do not meet, and every command answers the same."""
+    name = unique_name("rl")
+    doc = routed_lab(name, daemon=False)
+    user.write("lab.json", doc)
+    root_file = tmp_path / "lab.json"
+    root_file.write_text(json.dumps(doc))
+    root_env = {**os.environ, "LABCTL_STATE_DIR": str(tmp_path / "state")}
+
+    def as_root(*args):
+        return subprocess.run([LABCTL, *map(str, args)], capture_output=True, text=True, env=root_env, cwd=tmp_path)
+
+    try:
+        for args in (["up", "lab.json"], ["verify", name], ["verify", name, "--all-pairs"],
+                     ["ping", name, "h1", "h2", "-c", "1"], ["ping", name, "h1", "203.0.113.9", "-c", "1", "-W", "1"],
+                     ["exec", name, "h1", "--", "sh", "-c", "ip -br -4 addr show eth0; exit 5"],
+                     ["link", name, "h1:eth0", "down"], ["verify", name], ["link", name, "h1:eth0", "up"],
+                     ["exec", name, "h1", "--", "no-such-program"], ["up", "lab.json"],
+                     ["validate", "lab.json"], ["down", name], ["down", name]):
+            a, b = as_root(*args), user.run(*args)
+            assert a.returncode == b.returncode, (args, a.stdout + a.stderr, b.stdout + b.stderr)
+            assert normalized(a.stdout) == normalized(b.stdout), (args, a.stdout, b.stdout)
+            assert normalized(a.stderr) == normalized(b.stderr), (args, a.stderr, b.stderr)
+    finally:
+        as_root("down", name)
