@@ -124,8 +124,7 @@ struct Report {
 };
 
 // In a child of the caller: its own user namespace (caller's uid and gid mapped to 0)
-// with mount and network namespaces inside. Reports failures to `fd`. Only
-// async-signal-safe work: the caller may have threads (probe()).
+// with mount and network namespaces inside. Reports failures to `fd`.
 bool make_namespaces(uid_t uid, gid_t gid, int fd) {
     auto fail = [&](int stage) {
         Report r{-1, stage, errno};
@@ -219,8 +218,6 @@ bool idle(int rootfd, const std::string& netns_dir) {
     while (!g_terminate) {
         timespec second{1, 0};
         ::nanosleep(&second, nullptr);
-        while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-        }
         idle_for = idle(3, netns_dir) ? idle_for + 1 : 0;
         if (idle_for < idle_s) continue;
         int lock = ::openat(3, kLockFile, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -238,8 +235,7 @@ bool idle(int rootfd, const std::string& netns_dir) {
 }
 
 std::string failure_message(int stage, int err) {
-    std::string why = std::string(stage_name(stage)) + ": " + KernelError(err, "").what();
-    while (!why.empty() && (why.back() == ' ' || why.back() == ':')) why.pop_back();
+    const std::string why = KernelError(err, stage_name(stage)).what();
     if (auto setting = disabling_setting())
         return "rootless labs need unprivileged user namespaces, which this host disables: " + *setting + " (" + why +
                ")";
@@ -501,37 +497,6 @@ std::optional<std::string> disabling_setting(const std::string& proc_root) {
         return "kernel.apparmor_restrict_unprivileged_userns=1 (allow them: sysctl -w "
                "kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for labctl that allows userns)";
     return std::nullopt;
-}
-
-std::string probe() noexcept {
-    if (simulated_disabled()) return failure_message(kUnshareUser, EPERM);
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return "probing user namespaces: pipe failed";
-    UniqueFd rd(p[0]), wr(p[1]);
-    const uid_t uid = ::getuid();
-    const gid_t gid = ::getgid();
-    pid_t child = ::fork();
-    if (child < 0) return "probing user namespaces: fork failed";
-    if (child == 0) {
-        if (!make_namespaces(uid, gid, wr.get())) ::_exit(1);
-        // AppArmor's restriction lets unshare succeed and takes the capabilities away:
-        // a mount is what shows it.
-        if (::mount("none", "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
-            Report r{-1, kMountTmpfs, errno};
-            write_all(wr.get(), &r, sizeof r);
-            ::_exit(1);
-        }
-        ::_exit(0);
-    }
-    wr.reset();
-    Report r{0, 0, 0};
-    ssize_t n = ::read(rd.get(), &r, sizeof r);
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (n == static_cast<ssize_t>(sizeof r) && r.pid < 0) return failure_message(r.stage, r.err);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "probing user namespaces: the probe failed";
-    return "";
 }
 
 std::string tun_denied() noexcept {

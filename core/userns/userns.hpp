@@ -73,11 +73,6 @@ std::optional<std::string> keeper_lost(const std::string& lab_dir);
 // nullopt when no known setting forbids them. Throws nothing.
 std::optional<std::string> disabling_setting(const std::string& proc_root = "");
 
-// Tries to make a user namespace with the caller's uid mapped, plus mount and network
-// namespaces in it, in a short-lived child; "" when that works, else why not (naming the
-// setting when one is to blame). For `labctl doctor`. Throws nothing.
-std::string probe() noexcept;
-
 // "" when /dev/net/tun can be opened read-write by this process or fails for another
 // reason than permission (no TUN in the kernel: the feature probe says so); else why not,
 // in words the user can act on. Throws nothing.
