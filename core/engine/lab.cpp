@@ -384,6 +384,13 @@ UpResult Lab::up(bool verify) {
         for (auto f : missing) why.push_back(rtnl::missing_feature_message(f));
         throw LabError("lab " + topo_.name + " cannot be built here: " + join(why, "; "), EOPNOTSUPP);
     }
+    // Rootless: the user namespace maps the caller's uid alone (as root); nobody else exists.
+    if (userns::active())
+        for (const auto& n : topo_.nodes)
+            if (!n.user.empty())
+                throw LabError("lab " + topo_.name + " cannot be built rootless: node " + n.name + " runs as user \"" +
+                                   n.user + "\", and a rootless lab has only your own uid (root inside, without \"user\"); run it as root",
+                               EOPNOTSUPP);
     if (text_.empty()) text_ = "{}";
 
     UpResult result;

@@ -33,6 +33,14 @@ def netns_names():
     return {n["name"] for n in json.loads(out or "[]")}
 
 
+def root_ip_json():
+    """The root namespace as `ip -j` reports it: links, addresses, IPv4 and IPv6 routes."""
+    def ip(*args):
+        return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout)
+    return {"link": ip("link"), "addr": ip("addr"), "route": ip("route", "show", "table", "all"),
+            "route6": ip("-6", "route", "show", "table", "all")}
+
+
 def proc_uid(pid):
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -139,7 +147,7 @@ def daemon_pids(status):
 
 
 def test_cli_end_to_end_as_an_unprivileged_user(user):
-    before, before_netns = root_snapshot(), netns_names()
+    before, before_netns, before_ip = root_snapshot(), netns_names(), root_ip_json()
     name = unique_name("rl")
     topo = user.write("lab.json", routed_lab(name))
 
@@ -196,6 +204,7 @@ def test_cli_end_to_end_as_an_unprivileged_user(user):
         time.sleep(0.2)
     assert user.keeper() is None and wait_gone(keeper[0])
     assert root_snapshot() == before
+    assert root_ip_json() == before_ip
     assert netns_names() - before_netns == set() or not {n for n in netns_names() if n.startswith(name)}
     assert topo.exists()
 
@@ -482,3 +491,20 @@ def test_same_output_and_exit_codes_as_root_mode(user, tmp_path):
             assert normalized(a.stderr) == normalized(b.stderr), (args, a.stderr, b.stderr)
     finally:
         as_root("down", name)
+
+
+def test_a_node_user_is_refused_before_anything_is_touched(user):
+    name = unique_name("rl")
+    doc = routed_lab(name, daemon=False)
+    doc["nodes"]["h1"]["user"] = "nobody"
+    doc["nodes"]["h1"]["exec"] = [["id", "-u"]]
+    user.write("lab.json", doc)
+    r = user.run("up", "lab.json")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert 'node h1 runs as user "nobody"' in r.stderr and "rootless" in r.stderr, r.stderr
+    assert not (user.state / name).exists()
+    del doc["nodes"]["h1"]["user"]  # commands run as root inside: the caller outside
+    user.write("lab.json", doc)
+    r = user.run("up", "lab.json", "--no-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert user.run("down", name).returncode == 0
