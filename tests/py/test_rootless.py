@@ -335,10 +335,13 @@ def test_disabled_user_namespaces_exit_3_naming_the_setting(setting, value):
             r = u.run(*args)
             assert r.returncode == 3, (args, r.stdout, r.stderr)
             assert sysctl in r.stderr and "disables" in r.stderr, r.stderr
-        r = u.python("import labctl\n"
-                     "try:\n    labctl.Lab('lab.json').up()\n"
-                     "except labctl.LabError as e:\n    print('LabError', e)\n")
-        assert "LabError" in r.stdout and sysctl in r.stdout, r.stdout + r.stderr
+        for call in ("labctl.Lab('lab.json').up()", "labctl.Lab.attach('%s')" % name, "labctl.status()",
+                     "labctl.down('%s')" % name):
+            r = u.python("import labctl\n"
+                         "labctl.validate('lab.json')\n"  # needs no namespace
+                         "try:\n    " + call + "\n"
+                         "except labctl.LabError as e:\n    print('LabError', e.errno, e)\n")
+            assert "LabError 1 " in r.stdout and sysctl in r.stdout, (call, r.stdout + r.stderr)
         doctor = u.run("doctor")
         assert doctor.returncode == 1 and sysctl in doctor.stdout and "NO" in doctor.stdout, doctor.stdout
         assert u.keeper() is None and not (u.state / name).exists()
