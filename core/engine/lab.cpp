@@ -973,6 +973,7 @@ nlohmann::json status_all() {
                {"daemons", rec->daemons.size()},
                {"source", rec->source},
                {"started", rec->started}};
+        if (auto lost = userns::keeper_lost(state::state_root() + "/" + name)) j["keeper_lost"] = *lost;
         labs.push_back(j);
     }
     return labs;

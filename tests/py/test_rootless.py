@@ -228,6 +228,8 @@ def test_a_killed_keeper_takes_its_lab_with_it_and_status_says_so(user):
     assert f"keeper (pid {pid})" in r.stdout and "has ended" in r.stdout, r.stdout
     st = json.loads(user.run("status", name, "--json").stdout)
     assert "keeper_lost" in st and not any(n["present"] for n in st["nodes"]), st
+    listed = json.loads(user.run("status", "--json").stdout)
+    assert [(l["name"], l["state"], "keeper_lost" in l) for l in listed] == [(name, "degraded", True)], listed
     r = user.run("down", name)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (user.state / name).exists()
