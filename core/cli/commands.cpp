@@ -517,7 +517,9 @@ int run_doctor(const Options& o) {
         // Rootless without access to /dev/net/tun: the TUN probe says nothing of the kernel.
         if (userns::active() && !userns::tun_denied().empty())
             for (auto& f : features)
-                if (f.config == "CONFIG_TUN") f.used_for = "tap and tun interfaces (not known: /dev/net/tun is not usable by this user)";
+                if (f.config == "CONFIG_TUN")
+                    f.used_for =
+                        "tap and tun interfaces (not known: /dev/net/tun is not usable by this user)";
         if (o.json) {
             nlohmann::json a = nlohmann::json::array();
             for (const auto& f : features)

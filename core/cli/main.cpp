@@ -218,7 +218,9 @@ int main(int argc, char** argv) {
     exec->add_option("COMMAND", o.command, "Command and arguments (after --)")->required();
     exec->prefix_command(false);
 
-    auto* doctor = app.add_subcommand("doctor", "Say whether labs work here: rootless mode for this user, and the kernel features labs may use");
+    auto* doctor = app.add_subcommand(
+        "doctor",
+        "Say whether labs work here: rootless mode for this user, and the kernel features labs may use");
     doctor->add_flag("--json", o.json, "Print JSON");
 
     auto* graph = app.add_subcommand("graph", "Draw the lab with Graphviz");

@@ -388,8 +388,10 @@ UpResult Lab::up(bool verify) {
     if (userns::active())
         for (const auto& n : topo_.nodes)
             if (!n.user.empty())
-                throw LabError("lab " + topo_.name + " cannot be built rootless: node " + n.name + " runs as user \"" +
-                                   n.user + "\", and a rootless lab has only your own uid (root inside, without \"user\"); run it as root",
+                throw LabError("lab " + topo_.name + " cannot be built rootless: node " + n.name +
+                                   " runs as user \"" + n.user +
+                                   "\", and a rootless lab has only your own uid (root inside, without "
+                                   "\"user\"); run it as root",
                                EOPNOTSUPP);
     if (text_.empty()) text_ = "{}";
 
@@ -767,7 +769,8 @@ nlohmann::json Lab::status() const {
         out["source"] = rec->source;
         out["started"] = rec->started;
         out["state_dir"] = state::state_root() + "/" + topo_.name;
-        if (auto lost = userns::keeper_lost(state::state_root() + "/" + topo_.name)) out["keeper_lost"] = *lost;
+        if (auto lost = userns::keeper_lost(state::state_root() + "/" + topo_.name))
+            out["keeper_lost"] = *lost;
     }
     Json nodes = Json::array();
     std::size_t missing = 0;

@@ -171,7 +171,8 @@ Journal Journal::begin(const std::string& lab, const std::string& source, const 
         if (!topo) throw_last_errno(dir + "/topology.json: creating");
         write_all(topo.get(), topology_text, dir + "/topology.json: writing");
         if (!keeper_tag().empty()) {
-            UniqueFd keeper(::openat(labdir.get(), "keeper", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+            UniqueFd keeper(::openat(labdir.get(), "keeper",
+                                     O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (!keeper) throw_last_errno(dir + "/keeper: creating");
             write_all(keeper.get(), keeper_tag() + "\n", dir + "/keeper: writing");
         }

@@ -105,20 +105,27 @@ enum Stage : int { kUnshareUser = 1, kSetgroups, kUidMap, kGidMap, kUnshareRest,
 
 const char* stage_name(int stage) {
     switch (stage) {
-        case kUnshareUser: return "creating a user namespace (unshare CLONE_NEWUSER)";
-        case kSetgroups: return "writing /proc/self/setgroups";
-        case kUidMap: return "writing /proc/self/uid_map";
-        case kGidMap: return "writing /proc/self/gid_map";
-        case kUnshareRest: return "creating mount and network namespaces in it";
-        case kFork: return "starting the keeper (fork)";
-        case kMountTmpfs: return "mounting a tmpfs for the lab namespaces";
+        case kUnshareUser:
+            return "creating a user namespace (unshare CLONE_NEWUSER)";
+        case kSetgroups:
+            return "writing /proc/self/setgroups";
+        case kUidMap:
+            return "writing /proc/self/uid_map";
+        case kGidMap:
+            return "writing /proc/self/gid_map";
+        case kUnshareRest:
+            return "creating mount and network namespaces in it";
+        case kFork:
+            return "starting the keeper (fork)";
+        case kMountTmpfs:
+            return "mounting a tmpfs for the lab namespaces";
     }
     return "?";
 }
 
 // What the keeper's maker and the keeper tell the spawner, through a pipe.
 struct Report {
-    int pid;    // > 0 the keeper's pid (as the spawner sees it); 0 ready; -1 failed
+    int pid;  // > 0 the keeper's pid (as the spawner sees it); 0 ready; -1 failed
     int stage;
     int err;
 };
@@ -190,7 +197,8 @@ bool idle(int rootfd, const std::string& netns_dir) {
     }
     // Keep only the state directory (3) and the report pipe (4); the spawner's locks and
     // everything else it had open must not live on in the keeper.
-    if (::dup2(rootfd, 100) < 0 || ::dup2(report_fd, 101) < 0 || ::dup2(100, 3) < 0 || ::dup2(101, 4) < 0) ::_exit(1);
+    if (::dup2(rootfd, 100) < 0 || ::dup2(report_fd, 101) < 0 || ::dup2(100, 3) < 0 || ::dup2(101, 4) < 0)
+        ::_exit(1);
     ::syscall(SYS_close_range, 5u, ~0u, 0u);
     int null = ::open("/dev/null", O_RDWR);
     if (null >= 0) {
@@ -237,8 +245,8 @@ bool idle(int rootfd, const std::string& netns_dir) {
 std::string failure_message(int stage, int err) {
     const std::string why = KernelError(err, stage_name(stage)).what();
     if (auto setting = disabling_setting())
-        return "rootless labs need unprivileged user namespaces, which this host disables: " + *setting + " (" + why +
-               ")";
+        return "rootless labs need unprivileged user namespaces, which this host disables: " + *setting +
+               " (" + why + ")";
     return "rootless labs need a user namespace of your own: " + why;
 }
 
@@ -289,27 +297,34 @@ pid_t spawn_keeper(int rootfd, const std::string& netns_dir, uid_t uid, gid_t gi
 }
 
 UniqueFd open_state_root(const std::string& root, uid_t uid) {
-    if (::mkdir(root.c_str(), 0700) != 0 && errno != EEXIST) throw_last_errno("state directory " + root + ": creating");
+    if (::mkdir(root.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_last_errno("state directory " + root + ": creating");
     UniqueFd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
         if (errno == ELOOP || errno == ENOTDIR)
-            throw LabError("state directory " + root + " is a symlink or not a directory; refusing to use it");
+            throw LabError("state directory " + root +
+                           " is a symlink or not a directory; refusing to use it");
         if (errno == EACCES)
-            throw LabError("state directory " + root + " is not yours (permission denied); refusing to use it", EACCES);
+            throw LabError(
+                "state directory " + root + " is not yours (permission denied); refusing to use it", EACCES);
         throw_last_errno("state directory " + root + ": opening");
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw_last_errno("state directory " + root + ": stat");
     if (st.st_uid != uid)
-        throw LabError("state directory " + root + " belongs to uid " + std::to_string(st.st_uid) + ", not to uid " +
-                           std::to_string(uid) + "; refusing to use it",
+        throw LabError("state directory " + root + " belongs to uid " + std::to_string(st.st_uid) +
+                           ", not to uid " + std::to_string(uid) + "; refusing to use it",
                        EACCES);
     if (st.st_mode & 077)
-        throw LabError("state directory " + root + " is open to others (mode " + [&] {
-            char m[8];
-            std::snprintf(m, sizeof m, "%04o", st.st_mode & 07777);
-            return std::string(m);
-        }() + "); make it mode 0700 or remove it", EACCES);
+        throw LabError(
+            "state directory " + root + " is open to others (mode " +
+                [&] {
+                    char m[8];
+                    std::snprintf(m, sizeof m, "%04o", st.st_mode & 07777);
+                    return std::string(m);
+                }() +
+                "); make it mode 0700 or remove it",
+            EACCES);
     return fd;
 }
 
@@ -362,14 +377,16 @@ void join(uid_t uid, gid_t gid) {
         start = start_time_of(pid);
         std::string text = std::to_string(pid) + " " + std::to_string(start) + "\n";
         std::string tmp = std::string(kPidFile) + ".new";
-        UniqueFd f(::openat(rootfd.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+        UniqueFd f(
+            ::openat(rootfd.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!f || !write_all(f.get(), text.data(), text.size()) ||
             ::renameat(rootfd.get(), tmp.c_str(), rootfd.get(), kPidFile) != 0)
             throw_last_errno(root + "/" + kPidFile + ": writing");
     }
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (!pidfd) throw_last_errno("keeper " + std::to_string(pid) + ": pidfd_open");
-    if (!keeper_alive(pid, start)) throw LabError("keeper " + std::to_string(pid) + " ended while joining it", ESRCH);
+    if (!keeper_alive(pid, start))
+        throw LabError("keeper " + std::to_string(pid) + " ended while joining it", ESRCH);
 
     char cwd[4096];
     const bool have_cwd = ::getcwd(cwd, sizeof cwd) != nullptr;
@@ -407,7 +424,8 @@ void join_as_root() {
     {
         UniqueFd f(::openat(rootfd.get(), kPidFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         char buf[64] = {};
-        if (!f || ::read(f.get(), buf, sizeof buf - 1) <= 0 || std::sscanf(buf, "%d %llu", &pid, &start) != 2) return;
+        if (!f || ::read(f.get(), buf, sizeof buf - 1) <= 0 || std::sscanf(buf, "%d %llu", &pid, &start) != 2)
+            return;
     }
     if (!keeper_alive(pid, start)) return;
     struct stat ks {};
@@ -482,7 +500,8 @@ std::optional<std::string> keeper_lost(const std::string& lab_dir) {
     if (std::sscanf(text->c_str(), "%d %llu", &pid, &start) != 2) return std::nullopt;
     if (active() && pid == keeper_pid() && start == keeper_start_time()) return std::nullopt;
     // Another keeper than ours: the lab's namespaces and processes went with it.
-    return "the keeper (pid " + std::to_string(pid) + ") holding this rootless lab has ended, and with it the lab's "
+    return "the keeper (pid " + std::to_string(pid) +
+           ") holding this rootless lab has ended, and with it the lab's "
            "namespaces and processes; `labctl down` removes what is left";
 }
 
@@ -490,12 +509,14 @@ std::optional<std::string> disabling_setting(const std::string& proc_root) {
     const std::string root = proc_root.empty() ? settings_root() : proc_root;
     auto value = [&](const char* rel) { return read_small(root + "/sys/" + rel); };
     if (auto v = value("kernel/unprivileged_userns_clone"); v && *v == "0")
-        return "kernel.unprivileged_userns_clone=0 (allow them: sysctl -w kernel.unprivileged_userns_clone=1)";
+        return "kernel.unprivileged_userns_clone=0 (allow them: sysctl -w "
+               "kernel.unprivileged_userns_clone=1)";
     if (auto v = value("user/max_user_namespaces"); v && *v == "0")
         return "user.max_user_namespaces=0 (allow them: sysctl -w user.max_user_namespaces=15000)";
     if (auto v = value("kernel/apparmor_restrict_unprivileged_userns"); v && *v == "1")
         return "kernel.apparmor_restrict_unprivileged_userns=1 (allow them: sysctl -w "
-               "kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for labctl that allows userns)";
+               "kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for labctl that "
+               "allows userns)";
     return std::nullopt;
 }
 
@@ -513,7 +534,8 @@ std::string tun_denied() noexcept {
     }
     if (err == EACCES || err == EPERM)
         return "/dev/net/tun" + mode + " is not usable by " + who +
-               ": tap/tun interfaces of a rootless lab need it readable and writable by the user (Debian makes it "
+               ": tap/tun interfaces of a rootless lab need it readable and writable by the user (Debian "
+               "makes it "
                "mode 0666: chmod 0666 /dev/net/tun), or run the lab as root";
     return "";
 }

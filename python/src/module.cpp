@@ -9,10 +9,12 @@ PYBIND11_MODULE(_core, m) {
     // (userns/), now, while the interpreter has one thread; a failure is raised (as
     // LabError) by the first call that needs a lab, so that validate() still works.
     labctl::userns::enter_if_unprivileged();
-    m.def("rootless", [] { return labctl::userns::active(); },
-          "Whether this process runs labs rootless (joined its user's keeper).");
-    m.def("rootless_error", [] { return labctl::userns::join_error(); },
-          "Why rootless mode could not be entered (\"\" when it was, or root).");
+    m.def(
+        "rootless", [] { return labctl::userns::active(); },
+        "Whether this process runs labs rootless (joined its user's keeper).");
+    m.def(
+        "rootless_error", [] { return labctl::userns::join_error(); },
+        "Why rootless mode could not be entered (\"\" when it was, or root).");
     labctl::python::init_errors(m);
     labctl::python::init_results(m);
     labctl::python::init_lab(m);

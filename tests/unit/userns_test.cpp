@@ -1,6 +1,8 @@
 // userns/: the pure parts (where a user's state lives, which setting disables user
 // namespaces). Joining a keeper is tested end to end, as another uid, in
 // tests/py/test_rootless.py.
+#include "userns/userns.hpp"
+
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -8,8 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include "userns/userns.hpp"
 
 namespace {
 
@@ -44,7 +44,8 @@ TEST_F(FakeProc, EachSettingIsNamedWithHowToAllow) {
     set("user/max_user_namespaces", "0");
     auto s = disabling_setting(dir_);
     ASSERT_TRUE(s.has_value());
-    EXPECT_EQ(s->rfind("user.max_user_namespaces=0 (allow them: sysctl -w user.max_user_namespaces=", 0), 0u) << *s;
+    EXPECT_EQ(s->rfind("user.max_user_namespaces=0 (allow them: sysctl -w user.max_user_namespaces=", 0), 0u)
+        << *s;
     set("user/max_user_namespaces", "10");
     set("kernel/unprivileged_userns_clone", "0");
     s = disabling_setting(dir_);
