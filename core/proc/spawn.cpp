@@ -58,6 +58,7 @@
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
 #include "netns/netns.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::proc::detail {
 
@@ -69,6 +70,7 @@ namespace bp = boost::process;
 enum class Stage : int {
     daemon_started,  // not a failure: pid and start time of the daemon
     fork,
+    pidns,
     setsid,
     setpgid,
     stdio,
@@ -94,6 +96,7 @@ struct Report {
 const char* stage_text(Stage stage) {
     switch (stage) {
         case Stage::fork: return "forking the daemon";
+        case Stage::pidns: return "entering the keeper's PID namespace (rootless)";
         case Stage::setsid: return "starting a session";
         case Stage::setpgid: return "creating a process group";
         case Stage::stdio: return "setting up stdin/stdout/stderr";
@@ -125,6 +128,7 @@ struct ChildSetup {
     char** envp;        // null-terminated
     const Account* account;  // null: stay who we are
     const char* cwd;         // null: stay where we are
+    int pidns_fd;            // rootless: daemons run in the keeper's PID namespace; -1: stay
 };
 
 void report(int fd, const Report& r) {
@@ -278,6 +282,9 @@ void enter(const ChildSetup& s) {
         if (supervisor < 0) fail(rep, Stage::fork, errno);
         if (supervisor > 0) ::_exit(0);
         if (::setsid() < 0) fail(rep, Stage::setsid, errno);  // away from our terminal's signals
+        // Rootless: the daemon goes into the keeper's PID namespace, so that it dies with
+        // the keeper (its init). Only the daemon: after this the supervisor makes no threads.
+        if (s.pidns_fd >= 0 && ::setns(s.pidns_fd, CLONE_NEWPID) < 0) fail(rep, Stage::pidns, errno);
         const pid_t pid = ::fork();
         if (pid < 0) fail(rep, Stage::fork, errno);
         if (pid > 0) {
@@ -510,7 +517,8 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
                            argv.data(),
                            envp.data(),
                            command.account ? &*command.account : nullptr,
-                           command.cwd.empty() ? nullptr : command.cwd.c_str()};
+                           command.cwd.empty() ? nullptr : command.cwd.c_str(),
+                           userns::pidns_fd()};
     pid_t launched = -1;
     std::error_code ec;
     {

@@ -37,7 +37,8 @@ struct Joined {
     pid_t keeper = 0;
     unsigned long long start_time = 0;
     uid_t outside_uid = 0;
-    UniqueFd lock;  // LOCK_SH on .keeper.lock for the process's life: the keeper stays
+    UniqueFd lock;   // LOCK_SH on .keeper.lock for the process's life: the keeper stays
+    UniqueFd pidns;  // the keeper's PID namespace
 };
 
 Joined& joined() {
@@ -114,7 +115,7 @@ const char* stage_name(int stage) {
         case kGidMap:
             return "writing /proc/self/gid_map";
         case kUnshareRest:
-            return "creating mount and network namespaces in it";
+            return "creating mount, network and PID namespaces in it";
         case kFork:
             return "starting the keeper (fork)";
         case kMountTmpfs:
@@ -145,7 +146,7 @@ bool make_namespaces(uid_t uid, gid_t gid, int fd) {
     if (!write_file("/proc/self/uid_map", map)) return fail(kUidMap);
     std::snprintf(map, sizeof map, "0 %u 1", static_cast<unsigned>(gid));
     if (!write_file("/proc/self/gid_map", map)) return fail(kGidMap);
-    if (::unshare(CLONE_NEWNS | CLONE_NEWNET) != 0) return fail(kUnshareRest);
+    if (::unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID) != 0) return fail(kUnshareRest);
     return true;
 }
 
@@ -226,6 +227,9 @@ bool idle(int rootfd, const std::string& netns_dir) {
     while (!g_terminate) {
         timespec second{1, 0};
         ::nanosleep(&second, nullptr);
+        // The init of the daemons' PID namespace: it reaps those whose supervisor died.
+        while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
         idle_for = idle(3, netns_dir) ? idle_for + 1 : 0;
         if (idle_for < idle_s) continue;
         int lock = ::openat(3, kLockFile, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -261,7 +265,7 @@ pid_t spawn_keeper(int rootfd, const std::string& netns_dir, uid_t uid, gid_t gi
     if (maker == 0) {
         ::setsid();
         if (!make_namespaces(uid, gid, wr.get())) ::_exit(1);
-        pid_t keeper = ::fork();  // reparented to init: no parent of the spawner's waits for it
+        pid_t keeper = ::fork();  // PID 1 of the new PID namespace; reparented to the host's init
         if (keeper < 0) {
             Report r{-1, kFork, errno};
             write_all(wr.get(), &r, sizeof r);
@@ -385,6 +389,8 @@ void join(uid_t uid, gid_t gid) {
     }
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (!pidfd) throw_last_errno("keeper " + std::to_string(pid) + ": pidfd_open");
+    UniqueFd pidns(::open(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!pidns) throw_last_errno("keeper " + std::to_string(pid) + ": opening its PID namespace");
     if (!keeper_alive(pid, start))
         throw LabError("keeper " + std::to_string(pid) + " ended while joining it", ESRCH);
 
@@ -405,6 +411,7 @@ void join(uid_t uid, gid_t gid) {
     j.keeper = pid;
     j.start_time = start;
     j.lock = std::move(held);
+    j.pidns = std::move(pidns);
     j.active = true;
 }
 
@@ -435,7 +442,8 @@ void join_as_root() {
     UniqueFd held = open_lock(rootfd.get(), kLockFile, root);
     lock(held.get(), LOCK_SH, root + "/" + kLockFile);
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    if (!pidfd || !keeper_alive(pid, start)) return;
+    UniqueFd pidns(::open(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!pidfd || !pidns || !keeper_alive(pid, start)) return;
     char cwd[4096];
     const bool have_cwd = ::getcwd(cwd, sizeof cwd) != nullptr;
     if (::setns(pidfd.get(), CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET) != 0)
@@ -451,6 +459,7 @@ void join_as_root() {
     j.keeper = pid;
     j.start_time = start;
     j.lock = std::move(held);
+    j.pidns = std::move(pidns);
     j.active = true;
 }
 
@@ -482,6 +491,7 @@ void enter_if_unprivileged() noexcept {
 }
 
 bool active() noexcept { return joined().active; }
+int pidns_fd() noexcept { return joined().active ? joined().pidns.get() : -1; }
 const std::string& join_error() noexcept { return joined().error; }
 pid_t keeper_pid() noexcept { return joined().keeper; }
 unsigned long long keeper_start_time() noexcept { return joined().start_time; }

@@ -3,7 +3,8 @@
 // namespace it owns. See docs/rootless.md for the design.
 //
 // One "keeper" process per state directory owns a user namespace (the caller's uid and
-// gid mapped to 0), and, created inside it, a mount and a network namespace. It
+// gid mapped to 0), and, created inside it, a mount, a network and a PID namespace (the
+// keeper is its init). It
 // mounts a tmpfs on <state>/.netns in its mount namespace: labs' named namespaces are
 // bind-mounted there (nothing in /run/netns, invisible to `ip netns`). Every rootless
 // labctl process (and the Python module) joins all three namespaces with one setns() on
@@ -17,11 +18,13 @@
 // - setns() leaves uids alone: the caller's uid is the one mapped to 0, so geteuid() is 0
 //   inside and the files it owns show uid 0; everyone else's show the overflow uid.
 // - The mount namespace dies with its last member, and with it the bind mounts that held
-//   the labs' network namespaces: a dead keeper takes its labs' namespaces along, except
-//   those a process still runs in (daemons), which `down` stops from the journal.
-// - No PID namespace: after setns(CLONE_NEWPID) a process can no longer make threads
-//   (clone(CLONE_THREAD) fails with EINVAL while its children's PID namespace differs
-//   from its own), and the engine needs threads.
+//   the labs' network namespaces: a dead keeper takes its labs' namespaces along (and,
+//   being the init of their PID namespace, their daemons).
+// - labctl does not join the PID namespace: after setns(CLONE_NEWPID) a process can no
+//   longer make threads (clone(CLONE_THREAD) fails with EINVAL while its children's PID
+//   namespace differs from its own), and the engine needs threads. Only the daemons'
+//   supervisors join it (proc/spawn.cpp), right before forking the daemon: when the
+//   keeper dies the kernel kills every daemon of its labs.
 // - /dev/net/tun (mode 0600 root on some hosts) is checked against the uid outside: root
 //   of a user namespace gets no access to files of unmapped owners.
 //
@@ -57,6 +60,10 @@ const std::string& join_error() noexcept;
 // boot, /proc/<pid>/stat field 22): together they name it, as a pid alone is reused.
 pid_t keeper_pid() noexcept;
 unsigned long long keeper_start_time() noexcept;
+
+// Rootless: the keeper's PID namespace (it is its init), where daemons are started so that
+// they die with it; -1 otherwise. This process itself never joins it (see above).
+int pidns_fd() noexcept;
 
 // Whether the keeper pid/start time is still alive. Throws nothing.
 bool keeper_alive(pid_t pid, unsigned long long start_time) noexcept;
