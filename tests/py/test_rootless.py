@@ -512,3 +512,24 @@ def test_a_node_user_is_refused_before_anything_is_touched(user):
     r = user.run("up", "lab.json", "--no-verify")
     assert r.returncode == 0, r.stdout + r.stderr
     assert user.run("down", name).returncode == 0
+
+
+def test_concurrent_first_commands_start_one_keeper_and_both_labs_come_up(user):
+    """Four commands of one user at once, no keeper yet: the spawn lock lets one start it,
+    the others join it; two labs come up side by side in it."""
+    names = [unique_name("rl"), unique_name("rl")]
+    for i, name in enumerate(names):
+        doc = routed_lab(name, daemon=False)
+        user.write(f"lab{i}.json", doc)
+    procs = [subprocess.Popen(setpriv(USER) + [LABCTL, *args], env=user.env, cwd=user.home, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in (["up", "lab0.json"], ["up", "lab1.json"], ["status"], ["status"])]
+    outs = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(rc == 0 for _, _, rc in outs), outs
+    keeper = user.keeper()
+    st = [json.loads(user.run("status", n, "--json").stdout) for n in names]
+    assert all(s["state"] == "up" and "keeper_lost" not in s for s in st), st
+    # One keeper: every lab's recorded keeper is the one running.
+    assert {(user.state / n / "keeper").read_text().split()[0] for n in names} == {str(keeper[0])}
+    for n in names:
+        assert user.run("down", n).returncode == 0
