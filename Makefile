@@ -154,6 +154,7 @@ bench: build
 	BENCH_N="$(BENCH_N)" BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl \
 	  $(PYTHON) bench/run.py
 	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/checks.py
+	BENCH_REPS="$(BENCH_REPS)" LABCTL=$(abspath $(BUILD))/labctl $(PYTHON) bench/rootless.py
 	$(MAKE) bench-capture
 
 # `labctl capture --all` on a 100-node lab during all-pairs: drops and CPU (RESULTS-capture.md).

@@ -21,20 +21,21 @@ ALLOWED: dict[str, set[str]] = {
     "topology": {"base"},
     "state": {"base"},
     "ping": {"base"},
-    "proc": {"base"},
+    "proc": {"base", "netns", "userns"},
     "capture": {"base", "netns"},
     "graph": {"base", "topology"},
     "plan": {"base", "topology"},
-    "rtnl": {"base", "netns", "nl"},
+    "userns": {"base", "netns", "state"},
+    "rtnl": {"base", "netns", "nl", "userns"},
     "realize": {"base", "nl", "netns", "rtnl", "plan", "state", "topology"},
     "events": {"base", "nl", "netns", "state", "topology"},
     "engine": {"base", "netns", "rtnl", "topology", "plan", "realize", "state", "ping", "proc",
-               "capture"},
+               "capture", "userns"},
     "serve": {"base", "topology", "state", "graph", "events", "engine"},
-    "cli": {"base", "topology", "graph", "events", "engine", "serve"},
+    "cli": {"base", "topology", "graph", "events", "engine", "serve", "userns"},
 }
 # The Python bindings see the engine (and base's error types) only.
-BINDINGS_ALLOWED = {"base", "engine"}
+BINDINGS_ALLOWED = {"base", "engine", "userns"}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"/]+)/[^"]*"')
 SOURCES = ("*.cpp", "*.hpp", "*.h", "*.cc")

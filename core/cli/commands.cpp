@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "graph/graph.hpp"
 #include "serve/serve.hpp"
 #include "topology/load.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::cli {
 
@@ -293,6 +295,7 @@ int run_status(const Options& o) {
         std::cout << "\n";
         if (s.contains("source")) std::cout << "  from " << s["source"].get<std::string>() << "\n";
         if (s.contains("state_dir")) std::cout << "  state and logs in " << s["state_dir"].get<std::string>() << "\n";
+        if (s.contains("keeper_lost")) std::cout << "  lost: " << s["keeper_lost"].get<std::string>() << "\n";
         if (s.contains("runtime")) {
             const auto& rt = s["runtime"];
             for (const auto& e : rt["links_down"]) std::cout << "  runtime: link " << e.get<std::string>() << " down\n";
@@ -474,9 +477,48 @@ int run_node(const Options& o) {
     });
 }
 
+// `doctor`'s lines about rootless labs, in the shape of the kernel features: whether they
+// work for the caller (root: whether they work for other users), and whether TAP/TUN does.
+static std::vector<engine::KernelFeature> rootless_features() {
+    std::vector<engine::KernelFeature> out;
+    if (::geteuid() == 0 && !userns::active()) {
+        auto setting = userns::disabling_setting();
+        out.push_back({"rootless labs", setting ? setting->substr(0, setting->find(' ')) : "user namespaces",
+                       setting ? "other users cannot run labs: " + *setting
+                               : "other users can run labs (this one is root)",
+                       !setting});
+        return out;
+    }
+    const std::string& error = userns::join_error();
+    std::string setting = "user namespaces";
+    if (auto s = userns::disabling_setting(); s && !error.empty()) setting = s->substr(0, s->find(' '));
+    out.push_back({"rootless labs", setting,
+                   error.empty() ? "work for this user: keeper pid " + std::to_string(userns::keeper_pid()) +
+                                       ", state in " + engine::state_directory()
+                                 : "do not work for this user: " + error,
+                   error.empty()});
+    if (error.empty()) {
+        std::string tun = userns::tun_denied();
+        out.push_back({"tap/tun for this user", "/dev/net/tun", tun.empty() ? "tap and tun interfaces" : tun,
+                       tun.empty()});
+    }
+    return out;
+}
+
 int run_doctor(const Options& o) {
     return guarded("doctor", [&] {
-        auto features = engine::kernel_features();
+        // Rootless labs first: without privileges the feature probe needs them to work.
+        std::vector<engine::KernelFeature> features = rootless_features();
+        if (userns::join_error().empty()) {
+            auto kernel = engine::kernel_features();
+            features.insert(features.end(), kernel.begin(), kernel.end());
+        }
+        // Rootless without access to /dev/net/tun: the TUN probe says nothing of the kernel.
+        if (userns::active() && !userns::tun_denied().empty())
+            for (auto& f : features)
+                if (f.config == "CONFIG_TUN")
+                    f.used_for =
+                        "tap and tun interfaces (not known: /dev/net/tun is not usable by this user)";
         if (o.json) {
             nlohmann::json a = nlohmann::json::array();
             for (const auto& f : features)

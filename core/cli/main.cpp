@@ -6,6 +6,7 @@
 // the exit codes README.md lists (2 bad input or usage, 3 the operation failed).
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -26,6 +27,7 @@
 #include "cli/shell.hpp"
 #include "cli/commands.hpp"
 #include "engine/lab.hpp"
+#include "userns/userns.hpp"
 
 namespace {
 
@@ -224,7 +226,9 @@ int main(int argc, char** argv) {
     exec->add_option("COMMAND", o.command, "Command and arguments (after --)")->required();
     exec->prefix_command(false);
 
-    auto* doctor = app.add_subcommand("doctor", "List the kernel features labs may use and whether this kernel has them");
+    auto* doctor = app.add_subcommand(
+        "doctor",
+        "Say whether labs work here: rootless mode for this user, and the kernel features labs may use");
     doctor->add_flag("--json", o.json, "Print JSON");
 
     auto* graph = app.add_subcommand("graph", "Draw the lab with Graphviz");
@@ -281,7 +285,15 @@ int main(int argc, char** argv) {
         return kExitUsage;
     }
 
+    // Without privileges: into the user namespace of the caller's keeper, while this
+    // process has one thread. validate and graph FILE touch nothing and need none; doctor
+    // reports a failure to enter, everything else stops at it (exit 3).
+    bool file_only = validate->parsed() || (graph->parsed() && ::access(o.target.c_str(), F_OK) == 0);
+    if (!file_only) userns::enter_if_unprivileged();
+
     try {
+        if (!file_only && !doctor->parsed() && !userns::join_error().empty())
+            throw LabError(userns::join_error(), EPERM);
         if (down->parsed() && o.target.empty() && !o.all)
             throw UsageError("down: give a topology file or lab name, or --all");
         if (validate->parsed()) return run_validate(o);

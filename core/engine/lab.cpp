@@ -30,6 +30,7 @@
 #include "rtnl/rtnl.hpp"
 #include "state/state.hpp"
 #include "topology/load.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::engine {
 
@@ -287,6 +288,9 @@ std::atomic<bool>& interrupt_flag() {
 }
 
 void require_privileges() {
+    // Without privileges labctl runs in a user namespace of the caller's (userns/); when
+    // that could not be entered, its reason is the one to give.
+    if (!userns::join_error().empty()) throw LabError(userns::join_error(), EPERM);
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2]{};
     if (::syscall(SYS_capget, &header, data) != 0) throw_last_errno("reading our capabilities");
@@ -380,6 +384,15 @@ UpResult Lab::up(bool verify) {
         for (auto f : missing) why.push_back(rtnl::missing_feature_message(f));
         throw LabError("lab " + topo_.name + " cannot be built here: " + join(why, "; "), EOPNOTSUPP);
     }
+    // Rootless: the user namespace maps the caller's uid alone (as root); nobody else exists.
+    if (userns::active())
+        for (const auto& n : topo_.nodes)
+            if (!n.user.empty())
+                throw LabError("lab " + topo_.name + " cannot be built rootless: node " + n.name +
+                                   " runs as user \"" + n.user +
+                                   "\", and a rootless lab has only your own uid (root inside, without "
+                                   "\"user\"); run it as root",
+                               EOPNOTSUPP);
     if (text_.empty()) text_ = "{}";
 
     UpResult result;
@@ -756,6 +769,8 @@ nlohmann::json Lab::status() const {
         out["source"] = rec->source;
         out["started"] = rec->started;
         out["state_dir"] = state::state_root() + "/" + topo_.name;
+        if (auto lost = userns::keeper_lost(state::state_root() + "/" + topo_.name))
+            out["keeper_lost"] = *lost;
     }
     Json nodes = Json::array();
     std::size_t missing = 0;
@@ -961,10 +976,13 @@ nlohmann::json status_all() {
                {"daemons", rec->daemons.size()},
                {"source", rec->source},
                {"started", rec->started}};
+        if (auto lost = userns::keeper_lost(state::state_root() + "/" + name)) j["keeper_lost"] = *lost;
         labs.push_back(j);
     }
     return labs;
 }
+
+std::string state_directory() { return state::state_root(); }
 
 std::vector<KernelFeature> kernel_features() {
     require_privileges();

@@ -221,6 +221,8 @@ struct KernelFeature {
     bool present = false;
 };
 std::vector<KernelFeature> kernel_features();
+// Where labs' state lives for this process (LABCTL_STATE_DIR, /run/labctl, or a rootless user's).
+std::string state_directory();
 // Throws LabError unless we have CAP_NET_ADMIN and CAP_SYS_ADMIN.
 void require_privileges();
 

@@ -87,7 +87,16 @@ void prepare_dir() {
 
 }  // namespace
 
-std::string netns_dir() { return "/run/netns"; }
+namespace {
+std::string& dir_override() {
+    static std::string dir;
+    return dir;
+}
+}  // namespace
+
+std::string netns_dir() { return dir_override().empty() ? "/run/netns" : dir_override(); }
+
+void use_dir(const std::string& dir) { dir_override() = dir; }
 
 NetnsHandle open(const std::string& name) {
     check_name(name);

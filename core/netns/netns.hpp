@@ -53,8 +53,12 @@ struct NetnsIdentity {
     ino_t file_ino = 0;        // 0: unknown
 };
 
-// "/run/netns", where iproute2 keeps named namespaces.
+// "/run/netns", where iproute2 keeps named namespaces; in a rootless process the tmpfs
+// its keeper mounted in the state directory (see userns/).
 std::string netns_dir();
+
+// Makes netns_dir() `dir` ("" for /run/netns again). Call before any namespace is made.
+void use_dir(const std::string& dir);
 
 // Opens the named namespace. Throws KernelError (ENOENT when there is none; EINVAL for
 // an invalid name or a file that is not a mounted namespace).

@@ -26,6 +26,7 @@ namespace labctl::proc::detail {
 const char* stage_text(Stage stage) {
     switch (stage) {
         case Stage::fork: return "forking the daemon";
+        case Stage::pidns: return "entering the keeper's PID namespace (rootless)";
         case Stage::setsid: return "starting a session";
         case Stage::setpgid: return "creating a process group";
         case Stage::stdio: return "setting up stdin/stdout/stderr";
@@ -199,6 +200,9 @@ void enter(const ChildSetup& s) {
         if (supervisor < 0) fail(rep, Stage::fork, errno);
         if (supervisor > 0) ::_exit(0);
         if (::setsid() < 0) fail(rep, Stage::setsid, errno);  // away from our terminal's signals
+        // Rootless: the daemon goes into the keeper's PID namespace, so that it dies with
+        // the keeper (its init). Only the daemon: after this the supervisor makes no threads.
+        if (s.pidns_fd >= 0 && ::setns(s.pidns_fd, CLONE_NEWPID) < 0) fail(rep, Stage::pidns, errno);
         const pid_t pid = ::fork();
         if (pid < 0) fail(rep, Stage::fork, errno);
         if (pid > 0) {

@@ -25,6 +25,7 @@ namespace bp = boost::process;
 enum class Stage : int {
     daemon_started,  // not a failure: pid and start time of the daemon
     fork,
+    pidns,
     setsid,
     setpgid,
     stdio,
@@ -63,6 +64,7 @@ struct ChildSetup {
     char** envp;        // null-terminated
     const Account* account;  // null: stay who we are
     const char* cwd;         // null: stay where we are
+    int pidns_fd;            // rootless: daemons run in the keeper's PID namespace; -1: stay
 };
 
 // Writes r to the parent's report pipe (one write, below PIPE_BUF).

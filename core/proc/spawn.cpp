@@ -58,6 +58,8 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "netns/netns.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::proc::detail {
 
@@ -183,7 +185,7 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
     UniqueFd owned_netns;
     int netns_fd = command.netns_fd;
     if (netns_fd < 0) {
-        const std::string path = "/run/netns/" + command.netns;
+        const std::string path = netns::netns_dir() + "/" + command.netns;
         if (command.netns.empty() || command.netns.find('/') != std::string::npos)
             throw LabError(what + ": invalid namespace name \"" + command.netns + "\"");
         owned_netns.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -211,7 +213,8 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
                            argv.data(),
                            envp.data(),
                            command.account ? &*command.account : nullptr,
-                           command.cwd.empty() ? nullptr : command.cwd.c_str()};
+                           command.cwd.empty() ? nullptr : command.cwd.c_str(),
+                           userns::pidns_fd()};
     pid_t launched = -1;
     std::error_code ec;
     {

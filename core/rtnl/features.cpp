@@ -8,6 +8,7 @@
 
 #include "base/error.hpp"
 #include "rtnl/rtnl.hpp"
+#include "userns/userns.hpp"
 
 namespace labctl::rtnl {
 
@@ -54,6 +55,9 @@ std::string feature_config(Feature f) {
 }
 
 std::string missing_feature_message(Feature f) {
+    // The kernel may have TUN while this user may not open /dev/net/tun (rootless labs).
+    if (f == Feature::tuntap)
+        if (std::string denied = userns::tun_denied(); !denied.empty()) return denied;
     const FeatureRow* row = row_of(f);
     return std::string(row ? row->needed_by : "this lab needs ") + feature_name(f) + " (" + feature_config(f) +
            "); this kernel has none";

@@ -104,9 +104,27 @@ bool is_lab_name(const std::string& name) {
                        [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
 }
 
+namespace {
+std::string& default_root() {
+    static std::string root = "/run/labctl";
+    return root;
+}
+}  // namespace
+
+void set_default_root(const std::string& root) { default_root() = root; }
+
+namespace {
+std::string& keeper_tag() {
+    static std::string tag;
+    return tag;
+}
+}  // namespace
+
+void set_keeper(const std::string& tag) { keeper_tag() = tag; }
+
 std::string state_root() {
     const char* env = ::getenv("LABCTL_STATE_DIR");
-    std::string root = env && *env ? env : "/run/labctl";
+    std::string root = env && *env ? env : default_root();
     while (root.size() > 1 && root.back() == '/') root.pop_back();
     if (root.empty() || root[0] != '/') throw LabError("LABCTL_STATE_DIR must be an absolute path");
     return root;
@@ -153,6 +171,12 @@ Journal Journal::begin(const std::string& lab, const std::string& source, const 
             ::openat(labdir.get(), "topology.json", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!topo) throw_last_errno(dir + "/topology.json: creating");
         write_all(topo.get(), topology_text, dir + "/topology.json: writing");
+        if (!keeper_tag().empty()) {
+            UniqueFd keeper(::openat(labdir.get(), "keeper",
+                                     O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!keeper) throw_last_errno(dir + "/keeper: creating");
+            write_all(keeper.get(), keeper_tag() + "\n", dir + "/keeper: writing");
+        }
         Journal j(lab, dir, std::move(fd));
         Json rec = {{"event", "begin"},
                     {"lab", lab},

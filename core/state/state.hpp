@@ -12,6 +12,7 @@
 //                        record carries its identity (namespace dev/ino and cookie, and the
 //                        file under /run/netns) and is written before its name exists
 //   <lab>/topology.json  the topology the lab was built from
+//   <lab>/keeper         rootless labs only: "PID STARTTIME" of the keeper holding them
 //   <lab>/logs/          output of node exec commands and daemons
 // The journal is what `down` works from: never the topology file, never name patterns.
 
@@ -27,8 +28,16 @@
 
 namespace labctl::state {
 
-// $LABCTL_STATE_DIR or /run/labctl.
+// $LABCTL_STATE_DIR, else /run/labctl (a rootless process: the default that
+// set_default_root() gave, see userns/).
 std::string state_root();
+
+// The state root used when $LABCTL_STATE_DIR is not set.
+void set_default_root(const std::string& root);
+
+// Rootless: the keeper holding this process's labs ("PID STARTTIME"), written by
+// Journal::begin to <lab>/keeper so that `status` can tell a lab whose keeper ended.
+void set_keeper(const std::string& tag);
 
 // Whether `name` is a lab name (^[a-z][a-z0-9-]{0,15}$): only those reach the state root.
 bool is_lab_name(const std::string& name);

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from . import _core
-from .errors import CheckFailed, Error, ExecError, ExecTimeout
+from .errors import CheckFailed, Error, ExecError, ExecTimeout, LabError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture import Capture
@@ -308,13 +308,24 @@ def validate(topology: Topology) -> None:
     _load(topology)
 
 
+def _require_entered() -> None:
+    """Without root, labs live in the user's own user namespace (docs/rootless.md), joined
+    when labctl was imported; when that failed, its reason is the error of every call that
+    needs a lab (as the CLI's exit 3)."""
+    why = _core.rootless_error()
+    if why:
+        raise LabError(why, errno.EPERM)
+
+
 def status() -> List[Dict[str, Any]]:
     """Every lab labctl knows of, as ``labctl status --json`` lists them."""
+    _require_entered()
     return _core.status_all()
 
 
 def down(name: str) -> bool:
     """Removes the lab called ``name`` (``labctl down NAME``); False when it was not there."""
+    _require_entered()
     return _core.down(name)
 
 
@@ -347,6 +358,7 @@ class Lab:
 
         As a context manager (``with Lab.attach(name) as lab:``) it is not brought up on
         entry (it is up) and is taken down on exit."""
+        _require_entered()
         self = cls.__new__(cls)
         self._lab = _core.Lab.attach(name)
         self.notes = []

@@ -299,10 +299,18 @@ def test_status_shows_a_links_impairment(tmp_path):
 
 
 def test_status_without_privileges_says_so():
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", LABCTL, "status"],
+    # Root without the capabilities is told what it lacks.
+    r = subprocess.run(["capsh", "--drop=cap_net_admin,cap_sys_admin", "--", "-c", f"exec {LABCTL} status"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 3
-    assert r.stderr.startswith("labctl: labctl needs CAP_NET_ADMIN and CAP_SYS_ADMIN")
+    assert r.stderr.startswith("labctl: labctl needs CAP_NET_ADMIN and CAP_SYS_ADMIN"), r.stderr
+    # Another uid runs rootless (docs/rootless.md), in a state directory of its own: root's
+    # is refused, naming it.
+    state = os.environ.get("LABCTL_STATE_DIR") or "/run/labctl"
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", LABCTL, "status"],
+                       capture_output=True, text=True, timeout=30, env={**os.environ, "LABCTL_STATE_DIR": state})
+    assert r.returncode == 3
+    assert r.stderr.startswith(f"labctl: state directory {state} ") and "refusing" in r.stderr, r.stderr
 
 
 # --- 5: a missing namespace -----------------------------------------------------------------
