@@ -96,7 +96,7 @@ bool all_ok(const std::vector<engine::CheckResult>& checks);
 
 void print_checks(const std::vector<engine::CheckResult>& checks) {
     if (checks.empty()) {
-        std::cout << "no checks\n";
+        std::cout << "0 passed, 0 failed\n";  // the last line of every check report
         return;
     }
     std::vector<std::vector<std::string>> rows;
@@ -425,8 +425,10 @@ int run_apply(const Options& o) {
         for (const auto& note : result.notes) std::cerr << "labctl apply: " << note << "\n";
         bool ok = result.checks_ok();
         if (o.json) {
-            nlohmann::json j{{"lab", lab.name()},           {"dry_run", o.dry_run}, {"changes", changes_json(result.changes)},
-                             {"checks", checks_json(result.checks)}, {"ok", ok}};
+            nlohmann::json j = checks_report(lab.name(), result.checks);
+            j["dry_run"] = o.dry_run;
+            j["changes"] = changes_json(result.changes);
+            j["ok"] = ok;
             std::cout << j.dump(2) << "\n";
         } else if (!o.dry_run && !o.no_verify && (result.brought_up || !result.changes.empty() || !result.checks.empty())) {
             print_checks(result.checks);

@@ -308,8 +308,9 @@ Lab::Lab(Topology topo, std::string topology_text, const std::string& instance)
     : topo_(std::move(topo)), text_(std::move(topology_text)) {
     if (instance.empty() || instance == topo_.name) return;
     if (!valid_lab_name(instance))
-        throw LabError("\"" + instance + "\" is not a lab name (^[a-z][a-z0-9-]{0,15}$)", EINVAL);
+        throw UsageError("\"" + instance + "\" is not a lab name (^[a-z][a-z0-9-]{0,15}$)", EINVAL);
     rename(topo_, instance);
+    instance_ = true;
     // The saved copy names the lab it runs as: attach refuses a copy naming another lab.
     Json doc = Json::parse(text_, nullptr, false);
     if (doc.is_object()) {
@@ -335,7 +336,7 @@ Lab Lab::from_text(const std::string& text, const std::string& source, const std
 }
 
 Lab Lab::attach(const std::string& name) {
-    if (!valid_lab_name(name)) throw LabError("\"" + name + "\" is not a lab name");
+    if (!valid_lab_name(name)) throw UsageError("\"" + name + "\" is not a lab name");
     auto rec = state::Journal::load(name);
     if (!rec || !rec->complete) throw UsageError("lab " + name + " is not up");
     std::string text = state::Journal::topology_text(name);
@@ -349,6 +350,15 @@ Lab Lab::attach(const std::string& name) {
     if (!rec->source.empty() && rec->source.front() == '/')
         lab.folder_ = std::filesystem::path(rec->source).parent_path().string();
     return lab;
+}
+
+std::string Lab::journal_source() const {
+    // The journal keeps the file's absolute path: a later `node start` runs the node's
+    // commands in its folder, whatever the caller's working directory.
+    std::string source = topo_.source;
+    if (!folder_.empty() && !source.empty())
+        source = (std::filesystem::path(folder_) / std::filesystem::path(source).filename()).string();
+    return source;
 }
 
 bool Lab::is_up() const {
@@ -419,12 +429,7 @@ UpResult Lab::up(bool verify) {
     for (const auto& n : topo_.nodes)
         if (netns::exists(n.netns)) throw name_taken(n.netns);
 
-    // The journal keeps the file's absolute path: a later `node start` runs the node's
-    // commands in its folder, whatever the caller's working directory.
-    std::string source = topo_.source;
-    if (!folder_.empty() && !source.empty())
-        source = (std::filesystem::path(folder_) / std::filesystem::path(source).filename()).string();
-    auto journal = state::Journal::begin(topo_.name, source, text_);
+    auto journal = state::Journal::begin(topo_.name, journal_source(), text_);
     // up = plan(file, nothing): every operation of the lab, executed stage by stage.
     const plan::Plan p = plan::plan(topo_, plan::Observed{});
     realize::Options options;
@@ -935,7 +940,7 @@ std::vector<std::string> Lab::host_limit_warnings(bool all_pairs) const {
 }
 
 bool down(const std::string& name) {
-    if (!valid_lab_name(name)) throw LabError("\"" + name + "\" is not a lab name");
+    if (!valid_lab_name(name)) throw UsageError("\"" + name + "\" is not a lab name");
     require_privileges();
     state::LabLock lock(name);
     auto rec = state::Journal::load(name);

@@ -189,6 +189,8 @@ public:
 
 private:
     const topology::Node& node(const std::string& name) const;
+    // The topology file's absolute path, as the journal keeps it ("" from text).
+    std::string journal_source() const;
     // One runtime change: `edit` turns the runtime changes in force (read under the lab's
     // lock) into the wanted ones; then plan(file + wanted, the lab with only `touch` read).
     std::vector<plan::Change> change_runtime(const std::function<plan::Runtime(plan::Runtime)>& edit,
@@ -196,6 +198,7 @@ private:
     topology::Topology topo_;
     std::string text_;
     std::string folder_;  // the topology file's folder, where node commands run ("" from text)
+    bool instance_ = false;  // runs under a name of its own (--name), not the file's
 };
 
 // Removes the lab named `name` from its journal: processes, namespaces, state. Idempotent:

@@ -118,9 +118,11 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
         for (std::size_t i = 0; i < node.daemons.size(); ++i) {
             std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
             auto cmd = node_command(node, node.daemons[i].argv, netns_fd, folder);
+            struct stat before {};
+            const std::uint64_t offset = ::stat(log.c_str(), &before) == 0 ? static_cast<std::uint64_t>(before.st_size) : 0;
             auto id = proc::start_daemon(cmd, log);
             journal.daemon_started({node.name, node.daemons[i].argv, id.pid, id.start_time, log});
-            if (started) started->push_back({n, i, id, log});
+            if (started) started->push_back({n, i, id, log, offset});
         }
     };
     return h;
@@ -330,7 +332,8 @@ void Lab::require_same_topology() const {
     if (!rec || !rec->complete) return;
     if (!same_document(state::Journal::topology_text(topo_.name), text_))
         throw RefusedError("lab " + topo_.name + " runs a different topology; apply it first (labctl apply " +
-                           (topo_.source.empty() ? std::string("FILE") : topo_.source) + ")");
+                           (topo_.source.empty() ? std::string("FILE") : topo_.source) +
+                           (instance_ ? " --name " + topo_.name : std::string()) + ")");
 }
 
 ApplyResult Lab::apply(bool dry_run, bool verify,
@@ -403,12 +406,14 @@ ApplyResult Lab::apply(bool dry_run, bool verify,
         int err = 0;
         if (auto* k = dynamic_cast<const KernelError*>(&e)) err = k->errno_value();
         if (auto* l = dynamic_cast<const LabError*>(&e)) err = l->errno_value();
-        throw LabError(std::string(e.what()) +
-                           (undo_error.empty() ? "; lab " + topo_.name + " is back to the topology it ran before"
-                                               : "; and while returning to the topology it ran before: " + undo_error),
+        // A message that ends with a daemon's output gets the outcome on a line of its own.
+        const std::string what = e.what();
+        const std::string sep = what.find('\n') != std::string::npos ? "\n" : "; ";
+        throw LabError(what + (undo_error.empty() ? sep + "lab " + topo_.name + " is back to the topology it ran before"
+                                                  : sep + "and while returning to the topology it ran before: " + undo_error),
                        err);
     }
-    journal.topology_replaced(text_);
+    journal.topology_replaced(text_, journal_source());
     if (!observed.runtime.empty()) journal.runtime("");
     lock.reset();
     if (verify) result.checks = this->verify(false);
@@ -457,7 +462,7 @@ namespace {
 // The link `end` names, and what a change of it reads: its two ends.
 std::pair<std::size_t, std::vector<Touch>> link_of(const Topology& topo, const std::string& end) {
     auto l = plan::find_link(topo, end);
-    if (!l) throw LabError("lab " + topo.name + " has no link with an end \"" + end + "\" (node:ifname)");
+    if (!l) throw UsageError("lab " + topo.name + " has no link with an end \"" + end + "\" (node:ifname)");
     std::vector<Touch> touch;
     for (const auto& e : topo.links[*l].ends) {
         const std::string& node = topo.nodes[e.node].name;

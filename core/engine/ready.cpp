@@ -27,8 +27,10 @@ constexpr milliseconds kMaxWait{500};
 constexpr milliseconds kMaxReadyRun{5000};
 constexpr std::size_t kOutputLines = 10;
 
-std::string last_lines(const std::string& path, std::size_t max_lines) {
+// Of what follows `offset` in the file (a restarted daemon appends to its log).
+std::string last_lines(const std::string& path, std::uint64_t offset, std::size_t max_lines) {
     std::ifstream f(path);
+    f.seekg(static_cast<std::streamoff>(offset));
     std::vector<std::string> lines;
     for (std::string line; std::getline(f, line);) {
         lines.push_back(std::move(line));
@@ -73,7 +75,7 @@ struct Watch {
 };
 
 [[noreturn]] void fail(const Watch& w, const std::string& what) {
-    const std::string output = last_lines(w.started->log, kOutputLines);
+    const std::string output = last_lines(w.started->log, w.started->log_offset, kOutputLines);
     throw LabError(w.node->name + ": daemon \"" + w.spec->display() + "\" " + what +
                    (output.empty() ? "; it printed nothing" : "; its output ends:\n" + output));
 }
@@ -113,7 +115,7 @@ void wait_until_ready(const Topology& topo, const std::vector<int>& netns_fds,
     }
     auto check_exits = [&] {
         for (const auto& w : watches)
-            if (has_exited(w.pidfd)) fail(w, describe_daemon_end(w.started->log) + " while `up` waited for the daemons");
+            if (has_exited(w.pidfd)) fail(w, describe_daemon_end(w.started->log) + " while labctl waited for the daemons to be ready");
     };
 
     milliseconds wait = kFirstWait;

@@ -14,6 +14,7 @@ struct StartedDaemon {
     std::size_t index = 0;  // index in Node::daemons
     proc::ProcessId id;
     std::string log;
+    std::uint64_t log_offset = 0;  // the log's size before this start: its output begins there
 };
 
 // Returns once every daemon with a readiness test passes it: a TCP connection from inside

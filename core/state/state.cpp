@@ -244,7 +244,7 @@ void Journal::daemons_stopped(const std::string& node) {
 
 void Journal::runtime(const std::string& json) { append(Json{{"event", "runtime"}, {"state", json}}.dump()); }
 
-void Journal::topology_replaced(const std::string& topology_text) {
+void Journal::topology_replaced(const std::string& topology_text, const std::string& source) {
     UniqueFd labdir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!labdir) throw_last_errno(dir_ + ": opening");
     UniqueFd topo(::openat(labdir.get(), "topology.json.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
@@ -253,7 +253,7 @@ void Journal::topology_replaced(const std::string& topology_text) {
     write_all(topo.get(), topology_text, dir_ + "/topology.json.new: writing");
     if (::renameat(labdir.get(), "topology.json.new", labdir.get(), "topology.json") != 0)
         throw_last_errno(dir_ + "/topology.json: replacing");
-    append(Json{{"event", "applied"}}.dump());
+    append(Json{{"event", "applied"}, {"source", source}}.dump());
 }
 
 void Journal::complete() { append(Json{{"event", "up"}}.dump()); }
@@ -350,6 +350,8 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
         } else if (ev == "daemons-stopped") {
             std::string node = r.value("node", "");
             std::erase_if(rec.daemons, [&](const RecordedDaemon& d) { return d.node == node; });
+        } else if (ev == "applied") {
+            if (r.contains("source") && r["source"].is_string()) rec.source = r["source"].get<std::string>();
         } else if (ev == "runtime") {
             rec.runtime = r.value("state", "");
         } else if (ev == "up") {

@@ -123,7 +123,8 @@ public:
     void runtime(const std::string& json);
     // `apply` finished: the lab now runs `topology_text` (written to topology.json, by
     // rename, so a reader sees the old file or the new one). Throws KernelError.
-    void topology_replaced(const std::string& topology_text);
+    // `source`: the file it came from ("" for text), shown by status from now on.
+    void topology_replaced(const std::string& topology_text, const std::string& source);
     void complete();
 
     // The lab's log directory (created on first use), e.g. /run/labctl/lab/logs.

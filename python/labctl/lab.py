@@ -416,7 +416,9 @@ class Lab:
     def verify(self, all_pairs: bool = False) -> List[CheckResult]:
         """Runs the topology's checks (or, with ``all_pairs``, pings every node from every
         other node) and returns the results; failures are results, not exceptions.
-        Raises :class:`labctl.LabError` when the lab is not up."""
+        Raises :class:`labctl.LabError` when the lab is not up, or runs another topology than
+        this one (an edited file: apply it first), as ``labctl verify FILE`` refuses it."""
+        self._lab.require_same_topology()
         return [CheckResult._from_core(c) for c in self._lab.verify(all_pairs)]
 
     def ping(self, src: str, dst: str, count: int = 3, timeout: float = 1.0,

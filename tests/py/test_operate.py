@@ -216,7 +216,7 @@ def test_link_down_and_up(labs):
     assert run_labctl("verify", name).returncode == 0
     st = json.loads(run_labctl("status", name, "--json").stdout)
     assert st["runtime"]["links_down"] == []
-    assert run_labctl("link", name, "h9:eth0", "down").returncode == 3
+    assert run_labctl("link", name, "h9:eth0", "down").returncode == 2  # bad input: nothing touched
 
 
 def test_node_stop_start_and_apply_undoes_runtime_changes(labs):
@@ -414,3 +414,68 @@ def test_a_node_removed_by_apply_is_gone_for_later_runtime_changes(labs):
     assert sorted(n["name"] for n in st["nodes"]) == ["h1", "h2", "r1"]
     assert run_labctl("down", name).returncode == 0
     assert not [n for n in netns_list() if n.startswith(name + "-")]
+
+
+def test_bad_names_are_bad_input_and_the_hints_name_the_instance(labs):
+    path, _ = labs.write(base(unique_name("bn")))
+    for cmd in ("up", "apply", "verify", "down"):
+        r = run_labctl(cmd, path, "--name", "BAD_X")
+        assert r.returncode == 2 and "is not a lab name" in r.stderr, (cmd, r.returncode, r.stderr)
+    with pytest.raises(labctl.Error, match="is not a lab name"):
+        labctl.Lab(str(path), name="BAD_X")
+    inst = unique_name("bi")
+    labs.names.add(inst)
+    assert run_labctl("up", path, "--name", inst, "--no-verify").returncode == 0
+    edited = json.loads(path.read_text())
+    edited["nodes"]["h1"]["interfaces"]["eth0"]["addresses"] = ["10.0.1.11/24", "fd00:1::10/64"]
+    path.write_text(json.dumps(edited))
+    r = run_labctl("verify", path, "--name", inst)
+    assert r.returncode == 2
+    assert f"apply it first (labctl apply {path} --name {inst})" in r.stderr, r.stderr
+    # Python refuses the same: the lab does not run this file.
+    with pytest.raises(labctl.LabError, match="runs a different topology"):
+        labctl.Lab(str(path), name=inst).verify()
+
+
+def test_apply_json_scores_and_status_names_the_applied_file(labs, tmp_path):
+    doc = base(unique_name("aj"))
+    path, name = up(labs, doc)
+    new = copy.deepcopy(doc)
+    new["checks"][0]["points"] = 3
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(new))
+    r = run_labctl("apply", other, "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["score"] == 4 and j["max_score"] == 4 and j["ok"] is True and j["changes"] == []
+    st = json.loads(run_labctl("status", name, "--json").stdout)
+    assert st["source"] == str(other)
+
+
+def test_a_restarted_daemon_failure_quotes_only_its_own_output(labs):
+    doc = base(unique_name("lo"))
+    path, name = up(labs, doc)
+    new = copy.deepcopy(doc)
+    new["nodes"]["h3"] = {"interfaces": {"eth0": {"addresses": ["10.0.3.10/24"]}},
+                          "daemons": [{"run": ["sh", "-c", "echo h3-dying; exit 3"], "ready": {"port": 9}}]}
+    new["nodes"]["r1"]["interfaces"]["eth3"] = {"addresses": ["10.0.3.1/24"]}
+    new["links"].append({"endpoints": ["h3:eth0", "r1:eth3"]})
+    path.write_text(json.dumps(new))
+    for attempt in (1, 2):
+        r = run_labctl("apply", path)
+        assert r.returncode == 3, r.stdout + r.stderr
+        # (The daemon's argv names it too; its output is the indented lines.)
+        assert [ln.strip() for ln in r.stderr.splitlines()].count("h3-dying") == 1, (attempt, r.stderr)
+        assert "exited with status 3" in r.stderr
+        # The outcome is on a line of its own, not glued to the daemon's last line.
+        assert f"lab {name} is back to the topology it ran before" in [ln.strip() for ln in r.stderr.splitlines()]
+
+
+def test_a_lab_without_checks_ends_its_report_like_any_other(labs):
+    doc = base(unique_name("nc"))
+    doc["checks"] = []
+    path, name = labs.write(doc)
+    r = run_labctl("up", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "0 passed, 0 failed"
+    assert run_labctl("verify", name).stdout.splitlines()[-1] == "0 passed, 0 failed"
