@@ -74,26 +74,26 @@ private:
     Plan p_;
     std::vector<Op> ops_;
     std::size_t n_ = 0;
-    std::vector<const ObservedNode*> obs_;             // by desired node
-    std::vector<std::optional<std::size_t>> in_built_;  // by desired node
-    std::vector<bool> keep_;                            // kept as it is (same namespace)
-    std::vector<std::optional<std::size_t>> netns_op_;  // create_netns op of fresh nodes
+    std::vector<const ObservedNode*> obs_;                          // by desired node
+    std::vector<std::optional<std::size_t>> in_built_;              // by desired node
+    std::vector<bool> keep_;                                        // kept as it is (same namespace)
+    std::vector<std::optional<std::size_t>> netns_op_;              // create_netns op of fresh nodes
     std::vector<std::vector<std::optional<std::size_t>>> creator_;  // [node][iface] op making it
     std::vector<std::vector<std::optional<std::size_t>>> upper_;    // [node][iface] op setting it up
-    std::vector<std::vector<bool>> done_;               // veth main ends made up and enslaved
-    std::vector<std::vector<bool>> new_end_;            // ends of links this plan makes
-    std::vector<std::vector<std::size_t>> node_ops_;    // configure ops per node (deps of exec)
-    std::vector<std::size_t> stop_op_of_;               // per desired node, SIZE_MAX: none
-    std::vector<std::pair<std::size_t, int>> wait_;     // ends to wait for
+    std::vector<std::vector<bool>> done_;                           // veth main ends made up and enslaved
+    std::vector<std::vector<bool>> new_end_;                        // ends of links this plan makes
+    std::vector<std::vector<std::size_t>> node_ops_;                // configure ops per node (deps of exec)
+    std::vector<std::size_t> stop_op_of_;                           // per desired node, SIZE_MAX: none
+    std::vector<std::pair<std::size_t, int>> wait_;                 // ends to wait for
     std::vector<std::size_t> wait_deps_;
     std::vector<std::size_t> link_count_;
     std::vector<bool> restart_daemons_, rerun_exec_, starting_;
-    std::set<std::size_t> said_impair_;                 // links whose impairment change was said
+    std::set<std::size_t> said_impair_;  // links whose impairment change was said
     // Indexes, so that planning a lab of N nodes is O(N), not O(N^2).
     std::vector<std::string> dkey_;                              // desired link keys
     std::vector<Impairment> want_impair_;                        // by desired link
-    std::unordered_map<std::string, std::size_t> built_link_;   // key -> built link
-    std::unordered_map<std::string, std::size_t> desired_link_; // key -> desired link
+    std::unordered_map<std::string, std::size_t> built_link_;    // key -> built link
+    std::unordered_map<std::string, std::size_t> desired_link_;  // key -> desired link
     std::unordered_map<std::string, std::size_t> desired_node_, built_node_;
     std::vector<std::unordered_map<std::string, const ObservedInterface*>> obs_if_;  // by desired node
     const ObservedInterface* observed_if(std::size_t n, const std::string& ifname) const {

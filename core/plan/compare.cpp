@@ -22,8 +22,7 @@ std::string iface_shape(const Node& node, const Interface& i) {
     if (i.mac) s += "|mac " + mac_to_string(*i.mac);
     if (i.owner) s += "|owner " + std::to_string(*i.owner);
     if (i.group) s += "|group " + std::to_string(*i.group);
-    if (i.type == InterfaceType::vlan)
-        s += "|vlan " + node.interfaces[i.parent].name + "." + std::to_string(i.vlan_id);
+    if (i.type == InterfaceType::vlan) s += "|vlan " + node.interfaces[i.parent].name + "." + std::to_string(i.vlan_id);
     if (i.master) s += "|master " + node.interfaces[*i.master].name;
     if (i.pvid) s += "|pvid " + std::to_string(*i.pvid);
     for (auto v : i.tagged) s += "|tagged " + std::to_string(v);
@@ -41,12 +40,12 @@ std::string node_shape(const Node& n) {
 
 std::string link_shape(const Topology& t, const Link& l) {
     return iface_shape(t.nodes[l.ends[0].node], t.interface(l.ends[0])) + "<->" +
-           iface_shape(t.nodes[l.ends[1].node], t.interface(l.ends[1]));
+        iface_shape(t.nodes[l.ends[1].node], t.interface(l.ends[1]));
 }
 
 bool same_impair(const Impairment& a, const Impairment& b) {
     return a.delay_ms == b.delay_ms && a.jitter_ms == b.jitter_ms && a.loss_pct == b.loss_pct &&
-           a.rate_mbit == b.rate_mbit && a.duplicate_pct == b.duplicate_pct && a.reorder_pct == b.reorder_pct;
+        a.rate_mbit == b.rate_mbit && a.duplicate_pct == b.duplicate_pct && a.reorder_pct == b.reorder_pct;
 }
 
 // "impair delay_ms 10 -> 50 loss_pct none -> 5"

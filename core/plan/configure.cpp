@@ -38,8 +38,8 @@ void Builder::configure_fresh(std::size_t n) {
     for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
         const Interface& iface = node.interfaces[i];
         bool settable = iface.type == InterfaceType::veth || iface.type == InterfaceType::tap ||
-                        iface.type == InterfaceType::tun || iface.type == InterfaceType::dummy ||
-                        iface.type == InterfaceType::loopback;
+            iface.type == InterfaceType::tun || iface.type == InterfaceType::dummy ||
+            iface.type == InterfaceType::loopback;
         if (!settable || done_[n][i]) continue;
         Op op;
         op.kind = OpKind::set_link;
@@ -202,8 +202,7 @@ void Builder::configure_kept(std::size_t n) {
                 const std::string end = node.name + ":" + iface.name;
                 bool runtime_link = rt_.links_down.count(end) != o_.runtime.links_down.count(end);
                 if (runtime_link && iface.link) {
-                    change('~', "link", dkey_[*iface.link],
-                           std::string(want_up ? "up" : "down") + " (" + end + ")");
+                    change('~', "link", dkey_[*iface.link], std::string(want_up ? "up" : "down") + " (" + end + ")");
                 } else if (stopped == was_stopped && !runtime_link) {
                     change('~', "interface", target, std::string("state ") + (want_up ? "down -> up" : "up -> down"));
                 }
@@ -307,7 +306,7 @@ void Builder::routes_kept(std::size_t n, const std::vector<bool>& stays_down) {
     };
     auto matches = [&](const Route& r, const ObservedRoute& x) {
         return x.family == r.family && x.dst == r.to && x.via == r.via &&
-               x.metric == r.metric.value_or(default_metric(r.family)) && (!r.dev || x.oif == idx[*r.dev]);
+            x.metric == r.metric.value_or(default_metric(r.family)) && (!r.dev || x.oif == idx[*r.dev]);
     };
     // Partly read: only routes through the interfaces read are compared.
     auto read_oif = [&](int oif) {
@@ -319,7 +318,8 @@ void Builder::routes_kept(std::size_t n, const std::vector<bool>& stays_down) {
     std::string plus, minus;
     for (const auto& x : on.routes) {
         if (!read_oif(x.oif)) continue;
-        bool wanted = std::any_of(node.routes.begin(), node.routes.end(), [&](const Route& r) { return matches(r, x); });
+        bool wanted =
+            std::any_of(node.routes.begin(), node.routes.end(), [&](const Route& r) { return matches(r, x); });
         if (wanted) continue;
         // A route through an interface that stays down is the kernel's business (it
         // flags it linkdown or drops it); it is not removed by hand.
@@ -346,7 +346,8 @@ void Builder::routes_kept(std::size_t n, const std::vector<bool>& stays_down) {
         auto i = through(r);
         if (i && stays_down[*i]) continue;
         if (on.partial && (!i || !on.covers(node.interfaces[*i].name))) continue;
-        bool have = std::any_of(on.routes.begin(), on.routes.end(), [&](const ObservedRoute& x) { return matches(r, x); });
+        bool have =
+            std::any_of(on.routes.begin(), on.routes.end(), [&](const ObservedRoute& x) { return matches(r, x); });
         bool again = have && i && readdress[*i];
         if (have && !again) continue;
         Op op;

@@ -80,18 +80,21 @@ std::string Plan::describe(const Topology& desired, std::size_t i) const {
         return "ifindex " + std::to_string(index);
     };
     switch (op.kind) {
-        case OpKind::stop_processes: return op.name + ": stopping " + (op.all_processes ? "its processes" : "its daemons");
+        case OpKind::stop_processes:
+            return op.name + ": stopping " + (op.all_processes ? "its processes" : "its daemons");
         case OpKind::delete_netns: return "removing namespace " + op.name;
         case OpKind::delete_link: return node().name + ": deleting " + op.name;
         case OpKind::delete_address: return node().name + ": removing " + op.prefix.to_string() + " from " + ifname();
-        case OpKind::delete_route: return node().name + ": removing route " + route_text(op.route, &node(), &ifindex.at(op.node));
+        case OpKind::delete_route:
+            return node().name + ": removing route " + route_text(op.route, &node(), &ifindex.at(op.node));
         case OpKind::delete_qdisc: return node().name + ": removing the impairment of " + ifname();
         case OpKind::create_netns: return "creating namespace " + node().netns;
         case OpKind::add_bridge: return node().name + ": creating bridge " + ifname();
         case OpKind::add_dummy: return node().name + ": creating dummy " + ifname();
         case OpKind::add_veth: {
             const Link& l = desired.links.at(op.link);
-            return node().name + ": creating veth " + desired.end_name(l.ends[0]) + " <-> " + desired.end_name(l.ends[1]);
+            return node().name + ": creating veth " + desired.end_name(l.ends[0]) + " <-> " +
+                desired.end_name(l.ends[1]);
         }
         case OpKind::set_link: {
             std::string s = node().name + ": setting " + ifname();
@@ -105,7 +108,8 @@ std::string Plan::describe(const Topology& desired, std::size_t i) const {
         case OpKind::replace_qdisc: return node().name + ": impairing " + ifname();
         case OpKind::write_sysctls: return node().name + ": writing sysctls";
         case OpKind::add_address: return node().name + ": adding " + op.prefix.to_string() + " to " + ifname();
-        case OpKind::add_route: return node().name + ": adding route " + route_text(op.route, &node(), &ifindex.at(op.node));
+        case OpKind::add_route:
+            return node().name + ": adding route " + route_text(op.route, &node(), &ifindex.at(op.node));
         case OpKind::wait_links: return "waiting for " + std::to_string(op.wait.size()) + " link ends to come up";
         case OpKind::finish_bridges: return node().name + ": turning on multicast snooping on " + ifname();
         case OpKind::run_exec: return node().name + ": running exec commands";

@@ -27,7 +27,8 @@ void Builder::classify_nodes() {
     }
     if (built_) {
         for (std::size_t n = 0; n < built_->nodes.size(); ++n) built_node_.emplace(built_->nodes[n].name, n);
-        for (std::size_t l = 0; l < built_->links.size(); ++l) built_link_.emplace(link_key(*built_, built_->links[l]), l);
+        for (std::size_t l = 0; l < built_->links.size(); ++l)
+            built_link_.emplace(link_key(*built_, built_->links[l]), l);
     }
     for (const auto& on : o_.nodes) {
         auto n = desired_node(on.name);

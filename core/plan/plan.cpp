@@ -13,9 +13,8 @@ Plan Builder::finish() {
     // Operations in stage order, each stage in the order planned; deps follow.
     std::vector<std::size_t> order(ops_.size());
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-        return stage_of(ops_[a].kind) < stage_of(ops_[b].kind);
-    });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return stage_of(ops_[a].kind) < stage_of(ops_[b].kind); });
     std::vector<std::size_t> where(ops_.size());
     for (std::size_t i = 0; i < order.size(); ++i) where[order[i]] = i;
     p_.ops.reserve(ops_.size());
