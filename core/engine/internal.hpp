@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "base/timing.hpp"
 #include "engine/ready.hpp"
 #include "engine/teardown.hpp"
 #include "plan/plan.hpp"
@@ -14,6 +15,9 @@
 #include "topology/model.hpp"
 
 namespace labctl::engine::detail {
+
+// The wall time of observing and planning, reported like realize's stages (base/timing.hpp).
+using Timing = ScopedTiming;
 
 inline constexpr auto kExecTimeout = std::chrono::seconds(30);
 // Of an exec command's stdout and of its stderr, the last bytes kept (memory and log).
