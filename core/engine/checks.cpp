@@ -23,8 +23,8 @@ namespace {
 
 using namespace detail;
 
-CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr,
-                            Expect expect, const ping::ProbeResult& p) {
+CheckResult to_check_result(const std::string& from, const std::string& to, const IpAddress& addr, Expect expect,
+                            const ping::ProbeResult& p) {
     CheckResult r;
     r.kind = CheckKind::ping;
     r.from = from;
@@ -63,7 +63,9 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
     patterns.reserve(checks.size());
     std::vector<proc::BatchJob> jobs;
     for (const Check* c : checks) {
-        patterns.push_back(c->expect_stdout ? std::optional<std::regex>(std::regex(*c->expect_stdout, kExpectStdoutSyntax)) : std::nullopt);
+        patterns.push_back(c->expect_stdout
+                               ? std::optional<std::regex>(std::regex(*c->expect_stdout, kExpectStdoutSyntax))
+                               : std::nullopt);
         const std::regex* re = patterns.back() ? &*patterns.back() : nullptr;
         const Node& node = topo.nodes[c->on_node];
         proc::BatchJob job;
@@ -89,7 +91,8 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
         r.run = c.run;
         r.expect_exit = c.expect_exit;
         r.expect_stdout = c.expect_stdout;
-        if (b.start_error.empty() && !b.result.timed_out && b.result.returncode >= 0) r.returncode = b.result.returncode;
+        if (b.start_error.empty() && !b.result.timed_out && b.result.returncode >= 0)
+            r.returncode = b.result.returncode;
         r.reason = command_failure(c, patterns[i] ? &*patterns[i] : nullptr, b);
         r.ok = r.reason.empty();
         r.output = tail(b.result.out + b.result.err, 20);
@@ -122,7 +125,7 @@ std::vector<ping::ProbeResult> run_paced(const std::vector<ping::Probe>& probes,
             for (auto& h : handles) rtnl::neigh_flush(h);
         const std::size_t last = std::min(probes.size(), first + per_wave);
         auto wave = ping::run(std::vector<ping::Probe>(probes.begin() + static_cast<long>(first),
-                                                        probes.begin() + static_cast<long>(last)));
+                                                       probes.begin() + static_cast<long>(last)));
         for (auto& r : wave) results.push_back(std::move(r));
     }
     return results;
@@ -133,11 +136,21 @@ std::vector<ping::ProbeResult> run_paced(const std::vector<ping::Probe>& probes,
 nlohmann::json to_json(const CheckResult& r) {
     // The field names of Python's CheckResult; RTTs are null without a reply.
     auto rtt = [&](double v) { return r.received ? Json(v) : Json(nullptr); };
-    Json j{{"name", r.name},          {"points", r.points},    {"attempts", r.attempts},
-           {"kind", to_string(r.kind)}, {"src", r.from},       {"dst", r.to},
-           {"address", r.address},      {"expect", to_string(r.expect)}, {"ok", r.ok},
-           {"sent", r.sent},            {"received", r.received}, {"rtt_min_ms", rtt(r.rtt_min)},
-           {"rtt_avg_ms", rtt(r.rtt_avg)}, {"rtt_max_ms", rtt(r.rtt_max)}, {"reason", r.reason}};
+    Json j{{"name", r.name},
+           {"points", r.points},
+           {"attempts", r.attempts},
+           {"kind", to_string(r.kind)},
+           {"src", r.from},
+           {"dst", r.to},
+           {"address", r.address},
+           {"expect", to_string(r.expect)},
+           {"ok", r.ok},
+           {"sent", r.sent},
+           {"received", r.received},
+           {"rtt_min_ms", rtt(r.rtt_min)},
+           {"rtt_avg_ms", rtt(r.rtt_avg)},
+           {"rtt_max_ms", rtt(r.rtt_max)},
+           {"reason", r.reason}};
     if (r.kind == CheckKind::tcp) j["port"] = r.port;
     if (r.kind == CheckKind::command) {
         j.erase("address");

@@ -47,8 +47,7 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
 // A journal naming anything else was not written by labctl (or was altered).
 bool lab_namespace_name(const std::string& lab, const std::string& name) {
     const std::string prefix = lab + "-";
-    return name.size() > prefix.size() && name.starts_with(prefix) &&
-           name.find('/') == std::string::npos;
+    return name.size() > prefix.size() && name.starts_with(prefix) && name.find('/') == std::string::npos;
 }
 
 // The last `max_lines` lines of `text`.
@@ -99,7 +98,7 @@ void require_privileges() {
     if (!has(CAP_SYS_ADMIN)) missing.push_back("CAP_SYS_ADMIN");
     if (!missing.empty())
         throw LabError("labctl needs " + join(missing, " and ") +
-                       " to build labs (namespaces and interfaces); run it as root, e.g. with sudo",
+                           " to build labs (namespaces and interfaces); run it as root, e.g. with sudo",
                        EPERM);
 }
 
@@ -197,8 +196,8 @@ UpResult Lab::up(bool verify) {
     if (userns::active())
         for (const auto& n : topo_.nodes)
             if (!n.user.empty())
-                throw LabError("lab " + topo_.name + " cannot be built rootless: node " + n.name +
-                                   " runs as user \"" + n.user +
+                throw LabError("lab " + topo_.name + " cannot be built rootless: node " + n.name + " runs as user \"" +
+                                   n.user +
                                    "\", and a rootless lab has only your own uid (root inside, without "
                                    "\"user\"); run it as root",
                                EOPNOTSUPP);
@@ -208,8 +207,7 @@ UpResult Lab::up(bool verify) {
     state::LabLock lock(topo_.name, &interrupt_flag());
     if (auto rec = state::Journal::load(topo_.name)) {
         if (rec->complete)
-            throw LabError("lab " + topo_.name + " is already up; run `labctl down " + topo_.name + "` first",
-                           EEXIST);
+            throw LabError("lab " + topo_.name + " is already up; run `labctl down " + topo_.name + "` first", EEXIST);
         detail::teardown(*rec, detail::ForeignNames::report);
         result.notes.push_back("removed the leftovers of an interrupted `up` of lab " + topo_.name);
     }
@@ -221,8 +219,9 @@ UpResult Lab::up(bool verify) {
         return LabError("namespace " + netns + " already exists and is not part of lab " + topo_.name +
                             (owner.empty() ? std::string(" (labctl never touches it); remove it or rename the lab")
                                            : ": it belongs to lab " + owner +
-                                                 " (two labs whose namespace names meet cannot both be up); "
-                                                 "take lab " + owner + " down or rename one of them"),
+                                     " (two labs whose namespace names meet cannot both be up); "
+                                     "take lab " +
+                                     owner + " down or rename one of them"),
                         EEXIST);
     };
     for (const auto& n : topo_.nodes)

@@ -34,8 +34,7 @@ void require_fd_budget(const Topology& topo, bool verify) {
         for (const auto& c : topo.checks) {
             sockets.emplace(c.from_node, c.to.family, "");
             if (c.from_interface)
-                sockets.emplace(c.from_node, c.to.family,
-                                topo.nodes[c.from_node].interfaces[*c.from_interface].name);
+                sockets.emplace(c.from_node, c.to.family, topo.nodes[c.from_node].interfaces[*c.from_interface].name);
         }
         // Namespaces, and a netlink socket each when the checks run in waves (run_paced).
         need = std::max<rlim_t>(need, 2 * nodes + sockets.size() + kSpare);
@@ -127,7 +126,8 @@ std::vector<std::string> Lab::host_limit_warnings(bool all_pairs) const {
             " for all namespaces together (gc_thresh3); labctl pings in waves that fit what is free of it and "
             "flushes the lab's own entries between waves, which takes longer. Raise "
             "net.ipv4.neigh.default.gc_thresh3 and net.ipv6.neigh.default.gc_thresh3 (with gc_thresh2 below "
-            "them) to at least " + std::to_string(need + need / 4) + " to ping in one wave."};
+            "them) to at least " +
+            std::to_string(need + need / 4) + " to ping in one wave."};
 }
 
 std::vector<KernelFeature> kernel_features() {

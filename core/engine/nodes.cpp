@@ -51,7 +51,12 @@ PingOutcome Lab::ping(const std::string& from, const std::string& to, int count,
             addr = dst.first_address(AF_INET);
             if (!addr) addr = dst.first_address(AF_INET6);
         }
-        if (!addr) throw UsageError(to + " has no " + (family == 4 ? "IPv4 " : family == 6 ? "IPv6 " : "") + "address to ping");
+        if (!addr)
+            throw UsageError(to + " has no " +
+                             (family == 4       ? "IPv4 "
+                                  : family == 6 ? "IPv6 "
+                                                : "") +
+                             "address to ping");
     }
     netns::NetnsHandle ns = netns::open(src.netns);
     p.netns_fd = ns.fd.get();

@@ -30,8 +30,7 @@ nlohmann::json Lab::status() const {
         out["source"] = rec->source;
         out["started"] = rec->started;
         out["state_dir"] = state::state_root() + "/" + topo_.name;
-        if (auto lost = userns::keeper_lost(state::state_root() + "/" + topo_.name))
-            out["keeper_lost"] = *lost;
+        if (auto lost = userns::keeper_lost(state::state_root() + "/" + topo_.name)) out["keeper_lost"] = *lost;
     }
     Json nodes = Json::array();
     std::size_t missing = 0;
@@ -55,7 +54,7 @@ nlohmann::json Lab::status() const {
                     for (const auto& a : addrs)
                         if (a.ifindex == l.ifindex) addresses.push_back(a.prefix.to_string());
                     static const char* oper[] = {"unknown", "notpresent", "down", "lowerlayerdown",
-                                                 "testing", "dormant", "up"};
+                                                 "testing", "dormant",    "up"};
                     std::string master;
                     for (const auto& m : links)
                         if (m.ifindex == l.master) master = m.name;
@@ -83,10 +82,14 @@ nlohmann::json Lab::status() const {
                     bool alive = false;
                     try {
                         alive = proc::is_same_process({d.pid, d.start_time});
-                    } catch (const std::exception&) {
-                    }
-                    Json jd{{"argv", d.argv}, {"pid", d.pid}, {"running", alive}, {"log", d.log},
-                            {"state", alive ? "running" : "exited"}, {"exit_status", nullptr}, {"signal", nullptr}};
+                    } catch (const std::exception&) {}
+                    Json jd{{"argv", d.argv},
+                            {"pid", d.pid},
+                            {"running", alive},
+                            {"log", d.log},
+                            {"state", alive ? "running" : "exited"},
+                            {"exit_status", nullptr},
+                            {"signal", nullptr}};
                     if (!alive)
                         if (auto st = proc::daemon_exit_status(d.log)) {
                             if (*st >= 0) jd["exit_status"] = *st;
@@ -122,8 +125,11 @@ nlohmann::json Lab::status() const {
     Json impaired = Json::object();
     for (const auto& [key, im] : rt.impaired) {
         Json v = Json::object();
-        for (auto [f, x] : {std::pair{"delay_ms", im.delay_ms}, {"jitter_ms", im.jitter_ms}, {"loss_pct", im.loss_pct},
-                            {"rate_mbit", im.rate_mbit}, {"duplicate_pct", im.duplicate_pct},
+        for (auto [f, x] : {std::pair{"delay_ms", im.delay_ms},
+                            {"jitter_ms", im.jitter_ms},
+                            {"loss_pct", im.loss_pct},
+                            {"rate_mbit", im.rate_mbit},
+                            {"duplicate_pct", im.duplicate_pct},
                             {"reorder_pct", im.reorder_pct}})
             if (x) v[f] = *x;
         impaired[key] = v;
@@ -145,7 +151,10 @@ nlohmann::json status_all() {
                            return !netns::identity(ns.name).has_value();
                        });
         Json j{{"name", name},
-               {"state", !rec->complete ? "incomplete" : missing ? "degraded" : "up"},
+               {"state",
+                !rec->complete ? "incomplete"
+                    : missing  ? "degraded"
+                               : "up"},
                {"nodes", rec->namespaces.size()},
                {"daemons", rec->daemons.size()},
                {"source", rec->source},
