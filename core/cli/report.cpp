@@ -51,10 +51,9 @@ void print_checks(const std::vector<engine::CheckResult>& checks) {
         std::string address = c.address;
         if (c.kind == topology::CheckKind::tcp)
             address = (c.address.find(':') != std::string::npos ? "[" + c.address + "]" : c.address) + ":" +
-                      std::to_string(c.port);
+                std::to_string(c.port);
         rows.push_back({c.from, c.to, address, topology::to_string(c.expect), c.ok ? "ok" : "FAIL",
-                        std::to_string(c.received) + "/" + std::to_string(c.sent), rtt,
-                        c.received ? "" : c.reason});
+                        std::to_string(c.received) + "/" + std::to_string(c.sent), rtt, c.received ? "" : c.reason});
     }
     // A NAME column when a check is named, POINTS when one is weighted.
     const bool named = std::any_of(checks.begin(), checks.end(), [](const auto& c) { return c.named; });
@@ -68,7 +67,8 @@ void print_checks(const std::vector<engine::CheckResult>& checks) {
         for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
     for (const auto& r : rows) {
         std::string line;
-        for (std::size_t i = 0; i < r.size(); ++i) line += (i ? "  " : "") + (i + 1 < r.size() ? pad(r[i], width[i]) : r[i]);
+        for (std::size_t i = 0; i < r.size(); ++i)
+            line += (i ? "  " : "") + (i + 1 < r.size() ? pad(r[i], width[i]) : r[i]);
         while (!line.empty() && line.back() == ' ') line.pop_back();
         std::cout << line << "\n";
     }
@@ -93,8 +93,11 @@ void print_checks(const std::vector<engine::CheckResult>& checks) {
 // The JSON every check report carries: the checks, whether all hold, the score.
 nlohmann::json checks_report(const std::string& lab, const std::vector<engine::CheckResult>& checks) {
     const auto score = engine::score_of(checks);
-    return {{"lab", lab}, {"checks", checks_json(checks)}, {"ok", all_ok(checks)},
-            {"score", score.score}, {"max_score", score.max_score}};
+    return {{"lab", lab},
+            {"checks", checks_json(checks)},
+            {"ok", all_ok(checks)},
+            {"score", score.score},
+            {"max_score", score.max_score}};
 }
 
 nlohmann::json checks_json(const std::vector<engine::CheckResult>& checks) {
@@ -132,7 +135,10 @@ void write_junit(const std::string& path, const std::string& lab, const std::vec
 nlohmann::json changes_json(const std::vector<plan::Change>& changes) {
     nlohmann::json a = nlohmann::json::array();
     for (const auto& c : changes)
-        a.push_back({{"op", std::string(1, c.op)}, {"kind", c.kind}, {"target", c.target}, {"detail", c.detail},
+        a.push_back({{"op", std::string(1, c.op)},
+                     {"kind", c.kind},
+                     {"target", c.target},
+                     {"detail", c.detail},
                      {"line", c.line()}});
     return a;
 }

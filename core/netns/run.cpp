@@ -61,8 +61,9 @@ NetnsWorker::NetnsWorker(const NetnsHandle& ns) {
         const int err = errno;
         {
             std::lock_guard lock(mutex_);
-            if (!joined) failure = std::make_exception_ptr(
-                             KernelError(err, name.empty() ? std::string("setns") : what(name) + ": setns"));
+            if (!joined)
+                failure = std::make_exception_ptr(
+                    KernelError(err, name.empty() ? std::string("setns") : what(name) + ": setns"));
             started = true;
             finished_.notify_all();
         }

@@ -47,20 +47,13 @@ bool write_file(const char* path, const std::string& text) {
 
 const char* stage_name(int stage) {
     switch (stage) {
-        case kUnshareUser:
-            return "creating a user namespace (unshare CLONE_NEWUSER)";
-        case kSetgroups:
-            return "writing /proc/self/setgroups";
-        case kUidMap:
-            return "writing /proc/self/uid_map";
-        case kGidMap:
-            return "writing /proc/self/gid_map";
-        case kUnshareRest:
-            return "creating mount, network and PID namespaces in it";
-        case kFork:
-            return "starting the keeper (fork)";
-        case kMountTmpfs:
-            return "mounting a tmpfs for the lab namespaces";
+        case kUnshareUser: return "creating a user namespace (unshare CLONE_NEWUSER)";
+        case kSetgroups: return "writing /proc/self/setgroups";
+        case kUidMap: return "writing /proc/self/uid_map";
+        case kGidMap: return "writing /proc/self/gid_map";
+        case kUnshareRest: return "creating mount, network and PID namespaces in it";
+        case kFork: return "starting the keeper (fork)";
+        case kMountTmpfs: return "mounting a tmpfs for the lab namespaces";
     }
     return "?";
 }
@@ -128,8 +121,7 @@ bool idle(int rootfd, const std::string& netns_dir) {
     }
     // Keep only the state directory (3) and the report pipe (4); the spawner's locks and
     // everything else it had open must not live on in the keeper.
-    if (::dup2(rootfd, 100) < 0 || ::dup2(report_fd, 101) < 0 || ::dup2(100, 3) < 0 || ::dup2(101, 4) < 0)
-        ::_exit(1);
+    if (::dup2(rootfd, 100) < 0 || ::dup2(report_fd, 101) < 0 || ::dup2(100, 3) < 0 || ::dup2(101, 4) < 0) ::_exit(1);
     ::syscall(SYS_close_range, 5u, ~0u, 0u);
     int null = ::open("/dev/null", O_RDWR);
     if (null >= 0) {
@@ -158,8 +150,7 @@ bool idle(int rootfd, const std::string& netns_dir) {
         timespec second{1, 0};
         ::nanosleep(&second, nullptr);
         // The init of the daemons' PID namespace: it reaps those whose supervisor died.
-        while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-        }
+        while (::waitpid(-1, nullptr, WNOHANG) > 0) {}
         idle_for = idle(3, netns_dir) ? idle_for + 1 : 0;
         if (idle_for < idle_s) continue;
         int lock = ::openat(3, kLockFile, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -181,8 +172,8 @@ bool idle(int rootfd, const std::string& netns_dir) {
 std::string failure_message(int stage, int err) {
     const std::string why = KernelError(err, stage_name(stage)).what();
     if (auto setting = disabling_setting())
-        return "rootless labs need unprivileged user namespaces, which this host disables: " + *setting +
-               " (" + why + ")";
+        return "rootless labs need unprivileged user namespaces, which this host disables: " + *setting + " (" + why +
+            ")";
     return "rootless labs need a user namespace of your own: " + why;
 }
 
@@ -223,8 +214,7 @@ pid_t spawn_keeper(int rootfd, const std::string& netns_dir, uid_t uid, gid_t gi
     bool ok1 = read_report(first);
     bool ok2 = ok1 && first.pid > 0 && read_report(second);
     int status = 0;
-    while (::waitpid(maker, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(maker, &status, 0) < 0 && errno == EINTR) {}
     if (!ok1) throw LabError("starting the keeper: it ended without a word", ECHILD);
     if (first.pid < 0) throw LabError(failure_message(first.stage, first.err), first.err);
     if (!ok2) throw LabError("starting the keeper: it ended before it was ready", ECHILD);
