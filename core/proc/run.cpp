@@ -277,7 +277,10 @@ ProcessId start_daemon(const Command& command, const std::string& log_path) {
     log = above_stdio(std::move(log), what);
     UniqueFd null = open_dev_null(O_RDONLY, what);
     const std::string status_path = exit_status_path(log_path);
-    UniqueFd status(::open(status_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600));
+    // A file of its own (a new inode, not the old one truncated): the supervisor of the
+    // daemon this one replaces may still be writing how that one ended, to its own file.
+    if (::unlink(status_path.c_str()) != 0 && errno != ENOENT) throw_last_errno(what + ": removing " + status_path);
+    UniqueFd status(::open(status_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600));
     if (!status) throw_last_errno(what + ": opening " + status_path);
     status = above_stdio(std::move(status), what);
     return detail::spawn(command, detail::Mode::daemon, {null.get(), log.get(), log.get(), status.get()}).daemon;
