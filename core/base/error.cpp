@@ -10,9 +10,7 @@ std::string errno_name(int err) {
     return "E" + std::to_string(err);
 }
 
-std::string describe_errno(int err) {
-    return std::string(::strerror(err)) + " (" + errno_name(err) + ")";
-}
+std::string describe_errno(int err) { return std::string(::strerror(err)) + " (" + errno_name(err) + ")"; }
 
 namespace {
 std::string compose(int err, const std::string& context, const std::string& kernel_message) {
@@ -28,8 +26,7 @@ KernelError::KernelError(int err, const std::string& context, const std::string&
       kernel_message_(kernel_message) {}
 
 KernelError KernelError::prefixed(const std::string& prefix) const {
-    return KernelError(errno_value(), context_.empty() ? prefix : prefix + ": " + context_,
-                       kernel_message_);
+    return KernelError(errno_value(), context_.empty() ? prefix : prefix + ": " + context_, kernel_message_);
 }
 
 void throw_errno(int err, const std::string& context) { throw KernelError(err, context); }
@@ -48,8 +45,6 @@ std::string summarize(const std::string& file, const std::vector<TopologyProblem
 }  // namespace
 
 TopologyError::TopologyError(std::string file, std::vector<TopologyProblem> problems)
-    : Error(Kind::topology, summarize(file, problems), 0),
-      file_(std::move(file)),
-      problems_(std::move(problems)) {}
+    : Error(Kind::topology, summarize(file, problems), 0), file_(std::move(file)), problems_(std::move(problems)) {}
 
 }  // namespace labctl

@@ -36,8 +36,8 @@ std::optional<IpPrefix> IpPrefix::parse(std::string_view text) {
     auto len_text = text.substr(slash + 1);
     int len = -1;
     auto [end, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
-    if (ec != std::errc{} || end != len_text.data() + len_text.size() || len_text.empty() ||
-        len_text.size() > 3 || (len_text.size() > 1 && len_text[0] == '0') || len < 0 || len > addr->max_prefix())
+    if (ec != std::errc{} || end != len_text.data() + len_text.size() || len_text.empty() || len_text.size() > 3 ||
+        (len_text.size() > 1 && len_text[0] == '0') || len < 0 || len > addr->max_prefix())
         return std::nullopt;
     return IpPrefix{*addr, len};
 }

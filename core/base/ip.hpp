@@ -12,7 +12,7 @@
 namespace labctl {
 
 struct IpAddress {
-    int family = AF_UNSPEC;             // AF_INET or AF_INET6
+    int family = AF_UNSPEC;                // AF_INET or AF_INET6
     std::array<std::uint8_t, 16> bytes{};  // network order; IPv4 uses the first 4
 
     // "10.0.0.1" or "fd00::1"; nullopt when it is neither.

@@ -106,8 +106,8 @@ void wait_for_receive_timestamps() {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS) continue;
             timespec ts{};
             std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
-            const auto stamp = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-                               static_cast<std::uint64_t>(ts.tv_nsec);
+            const auto stamp =
+                static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
             if (stamp < queued_by) return;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -188,8 +188,7 @@ Capture Capture::open(const std::vector<Target>& targets, const Options& options
             throw_last_errno(label + ": looking up the interface");
         }
         s.ifindex = ifr.ifr_ifindex;
-        if (::ioctl(s.fd.get(), SIOCGIFHWADDR, &ifr) != 0)
-            throw_last_errno(label + ": reading the link type");
+        if (::ioctl(s.fd.get(), SIOCGIFHWADDR, &ifr) != 0) throw_last_errno(label + ": reading the link type");
         auto linktype = linktype_of_arphrd(ifr.ifr_hwaddr.sa_family);
         if (!linktype)
             throw RequestError(label + ": cannot capture on device type ARPHRD " +
@@ -266,8 +265,7 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
     buffer.reserve(1 << 16);
     pcapng::append_section_header(buffer, std::string("labctl ") + LABCTL_VERSION);
     for (const auto& s : sources)
-        pcapng::append_interface(buffer, s.linktype, kSnapLen, s.target.label,
-                                 s.target.netns + " " + s.target.ifname);
+        pcapng::append_interface(buffer, s.linktype, kSnapLen, s.target.label, s.target.netns + " " + s.target.ifname);
     bool reader_gone = !write_all(out, buffer);
     buffer.clear();
 
@@ -311,15 +309,15 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
             p->original_length = static_cast<std::uint32_t>(len);
             p->source = i;
             p->seq = seq++;
-            p->direction = from.sll_pkttype == PACKET_OUTGOING ? pcapng::Direction::outbound
-                                                               : pcapng::Direction::inbound;
+            p->direction =
+                from.sll_pkttype == PACKET_OUTGOING ? pcapng::Direction::outbound : pcapng::Direction::inbound;
             p->ts_ns = 0;
             for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
                 if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
                     timespec ts{};
                     std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
-                    p->ts_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-                               static_cast<std::uint64_t>(ts.tv_nsec);
+                    p->ts_ns =
+                        static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
                 }
             }
             if (p->ts_ns == 0) p->ts_ns = realtime_ns();
@@ -353,8 +351,7 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
     };
 
     const bool timed = options.duration.has_value();
-    const auto deadline =
-        std::chrono::steady_clock::now() + options.duration.value_or(std::chrono::milliseconds(0));
+    const auto deadline = std::chrono::steady_clock::now() + options.duration.value_or(std::chrono::milliseconds(0));
     std::vector<epoll_event> events(std::min<std::size_t>(sources.size() + 1, 256));
     try {
         while (!stop.load() && !reader_gone && !limit_reached()) {
@@ -368,21 +365,18 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
             const std::uint64_t round = realtime_ns();
             for (int k = 0; k < n; ++k) {
                 const auto& ev = events[static_cast<std::size_t>(k)];
-                if (ev.data.u32 == kOutput)
-                    reader_gone = true;
-                else
-                    read_from(ev.data.u32, kReadBurst);
+                if (ev.data.u32 == kOutput) reader_gone = true;
+                else read_from(ev.data.u32, kReadBurst);
             }
-            const std::uint64_t hold = static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldBack).count());
+            const std::uint64_t hold =
+                static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldBack).count());
             emit_until(round > hold ? round - hold : 0);
         }
         // What the sockets hold now was captured before the stop: drain, then write all
         // (in order, up to the count).
         if (!reader_gone && !limit_reached()) {
             for (std::uint32_t i = 0; i < sources.size(); ++i)
-                while (read_from(i, kReadBurst)) {
-                }
+                while (read_from(i, kReadBurst)) {}
             emit_until(UINT64_MAX);
         }
     } catch (...) {
@@ -404,8 +398,7 @@ Stats Capture::run(int out, const std::atomic<bool>& stop) {
             is.kernel_drops = st.tp_drops;
         }
         stats.interfaces.push_back(is);
-        pcapng::append_statistics(buffer, i,
-                                  {impl_->start_ns, end_ns, is.received, is.kernel_drops, is.captured});
+        pcapng::append_statistics(buffer, i, {impl_->start_ns, end_ns, is.received, is.kernel_drops, is.captured});
     }
     if (!reader_gone) stats.reader_gone = !write_all(out, buffer);
     return stats;

@@ -83,8 +83,7 @@ struct InterfaceStatistics {
     std::uint64_t start_ns = 0, end_ns = 0;
     std::uint64_t received = 0, kernel_drops = 0, delivered = 0;
 };
-void append_statistics(std::vector<std::uint8_t>& out, std::uint32_t interface_id,
-                       const InterfaceStatistics& s);
+void append_statistics(std::vector<std::uint8_t>& out, std::uint32_t interface_id, const InterfaceStatistics& s);
 
 }  // namespace pcapng
 

@@ -18,8 +18,7 @@ struct PcapClose {
 
 }  // namespace
 
-std::vector<sock_filter> compile_filter(const std::string& expression, std::uint16_t linktype,
-                                        std::uint32_t snaplen) {
+std::vector<sock_filter> compile_filter(const std::string& expression, std::uint16_t linktype, std::uint32_t snaplen) {
     // libpcap takes a DLT_ value: for raw IP it differs from the file's LINKTYPE_ (12, not 101).
     const int dlt = linktype == kLinktypeRaw ? DLT_RAW : linktype;
     std::unique_ptr<pcap_t, PcapClose> dead(pcap_open_dead(dlt, static_cast<int>(snaplen)));
@@ -46,10 +45,8 @@ std::optional<std::uint16_t> linktype_of_arphrd(std::uint16_t arphrd) {
         case ARPHRD_LOOPBACK:  // Linux's lo carries an Ethernet header of zeros
             return kLinktypeEthernet;
         case ARPHRD_NONE:  // TUN, WireGuard: bare IPv4/IPv6
-        case ARPHRD_RAWIP:
-            return kLinktypeRaw;
-        default:
-            return std::nullopt;
+        case ARPHRD_RAWIP: return kLinktypeRaw;
+        default: return std::nullopt;
     }
 }
 

@@ -35,9 +35,7 @@ void put(std::vector<std::uint8_t>& out, T value) {
     out.insert(out.end(), bytes, bytes + sizeof(T));
 }
 
-void pad4(std::vector<std::uint8_t>& out, std::size_t length) {
-    out.insert(out.end(), (4 - length % 4) % 4, 0);
-}
+void pad4(std::vector<std::uint8_t>& out, std::size_t length) { out.insert(out.end(), (4 - length % 4) % 4, 0); }
 
 void put_bytes(std::vector<std::uint8_t>& out, const void* data, std::size_t length) {
     const auto* p = static_cast<const std::uint8_t*>(data);
@@ -133,8 +131,7 @@ void append_packet(std::vector<std::uint8_t>& out, std::uint32_t interface_id, s
     b.close();
 }
 
-void append_statistics(std::vector<std::uint8_t>& out, std::uint32_t interface_id,
-                       const InterfaceStatistics& s) {
+void append_statistics(std::vector<std::uint8_t>& out, std::uint32_t interface_id, const InterfaceStatistics& s) {
     Block b(out, kInterfaceStatistics);
     put<std::uint32_t>(out, interface_id);
     put_timestamp(out, s.end_ns);

@@ -24,22 +24,18 @@ extern "C" void on_capture_signal(int) { g_stop.store(true); }
 }  // namespace
 
 CaptureCommand::CaptureCommand(CLI::App& app) {
-    command_ = app.add_subcommand(
-        "capture",
-        "Capture packets on a lab's interfaces (inside their namespaces) into one pcapng file, one "
-        "interface block per NODE:IFNAME");
+    command_ =
+        app.add_subcommand("capture",
+                           "Capture packets on a lab's interfaces (inside their namespaces) into one pcapng file, one "
+                           "interface block per NODE:IFNAME");
     command_->add_option("LAB", lab_, "Lab name")->required();
     command_->add_option("INTERFACES", interfaces_, "NODE:IFNAME of each interface to capture on");
-    command_->add_flag(
-        "--all", all_,
-        "Every interface of every node but lo and bridges (their ports carry the same frames)");
-    command_
-        ->add_option("-w,--write", output_,
-                     "The pcapng file to write; - for stdout (e.g. | wireshark -k -i -)")
+    command_->add_flag("--all", all_,
+                       "Every interface of every node but lo and bridges (their ports carry the same frames)");
+    command_->add_option("-w,--write", output_, "The pcapng file to write; - for stdout (e.g. | wireshark -k -i -)")
         ->required();
     command_->add_option("-c,--count", count_, "Stop after COUNT packets")->check(CLI::PositiveNumber);
-    command_->add_option("--duration", duration_s_, "Stop after SECONDS")
-        ->check(CLI::Range(0.001, 31536000.0));
+    command_->add_option("--duration", duration_s_, "Stop after SECONDS")->check(CLI::Range(0.001, 31536000.0));
     command_->add_option("-f,--filter", filter_, "BPF filter, as tcpdump takes it (e.g. 'icmp or arp')");
     command_->footer(
         "labctl capture LAB NODE:IFNAME [NODE:IFNAME ...] | --all  -w FILE|-\n"
@@ -59,8 +55,7 @@ int CaptureCommand::run() const {
     request.options.filter = filter_;
     request.options.count = count_;
     if (duration_s_ > 0)
-        request.options.duration =
-            std::chrono::milliseconds(static_cast<long long>(duration_s_ * 1000.0 + 0.5));
+        request.options.duration = std::chrono::milliseconds(static_cast<long long>(duration_s_ * 1000.0 + 0.5));
 
     struct sigaction sa {};
     sa.sa_handler = on_capture_signal;
@@ -98,8 +93,7 @@ int CaptureCommand::run() const {
         auto stats = cap->run(out, g_stop);
         if (file && ::close(file.release()) != 0) throw_last_errno("closing " + output_);
         std::cerr << stats.captured() << " packet" << (stats.captured() == 1 ? "" : "s") << " captured\n"
-                  << stats.received() << " packet" << (stats.received() == 1 ? "" : "s")
-                  << " received by filter\n"
+                  << stats.received() << " packet" << (stats.received() == 1 ? "" : "s") << " received by filter\n"
                   << stats.kernel_drops() << " packet" << (stats.kernel_drops() == 1 ? "" : "s")
                   << " dropped by kernel\n";
         if (stats.out_of_order)

@@ -41,9 +41,12 @@ engine::Lab lab_for(const std::string& target) {
 int run_validate(const Options& o) {
     auto topo = topology::load_file(o.file);
     if (o.json) {
-        std::cout << nlohmann::json{{"file", o.file},          {"valid", true},
-                                    {"lab", topo.name},        {"nodes", topo.nodes.size()},
-                                    {"links", topo.links.size()}, {"checks", topo.checks.size()}}
+        std::cout << nlohmann::json{{"file", o.file},
+                                    {"valid", true},
+                                    {"lab", topo.name},
+                                    {"nodes", topo.nodes.size()},
+                                    {"links", topo.links.size()},
+                                    {"checks", topo.checks.size()}}
                          .dump(2)
                   << "\n";
         return kExitOk;
@@ -121,7 +124,8 @@ int run_down(const Options& o) {
     return guarded("down", [&] {
         if (o.all) {
             auto removed = engine::down_all();
-            std::cout << (removed.empty() ? "no labs to remove" : "removed " + std::to_string(removed.size()) + " lab(s)")
+            std::cout << (removed.empty() ? "no labs to remove"
+                                          : "removed " + std::to_string(removed.size()) + " lab(s)")
                       << "\n";
             return kExitOk;
         }
@@ -159,7 +163,8 @@ int run_status(const Options& o) {
             return kExitOk;
         }
         std::cout << "lab " << s["name"].get<std::string>() << ": " << s["state"].get<std::string>();
-        if (!s["description"].get<std::string>().empty()) std::cout << " (" << s["description"].get<std::string>() << ")";
+        if (!s["description"].get<std::string>().empty())
+            std::cout << " (" << s["description"].get<std::string>() << ")";
         std::cout << "\n";
         if (s.contains("source")) std::cout << "  from " << s["source"].get<std::string>() << "\n";
         if (s.contains("state_dir")) std::cout << "  state and logs in " << s["state_dir"].get<std::string>() << "\n";
@@ -173,14 +178,14 @@ int run_status(const Options& o) {
                 std::cout << "  runtime: link " << key << (what.empty() ? " impairment cleared" : " impaired:" + what)
                           << "\n";
             }
-            for (const auto& n : rt["nodes_stopped"]) std::cout << "  runtime: node " << n.get<std::string>() << " stopped\n";
+            for (const auto& n : rt["nodes_stopped"])
+                std::cout << "  runtime: node " << n.get<std::string>() << " stopped\n";
         }
         for (const auto& n : s["nodes"]) {
             std::string state = n.value("state", "up");
-            std::cout << "  " << n["name"].get<std::string>() << " (" << n["kind"].get<std::string>()
-                      << ", namespace " << n["namespace"].get<std::string>()
-                      << (n.value("stopped", false) ? ", stopped" : "") << ")" << (state == "up" ? "" : " " + state)
-                      << "\n";
+            std::cout << "  " << n["name"].get<std::string>() << " (" << n["kind"].get<std::string>() << ", namespace "
+                      << n["namespace"].get<std::string>() << (n.value("stopped", false) ? ", stopped" : "") << ")"
+                      << (state == "up" ? "" : " " + state) << "\n";
             for (const auto& i : n["interfaces"]) {
                 std::string addrs;
                 for (const auto& a : i["addresses"]) addrs += " " + a.get<std::string>();
@@ -205,7 +210,8 @@ int run_status(const Options& o) {
             }
         }
         for (const auto& l : s["links"]) {
-            std::cout << "  link " << l["endpoints"][0].get<std::string>() << " <-> " << l["endpoints"][1].get<std::string>();
+            std::cout << "  link " << l["endpoints"][0].get<std::string>() << " <-> "
+                      << l["endpoints"][1].get<std::string>();
             if (!l["mtu"].is_null()) std::cout << "  mtu " << l["mtu"].get<std::uint32_t>();
             for (const auto& [k, v] : l["impair"].items()) std::cout << "  " << k << " " << v.dump();
             std::cout << "\n";
@@ -222,10 +228,8 @@ int run_verify(const Options& o) {
         const auto clock = std::chrono::steady_clock::now();
         auto checks = lab.verify(o.all_pairs);
         if (!o.junit.empty()) write_junit(o.junit, lab.name(), checks, started, clock);
-        if (o.json)
-            std::cout << checks_report(lab.name(), checks).dump(2) << "\n";
-        else
-            print_checks(checks);
+        if (o.json) std::cout << checks_report(lab.name(), checks).dump(2) << "\n";
+        else print_checks(checks);
         return all_ok(checks) ? kExitOk : kExitCheckFailed;
     });
 }
@@ -258,12 +262,18 @@ int run_ping(const Options& o) {
             nlohmann::json rtts = nlohmann::json::array();
             for (const auto& r : res.replies) rtts.push_back(r.rtt_ms);
             auto rtt = [&](double v) { return res.received ? nlohmann::json(v) : nlohmann::json(nullptr); };
-            std::cout << nlohmann::json{{"lab", lab.name()},        {"src", o.from},
-                                        {"dst", o.to},              {"address", out.address},
-                                        {"ok", res.received > 0},   {"sent", res.sent},
-                                        {"received", res.received}, {"loss_pct", loss},
-                                        {"rtt_ms", rtts},           {"rtt_min_ms", rtt(res.rtt_min())},
-                                        {"rtt_avg_ms", rtt(res.rtt_avg())}, {"rtt_max_ms", rtt(res.rtt_max())},
+            std::cout << nlohmann::json{{"lab", lab.name()},
+                                        {"src", o.from},
+                                        {"dst", o.to},
+                                        {"address", out.address},
+                                        {"ok", res.received > 0},
+                                        {"sent", res.sent},
+                                        {"received", res.received},
+                                        {"loss_pct", loss},
+                                        {"rtt_ms", rtts},
+                                        {"rtt_min_ms", rtt(res.rtt_min())},
+                                        {"rtt_avg_ms", rtt(res.rtt_avg())},
+                                        {"rtt_max_ms", rtt(res.rtt_max())},
                                         {"reason", res.reason}}
                              .dump(2)
                       << "\n";
@@ -274,8 +284,7 @@ int run_ping(const Options& o) {
         if (res.received)
             std::cout << "rtt min/avg/max = " << fmt_ms(res.rtt_min()) << "/" << fmt_ms(res.rtt_avg()) << "/"
                       << fmt_ms(res.rtt_max()) << " ms\n";
-        else if (!res.reason.empty())
-            std::cout << res.reason << "\n";
+        else if (!res.reason.empty()) std::cout << res.reason << "\n";
         return res.received > 0 ? kExitOk : kExitCheckFailed;
     });
 }
@@ -298,7 +307,8 @@ int run_apply(const Options& o) {
             j["changes"] = changes_json(result.changes);
             j["ok"] = ok;
             std::cout << j.dump(2) << "\n";
-        } else if (!o.dry_run && !o.no_verify && (result.brought_up || !result.changes.empty() || !result.checks.empty())) {
+        } else if (!o.dry_run && !o.no_verify &&
+                   (result.brought_up || !result.changes.empty() || !result.checks.empty())) {
             print_checks(result.checks);
         }
         return ok ? kExitOk : kExitCheckFailed;
@@ -340,8 +350,8 @@ int run_node(const Options& o) {
     return guarded("node", [&] {
         auto lab = engine::Lab::attach(engine::lab_name_of(o.target));
         auto action = o.action == "stop" ? engine::NodeAction::stop
-                      : o.action == "start" ? engine::NodeAction::start
-                                            : engine::NodeAction::restart;
+            : o.action == "start"        ? engine::NodeAction::start
+                                         : engine::NodeAction::restart;
         print_changes(lab.node_power(o.node, action));
         return kExitOk;
     });
@@ -353,10 +363,10 @@ static std::vector<engine::KernelFeature> rootless_features() {
     std::vector<engine::KernelFeature> out;
     if (::geteuid() == 0 && !userns::active()) {
         auto setting = userns::disabling_setting();
-        out.push_back({"rootless labs", setting ? setting->substr(0, setting->find(' ')) : "user namespaces",
-                       setting ? "other users cannot run labs: " + *setting
-                               : "other users can run labs (this one is root)",
-                       !setting});
+        out.push_back(
+            {"rootless labs", setting ? setting->substr(0, setting->find(' ')) : "user namespaces",
+             setting ? "other users cannot run labs: " + *setting : "other users can run labs (this one is root)",
+             !setting});
         return out;
     }
     const std::string& error = userns::join_error();
@@ -364,13 +374,13 @@ static std::vector<engine::KernelFeature> rootless_features() {
     if (auto s = userns::disabling_setting(); s && !error.empty()) setting = s->substr(0, s->find(' '));
     out.push_back({"rootless labs", setting,
                    error.empty() ? "work for this user: keeper pid " + std::to_string(userns::keeper_pid()) +
-                                       ", state in " + engine::state_directory()
+                           ", state in " + engine::state_directory()
                                  : "do not work for this user: " + error,
                    error.empty()});
     if (error.empty()) {
         std::string tun = userns::tun_denied();
-        out.push_back({"tap/tun for this user", "/dev/net/tun", tun.empty() ? "tap and tun interfaces" : tun,
-                       tun.empty()});
+        out.push_back(
+            {"tap/tun for this user", "/dev/net/tun", tun.empty() ? "tap and tun interfaces" : tun, tun.empty()});
     }
     return out;
 }
@@ -387,16 +397,17 @@ int run_doctor(const Options& o) {
         if (userns::active() && !userns::tun_denied().empty())
             for (auto& f : features)
                 if (f.config == "CONFIG_TUN")
-                    f.used_for =
-                        "tap and tun interfaces (not known: /dev/net/tun is not usable by this user)";
+                    f.used_for = "tap and tun interfaces (not known: /dev/net/tun is not usable by this user)";
         if (o.json) {
             nlohmann::json a = nlohmann::json::array();
             for (const auto& f : features)
-                a.push_back({{"feature", f.name}, {"config", f.config}, {"used_for", f.used_for}, {"present", f.present}});
+                a.push_back(
+                    {{"feature", f.name}, {"config", f.config}, {"used_for", f.used_for}, {"present", f.present}});
             std::cout << a.dump(2) << "\n";
         } else {
             for (const auto& f : features)
-                std::cout << (f.present ? "yes  " : "NO   ") << pad(f.name, 24) << pad(f.config, 30) << f.used_for << "\n";
+                std::cout << (f.present ? "yes  " : "NO   ") << pad(f.name, 24) << pad(f.config, 30) << f.used_for
+                          << "\n";
         }
         bool all = std::all_of(features.begin(), features.end(), [](const auto& f) { return f.present; });
         return all ? kExitOk : kExitCheckFailed;

@@ -21,19 +21,19 @@ struct Options {
     std::string file;
     std::string target;  // FILE or LAB
     std::string from, to, node, output;
-    std::string junit;  // verify --junit FILE
-    std::string name;       // --name: the instance's lab name
-    std::string end;        // link/impair: NODE:IFNAME
-    std::string action;     // link: up|down; node: stop|start|restart
+    std::string junit;   // verify --junit FILE
+    std::string name;    // --name: the instance's lab name
+    std::string end;     // link/impair: NODE:IFNAME
+    std::string action;  // link: up|down; node: stop|start|restart
     std::vector<std::string> command;
     bool no_verify = false, json = false, all = false, all_pairs = false, dry_run = false, clear = false;
     std::optional<double> delay, jitter, loss, rate, duplicate, reorder;
-    int count = 0;          // 0: the command's default
-    double timeout_s = 0;   // 0: the command's default
-    double interval_s = 0;  // 0: the command's default
+    int count = 0;                    // 0: the command's default
+    double timeout_s = 0;             // 0: the command's default
+    double interval_s = 0;            // 0: the command's default
     bool ipv4 = false, ipv6 = false;  // ping -4 / -6
-    std::string bind = "127.0.0.1";  // serve
-    int port = 8480;                 // serve
+    std::string bind = "127.0.0.1";   // serve
+    int port = 8480;                  // serve
 };
 
 int run_validate(const Options& o);

@@ -38,7 +38,8 @@ using namespace labctl::cli;
 void print_error(const std::string& message) {
     std::istringstream in(message);
     bool first = true;
-    for (std::string line; std::getline(in, line); first = false) std::cerr << (first ? "labctl: " : "  ") << line << "\n";
+    for (std::string line; std::getline(in, line); first = false)
+        std::cerr << (first ? "labctl: " : "  ") << line << "\n";
     if (message.empty()) std::cerr << "labctl: failed\n";
 }
 
@@ -103,8 +104,7 @@ std::string unknown_subcommand(const CLI::App& app, const std::string& word) {
         std::size_t d = name.starts_with(word) && word.size() >= 2 ? 1 : edit_distance(word, name);
         if (d < best_distance) best = name, best_distance = d;
     }
-    return "unknown subcommand " + word +
-           (best.empty() ? "; see labctl --help" : "; did you mean " + best + "?");
+    return "unknown subcommand " + word + (best.empty() ? "; see labctl --help" : "; did you mean " + best + "?");
 }
 
 // A validator for a number in [lo, hi]: "-c abc" says "abc is not a number", "-c 0" says
@@ -116,10 +116,8 @@ CLI::Validator number_in(const std::string& what, double lo, double hi, bool int
             char* end = nullptr;
             errno = 0;
             double v = std::strtod(s, &end);
-            if (text.empty() || end == s || *end != '\0' || errno == ERANGE || v != v)
-                return text + " is not a number";
-            if (integer && v != static_cast<double>(static_cast<long long>(v)))
-                return text + " is not a whole number";
+            if (text.empty() || end == s || *end != '\0' || errno == ERANGE || v != v) return text + " is not a number";
+            if (integer && v != static_cast<double>(static_cast<long long>(v))) return text + " is not a whole number";
             if (v < lo || v > hi) {
                 std::ostringstream range;
                 range << what << " must be " << lo << " to " << hi << ", not " << text;
@@ -201,7 +199,7 @@ int main(int argc, char** argv) {
     auto* verify = app.add_subcommand("verify", "Run a lab's checks (or ping every pair)");
     verify->add_option("TARGET", o.target, "Topology file or lab name")->required();
     verify->add_flag("--all-pairs", o.all_pairs,
-                    "Ping every node with an address from every other one (in every family both have)");
+                     "Ping every node with an address from every other one (in every family both have)");
     verify->add_flag("--json", o.json, "Print JSON");
     verify->add_option("--junit", o.junit, "Also write the results as JUnit XML to FILE");
     verify->add_option("--name", o.name, "The instance's lab name (with a topology file)");
@@ -227,8 +225,7 @@ int main(int argc, char** argv) {
     exec->prefix_command(false);
 
     auto* doctor = app.add_subcommand(
-        "doctor",
-        "Say whether labs work here: rootless mode for this user, and the kernel features labs may use");
+        "doctor", "Say whether labs work here: rootless mode for this user, and the kernel features labs may use");
     doctor->add_flag("--json", o.json, "Print JSON");
 
     auto* graph = app.add_subcommand("graph", "Draw the lab with Graphviz");
@@ -250,7 +247,8 @@ int main(int argc, char** argv) {
 
     // --json anywhere before "--" asks for the JSON error too, parse errors included.
     bool json_asked = false;
-    for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i) json_asked = json_asked || !std::strcmp(argv[i], "--json");
+    for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i)
+        json_asked = json_asked || !std::strcmp(argv[i], "--json");
 
     if (argc < 2) {
         std::cerr << app.help();

@@ -32,9 +32,8 @@ std::vector<const CLI::Option*> positionals(const CLI::App& sub) {
 }
 
 std::vector<const CLI::Option*> named_options(const CLI::App& sub) {
-    return sub.get_options([](const CLI::Option* o) {
-        return visible(o) && (!o->get_lnames().empty() || !o->get_snames().empty());
-    });
+    return sub.get_options(
+        [](const CLI::Option* o) { return visible(o) && (!o->get_lnames().empty() || !o->get_snames().empty()); });
 }
 
 std::vector<std::string> option_spellings(const CLI::Option& o) {
@@ -74,19 +73,17 @@ std::vector<std::string> nodes_of(const std::string& arg) {
     try {
         struct stat st {};
         topology::Topology topo = ::stat(arg.c_str(), &st) == 0 && S_ISREG(st.st_mode)
-                                      ? topology::load_file(arg)
-                                      : engine::Lab::attach(arg).topology();
+            ? topology::load_file(arg)
+            : engine::Lab::attach(arg).topology();
         for (const auto& n : topo.nodes) out.push_back(n.name);
-    } catch (const std::exception&) {
-    }
+    } catch (const std::exception&) {}
     return out;
 }
 
 // What a value named NAME can be, by its name: LAB and TARGET name labs, FILE and TARGET
 // files, NODE, FROM and TO nodes of the lab named before. New subcommands get completion
 // by naming their positionals this way.
-void candidates_for(const std::string& name, const std::string& lab, std::vector<std::string>& out,
-                    bool& files) {
+void candidates_for(const std::string& name, const std::string& lab, std::vector<std::string>& out, bool& files) {
     if (contains(name, "LAB") || contains(name, "TARGET")) {
         auto labs = running_labs();
         out.insert(out.end(), labs.begin(), labs.end());
@@ -252,12 +249,9 @@ complete -c labctl -f -a '(__labctl_complete)'
 std::string roff(const std::string& s) {
     std::string out;
     for (char c : s) {
-        if (c == '\\')
-            out += "\\e";
-        else if (c == '-')
-            out += "\\-";
-        else
-            out += c;
+        if (c == '\\') out += "\\e";
+        else if (c == '-') out += "\\-";
+        else out += c;
     }
     if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out.insert(0, "\\&");
     return out;
@@ -299,13 +293,16 @@ int man(const CLI::App& app) {
          ".I /usr/share/doc/labctl\nand the project's docs; example labs are in\n.IR /usr/share/labctl/labs .\n"
       << ".SH COMMANDS\n";
     for (const auto* s : subcommands(app)) {
-        o << ".SS \"" << roff(s->get_name()) << "\"\n" << synopsis(*s) << "\n.PP\n" << roff(s->get_description()) << "\n";
+        o << ".SS \"" << roff(s->get_name()) << "\"\n"
+          << synopsis(*s) << "\n.PP\n"
+          << roff(s->get_description()) << "\n";
         for (const auto* p : positionals(*s))
             o << ".TP\n.I " << roff(p->get_name(true)) << "\n" << roff(p->get_description()) << "\n";
         for (const auto* op : named_options(*s)) {
             if (op == s->get_help_ptr()) continue;
             std::string names;
-            for (const auto& sp : option_spellings(*op)) names += (names.empty() ? "" : ", ") + ("\\fB" + roff(sp) + "\\fR");
+            for (const auto& sp : option_spellings(*op))
+                names += (names.empty() ? "" : ", ") + ("\\fB" + roff(sp) + "\\fR");
             if (takes_value(*op)) names += " \\fI" + value_name(*op) + "\\fR";
             o << ".TP\n" << names << "\n" << roff(op->get_description()) << "\n";
         }

@@ -21,7 +21,7 @@ std::size_t utf8_length(const std::string& text, std::size_t i) {
     }
     static const unsigned long kMin[] = {0, 0, 0x80, 0x800, 0x10000};
     if (code < kMin[n] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;  // overlong, surrogate
-    if (code == 0xFFFE || code == 0xFFFF) return 0;  // not XML characters
+    if (code == 0xFFFE || code == 0xFFFF) return 0;                                         // not XML characters
     return n;
 }
 
@@ -90,12 +90,12 @@ std::string to_junit(const std::string& lab, const std::vector<CheckResult>& che
     for (const auto& c : checks)
         if (!c.ok) ++failures;
     const Score score = score_of(checks);
-    const std::string counts = attr("tests", std::to_string(checks.size())) +
-                               attr("failures", std::to_string(failures)) + attr("errors", "0");
+    const std::string counts =
+        attr("tests", std::to_string(checks.size())) + attr("failures", std::to_string(failures)) + attr("errors", "0");
     std::string x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
     x += "<testsuites" + attr("name", "labctl") + counts + attr("time", seconds_text(seconds)) + ">\n";
     x += "  <testsuite" + attr("name", lab) + counts + attr("skipped", "0") + attr("time", seconds_text(seconds)) +
-         (timestamp.empty() ? "" : attr("timestamp", timestamp)) + ">\n";
+        (timestamp.empty() ? "" : attr("timestamp", timestamp)) + ">\n";
     x += "    <properties>\n";
     x += "      <property" + attr("name", "score") + attr("value", number(score.score)) + "/>\n";
     x += "      <property" + attr("name", "max_score") + attr("value", number(score.max_score)) + "/>\n";
@@ -103,13 +103,12 @@ std::string to_junit(const std::string& lab, const std::vector<CheckResult>& che
     for (const auto& c : checks) {
         x += "    <testcase" + attr("name", c.name) + attr("classname", lab) + attr("time", "0") + ">\n";
         x += "      <properties><property" + attr("name", "points") + attr("value", number(c.points)) +
-             "/></properties>\n";
+            "/></properties>\n";
         if (!c.ok) {
-            std::string detail = c.kind == topology::CheckKind::command
-                                     ? c.output
-                                     : c.from + " -> " + c.to + " (" + c.address + ")";
+            std::string detail =
+                c.kind == topology::CheckKind::command ? c.output : c.from + " -> " + c.to + " (" + c.address + ")";
             x += "      <failure" + attr("message", failure_message(c)) + attr("type", topology::to_string(c.kind)) +
-                 ">" + xml_escape(detail) + "</failure>\n";
+                ">" + xml_escape(detail) + "</failure>\n";
         }
         x += "    </testcase>\n";
     }

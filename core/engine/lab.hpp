@@ -31,19 +31,19 @@ inline constexpr int kMaxPingCount = 65535;  // icmp_seq is 16 bits
 
 struct CheckResult {
     topology::CheckKind kind = topology::CheckKind::ping;
-    std::string name;     // the check's `name`, else "FROM -> TO" (see topology::Check::label)
-    bool named = false;   // the check has a `name`
-    double points = 1;    // what it is worth when ok
-    int attempts = 1;     // more than 1 when retried (within_s)
-    std::string from;     // as written ("h1", "h1:eth0")
-    std::string to;       // as written
-    std::string address;  // what was pinged (or connected to)
+    std::string name;        // the check's `name`, else "FROM -> TO" (see topology::Check::label)
+    bool named = false;      // the check has a `name`
+    double points = 1;       // what it is worth when ok
+    int attempts = 1;        // more than 1 when retried (within_s)
+    std::string from;        // as written ("h1", "h1:eth0")
+    std::string to;          // as written
+    std::string address;     // what was pinged (or connected to)
     std::uint16_t port = 0;  // tcp
     topology::Expect expect = topology::Expect::reachable;
-    bool ok = false;      // the outcome matched `expect`
-    int sent = 0, received = 0;    // tcp: 1 handshake tried, 0 or 1 completed
+    bool ok = false;                               // the outcome matched `expect`
+    int sent = 0, received = 0;                    // tcp: 1 handshake tried, 0 or 1 completed
     double rtt_min = 0, rtt_avg = 0, rtt_max = 0;  // ms; 0 without replies; tcp: the handshake
-    std::string reason;   // why it was not answered ("Network is unreachable (ENETUNREACH)")
+    std::string reason;                            // why it was not answered ("Network is unreachable (ENETUNREACH)")
     // command checks: `from` is the node, `to` the command as text, `address` empty
     std::vector<std::string> run;
     int expect_exit = 0;
@@ -77,9 +77,9 @@ public:
 
 struct ApplyResult {
     std::vector<plan::Change> changes;  // what was (or, dry run, would be) changed
-    std::vector<CheckResult> checks;     // empty with verify=false or dry run
+    std::vector<CheckResult> checks;    // empty with verify=false or dry run
     std::vector<std::string> notes;
-    bool brought_up = false;             // the lab was not up: apply did what up does
+    bool brought_up = false;  // the lab was not up: apply did what up does
     bool checks_ok() const;
 };
 
@@ -197,7 +197,7 @@ private:
                                              const std::vector<detail::Touch>& touch);
     topology::Topology topo_;
     std::string text_;
-    std::string folder_;  // the topology file's folder, where node commands run ("" from text)
+    std::string folder_;     // the topology file's folder, where node commands run ("" from text)
     bool instance_ = false;  // runs under a name of its own (--name), not the file's
 };
 

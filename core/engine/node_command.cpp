@@ -16,8 +16,8 @@ proc::Command node_command(const topology::Node& node, const std::vector<std::st
         }
         home = cmd.account->home;
     }
-    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                    "HOME=" + home, "LANG=C.UTF-8"};
+    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home,
+                                    "LANG=C.UTF-8"};
     for (const auto& [key, value] : node.env) {
         const std::string prefix = key + "=";
         std::erase_if(env, [&](const std::string& e) { return e.starts_with(prefix); });

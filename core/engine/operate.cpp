@@ -57,10 +57,12 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
         auto rec = state::Journal::load(topo.name);
         std::vector<std::pair<std::string, netns::NetnsIdentity>> recorded;
         for (const auto& n : names) {
-            if (!lab_namespace_name(topo.name, n)) throw LabError("namespace " + n + " is not one of lab " + topo.name + "'s");
+            if (!lab_namespace_name(topo.name, n))
+                throw LabError("namespace " + n + " is not one of lab " + topo.name + "'s");
             if (!rec) continue;
             for (const auto& r : rec->namespaces)
-                if (r.name == n) recorded.emplace_back(n, netns::NetnsIdentity{r.dev, r.ino, r.cookie, r.file_dev, r.file_ino});
+                if (r.name == n)
+                    recorded.emplace_back(n, netns::NetnsIdentity{r.dev, r.ino, r.cookie, r.file_dev, r.file_ino});
         }
         auto found = netns::inspect_many(recorded);
         std::vector<proc::NetnsId> ids;
@@ -71,8 +73,8 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
             if (found[i].found == netns::Found::ours || found[i].found == netns::Found::file_only)
                 owned.push_back(recorded[i]);
             if (found[i].found == netns::Found::foreign)
-                failures.push_back("namespace " + recorded[i].first + " is not the one labctl created (" + found[i].why +
-                                   "); left alone");
+                failures.push_back("namespace " + recorded[i].first + " is not the one labctl created (" +
+                                   found[i].why + "); left alone");
         }
         proc::kill_all_in_any_netns(ids, kStopGrace);
         for (auto& f : netns::remove_owned_many(owned)) failures.push_back(std::move(f));
@@ -92,13 +94,14 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
             auto res = proc::run(cmd, std::nullopt, std::chrono::milliseconds(kExecTimeout), &interrupt_flag(),
                                  kExecOutputKept);
             std::ofstream(logs + "/" + node.name + ".exec." + std::to_string(i) + ".log")
-                << (res.dropped ? "[labctl: the first " + std::to_string(res.dropped) + " bytes of output were dropped]\n"
-                                : std::string())
+                << (res.dropped
+                        ? "[labctl: the first " + std::to_string(res.dropped) + " bytes of output were dropped]\n"
+                        : std::string())
                 << res.out << res.err;
             if (res.timed_out || res.returncode != 0) {
-                std::string what = res.timed_out        ? "ran longer than 30 s"
-                                   : res.returncode < 0 ? "was killed by signal " + std::to_string(-res.returncode)
-                                                        : "exited with " + std::to_string(res.returncode);
+                std::string what = res.timed_out ? "ran longer than 30 s"
+                    : res.returncode < 0         ? "was killed by signal " + std::to_string(-res.returncode)
+                                                 : "exited with " + std::to_string(res.returncode);
                 std::string output = tail(res.out + res.err, 10);
                 throw LabError(node.name + ": exec \"" + node.exec[i].display() + "\" " + what +
                                (output.empty() ? "" : "; its output ends:\n" + output));
@@ -112,7 +115,8 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
             std::string log = logs + "/" + node.name + ".daemon." + std::to_string(i) + ".log";
             auto cmd = node_command(node, node.daemons[i].argv, netns_fd, folder);
             struct stat before {};
-            const std::uint64_t offset = ::stat(log.c_str(), &before) == 0 ? static_cast<std::uint64_t>(before.st_size) : 0;
+            const std::uint64_t offset =
+                ::stat(log.c_str(), &before) == 0 ? static_cast<std::uint64_t>(before.st_size) : 0;
             auto id = proc::start_daemon(cmd, log);
             journal.daemon_started({node.name, node.daemons[i].argv, id.pid, id.start_time, log});
             if (started) started->push_back({n, i, id, log, offset});
@@ -246,9 +250,11 @@ ApplyResult Lab::apply(bool dry_run, bool verify,
         // A message that ends with a daemon's output gets the outcome on a line of its own.
         const std::string what = e.what();
         const std::string sep = what.find('\n') != std::string::npos ? "\n" : "; ";
-        throw LabError(what + (undo_error.empty() ? sep + "lab " + topo_.name + " is back to the topology it ran before"
-                                                  : sep + "and while returning to the topology it ran before: " + undo_error),
-                       err);
+        throw LabError(
+            what +
+                (undo_error.empty() ? sep + "lab " + topo_.name + " is back to the topology it ran before"
+                                    : sep + "and while returning to the topology it ran before: " + undo_error),
+            err);
     }
     journal.topology_replaced(text_, journal_source());
     if (!observed.runtime.empty()) journal.runtime("");
@@ -284,11 +290,10 @@ std::vector<plan::Change> Lab::change_runtime(const std::function<plan::Runtime(
         try {
             auto now = state::Journal::load(topo_.name);
             const plan::Observed after = observe(topo_.name, *now, topo_, touch, false);
-            realize::execute(topo_, plan::plan(topo_, after, observed.runtime), journal, make_hooks(topo_, journal, folder_),
-                             options);
+            realize::execute(topo_, plan::plan(topo_, after, observed.runtime), journal,
+                             make_hooks(topo_, journal, folder_), options);
             journal.runtime(runtime_to_json(observed.runtime));
-        } catch (const std::exception&) {
-        }
+        } catch (const std::exception&) {}
         throw;
     }
     return p.changes;
@@ -329,16 +334,16 @@ std::vector<plan::Change> Lab::link_state(const std::string& end, bool up) {
 std::vector<plan::Change> Lab::impair(const std::string& end, const std::optional<Impairment>& impairment) {
     auto [l, touch] = link_of(topo_, end);
     if (impairment && impairment->any()) {
-        auto missing = rtnl::missing_features(realize::features_needed(Topology{
-            topo_.name, {}, {}, {}, {Link{topo_.links[l].ends, std::nullopt, *impairment}}, {}}));
+        auto missing = rtnl::missing_features(realize::features_needed(
+            Topology{topo_.name, {}, {}, {}, {Link{topo_.links[l].ends, std::nullopt, *impairment}}, {}}));
         if (!missing.empty()) throw LabError(rtnl::missing_feature_message(missing.front()), EOPNOTSUPP);
     }
     const std::string key = plan::link_key(topo_, topo_.links[l]);
     Impairment want = impairment.value_or(Impairment{});
     const auto& file = topo_.links[l].impair;
-    bool as_file = want.delay_ms == file.delay_ms && want.jitter_ms == file.jitter_ms && want.loss_pct == file.loss_pct &&
-                   want.rate_mbit == file.rate_mbit && want.duplicate_pct == file.duplicate_pct &&
-                   want.reorder_pct == file.reorder_pct;
+    bool as_file = want.delay_ms == file.delay_ms && want.jitter_ms == file.jitter_ms &&
+        want.loss_pct == file.loss_pct && want.rate_mbit == file.rate_mbit &&
+        want.duplicate_pct == file.duplicate_pct && want.reorder_pct == file.reorder_pct;
     return change_runtime(
         [&](plan::Runtime rt) {
             if (as_file) rt.impaired.erase(key);

@@ -115,7 +115,8 @@ void wait_until_ready(const Topology& topo, const std::vector<int>& netns_fds,
     }
     auto check_exits = [&] {
         for (const auto& w : watches)
-            if (has_exited(w.pidfd)) fail(w, describe_daemon_end(w.started->log) + " while labctl waited for the daemons to be ready");
+            if (has_exited(w.pidfd))
+                fail(w, describe_daemon_end(w.started->log) + " while labctl waited for the daemons to be ready");
     };
 
     milliseconds wait = kFirstWait;
@@ -145,8 +146,8 @@ void wait_until_ready(const Topology& topo, const std::vector<int>& netns_fds,
             } else {
                 proc::BatchJob job;
                 job.command = proc::Command{w.node->netns, w.spec->ready_run, {}, fd, w.node->name};
-                job.timeout = std::clamp(std::chrono::ceil<milliseconds>(w.deadline - now), milliseconds(100),
-                                         kMaxReadyRun);
+                job.timeout =
+                    std::clamp(std::chrono::ceil<milliseconds>(w.deadline - now), milliseconds(100), kMaxReadyRun);
                 jobs.push_back(std::move(job));
                 job_owner.push_back(i);
             }
@@ -154,8 +155,8 @@ void wait_until_ready(const Topology& topo, const std::vector<int>& netns_fds,
         if (probes.empty() && jobs.empty()) break;
 
         for (std::size_t i : probe_owner)
-            watches[i].last_test = "no connection to port " + std::to_string(*watches[i].spec->ready_port) +
-                                   " on its addresses";
+            watches[i].last_test =
+                "no connection to port " + std::to_string(*watches[i].spec->ready_port) + " on its addresses";
         const auto answers = ping::run(probes);
         for (std::size_t k = 0; k < answers.size(); ++k)
             if (answers[k].received > 0) watches[probe_owner[k]].ready = true;
@@ -170,7 +171,7 @@ void wait_until_ready(const Topology& topo, const std::vector<int>& netns_fds,
                 }
                 const std::string cmd = "`" + Command{w.spec->ready_run, false}.display() + "`";
                 w.last_test = !r.start_error.empty() ? r.start_error
-                              : r.result.timed_out   ? cmd + " ran too long"
+                    : r.result.timed_out             ? cmd + " ran too long"
                                                      : cmd + " exited with " + std::to_string(r.result.returncode);
             }
         }

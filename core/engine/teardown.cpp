@@ -57,8 +57,8 @@ void teardown(const state::LabRecord& rec, ForeignNames foreign) {
     std::vector<const state::RecordedNetns*> records;
     for (const auto& ns : rec.namespaces) {
         if (!lab_namespace_name(rec.lab, ns.name)) {
-            problems.push_back("the journal names namespace '" + ns.name + "', which is not one of lab " +
-                               rec.lab + "'s (" + rec.lab + "-<node>); left alone");
+            problems.push_back("the journal names namespace '" + ns.name + "', which is not one of lab " + rec.lab +
+                               "'s (" + rec.lab + "-<node>); left alone");
             continue;
         }
         recorded.emplace_back(ns.name, identity_of(ns));
@@ -88,9 +88,7 @@ void teardown(const state::LabRecord& rec, ForeignNames foreign) {
                     problems.push_back("namespace " + recorded[i].first + " " + f.why + "; left alone");
                 missing.push_back(records[i]);
                 break;
-            case netns::Found::absent:
-                missing.push_back(records[i]);
-                break;
+            case netns::Found::absent: missing.push_back(records[i]); break;
         }
     }
     try {
@@ -122,8 +120,7 @@ std::string owner_of(const std::string& netns, const std::string& except) {
             for (const auto& ns : rec->namespaces)
                 if (ns.name == netns) return lab;
         }
-    } catch (const std::exception&) {
-    }
+    } catch (const std::exception&) {}
     return "";
 }
 

@@ -79,9 +79,7 @@ std::string InterfaceState::why_down() const {
     return operstate_name(operstate);
 }
 
-double now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 std::string to_text(const Event& e) {
     std::time_t secs = static_cast<std::time_t>(e.time);
@@ -125,9 +123,8 @@ LabWatcher::LabWatcher(topology::Topology topo) : topo_(std::move(topo)) {
     for (const auto& h : handles) ptrs.push_back(&h);
     std::vector<std::pair<nl::Socket, nl::Socket>> sockets;
     sockets.reserve(handles.size());
-    netns::run_in_each(ptrs, [&](std::size_t) {
-        sockets.emplace_back(nl::Socket::open_route(), nl::Socket::open_route());
-    });
+    netns::run_in_each(ptrs,
+                       [&](std::size_t) { sockets.emplace_back(nl::Socket::open_route(), nl::Socket::open_route()); });
     static const unsigned groups[] = {RTNLGRP_LINK,       RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR,
                                       RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE,  RTNLGRP_TC};
     for (std::size_t i = 0; i < sockets.size(); ++i) {
@@ -182,26 +179,33 @@ void LabWatcher::dump(Watched& w, std::vector<Event>* changes) {
     {
         nl::Message m(RTM_GETLINK, 0);
         m.header<ifinfomsg>().ifi_family = AF_UNSPEC;
-        nl::dump(w.query, m, [&](const nlmsghdr* nlh) {
-            auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
-            auto attrs = nl::parse_attrs(nlh, sizeof(ifinfomsg), IFLA_MAX);
-            Iface& f = fresh[ifi->ifi_index];
-            f.name = attr_str(attrs[IFLA_IFNAME]);
-            f.state.present = true;
-            f.state.admin_up = ifi->ifi_flags & IFF_UP;
-            f.state.carrier = ifi->ifi_flags & IFF_LOWER_UP;
-            f.state.operstate = attrs[IFLA_OPERSTATE] ? mnl_attr_get_u8(attrs[IFLA_OPERSTATE]) : 0;
-        }, node + ": listing interfaces");
+        nl::dump(
+            w.query, m,
+            [&](const nlmsghdr* nlh) {
+                auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
+                auto attrs = nl::parse_attrs(nlh, sizeof(ifinfomsg), IFLA_MAX);
+                Iface& f = fresh[ifi->ifi_index];
+                f.name = attr_str(attrs[IFLA_IFNAME]);
+                f.state.present = true;
+                f.state.admin_up = ifi->ifi_flags & IFF_UP;
+                f.state.carrier = ifi->ifi_flags & IFF_LOWER_UP;
+                f.state.operstate = attrs[IFLA_OPERSTATE] ? mnl_attr_get_u8(attrs[IFLA_OPERSTATE]) : 0;
+            },
+            node + ": listing interfaces");
     }
     {
         nl::Message m(RTM_GETQDISC, 0);
         m.header<tcmsg>().tcm_family = AF_UNSPEC;
-        nl::dump(w.query, m, [&](const nlmsghdr* nlh) {
-            auto* tc = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
-            if (tc->tcm_parent != TC_H_ROOT) return;
-            auto attrs = nl::parse_attrs(nlh, sizeof(tcmsg), TCA_MAX);
-            if (auto it = fresh.find(tc->tcm_ifindex); it != fresh.end()) it->second.state.root_qdisc = attr_str(attrs[TCA_KIND]);
-        }, node + ": listing qdiscs");
+        nl::dump(
+            w.query, m,
+            [&](const nlmsghdr* nlh) {
+                auto* tc = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
+                if (tc->tcm_parent != TC_H_ROOT) return;
+                auto attrs = nl::parse_attrs(nlh, sizeof(tcmsg), TCA_MAX);
+                if (auto it = fresh.find(tc->tcm_ifindex); it != fresh.end())
+                    it->second.state.root_qdisc = attr_str(attrs[TCA_KIND]);
+            },
+            node + ": listing qdiscs");
     }
     if (changes) {
         for (const auto& [index, f] : fresh) {
@@ -304,8 +308,7 @@ void LabWatcher::handle(Watched& w, const nlmsghdr* nlh, std::vector<Event>& out
                                    impairing(after) ? after : before));
             return;
         }
-        default:
-            return;
+        default: return;
     }
 }
 
@@ -352,9 +355,9 @@ StateWatcher::StateWatcher() {
 void StateWatcher::watch_lab(const std::string& name) {
     if (name == "locks") return;
     std::string dir = state::state_root() + "/" + name;
-    int wd = ::inotify_add_watch(fd_.get(), dir.c_str(),
-                                 IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_ONLYDIR |
-                                     IN_DONT_FOLLOW);
+    int wd = ::inotify_add_watch(
+        fd_.get(), dir.c_str(),
+        IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW);
     if (wd >= 0) lab_wds_[wd] = name;  // gone already (or not a directory): nothing to watch
 }
 
@@ -409,11 +412,9 @@ std::vector<std::string> running_labs() {
             try {
                 auto rec = state::Journal::load(name);
                 if (rec && rec->complete) out.push_back(name);
-            } catch (const std::exception&) {
-            }
+            } catch (const std::exception&) {}
         }
-    } catch (const std::exception&) {
-    }
+    } catch (const std::exception&) {}
     return out;
 }
 

@@ -31,7 +31,7 @@
 namespace labctl::events {
 
 struct Event {
-    double time = 0;        // unix time, seconds
+    double time = 0;  // unix time, seconds
     std::string lab;
     std::string type;       // "link", "address", "route", "qdisc", "lab"
     std::string node;       // "" for lab events
@@ -51,11 +51,11 @@ nlohmann::json to_json(const Event& e);
 // The live state of one interface, as netlink says.
 struct InterfaceState {
     bool present = false;
-    bool admin_up = false;        // IFF_UP
-    bool carrier = false;         // IFF_LOWER_UP
-    std::uint8_t operstate = 0;   // IF_OPER_*
-    std::string root_qdisc;       // kind of the root qdisc ("netem", "tbf", "noqueue"...), "" none
-    bool up() const noexcept;     // present and operationally up
+    bool admin_up = false;           // IFF_UP
+    bool carrier = false;            // IFF_LOWER_UP
+    std::uint8_t operstate = 0;      // IF_OPER_*
+    std::string root_qdisc;          // kind of the root qdisc ("netem", "tbf", "noqueue"...), "" none
+    bool up() const noexcept;        // present and operationally up
     bool impaired() const noexcept;  // a netem or tbf root qdisc
     // Why it is not up: "admin down", "no carrier", an operstate name; "" when up.
     std::string why_down() const;

@@ -49,10 +49,9 @@ std::string node_label(const Node& node) {
     std::string label = node.name + "\\n(" + to_string(node.kind) + ")";
     // Addresses not shown on a link: loopback, dummy, vlan, bridge interfaces.
     for (const auto& iface : node.interfaces) {
-        bool shown_elsewhere = iface.type == InterfaceType::veth || iface.type == InterfaceType::tap ||
-                               iface.type == InterfaceType::tun;
-        if (shown_elsewhere || (iface.addresses.empty() && iface.type == InterfaceType::loopback))
-            continue;
+        bool shown_elsewhere =
+            iface.type == InterfaceType::veth || iface.type == InterfaceType::tap || iface.type == InterfaceType::tun;
+        if (shown_elsewhere || (iface.addresses.empty() && iface.type == InterfaceType::loopback)) continue;
         if (iface.addresses.empty() && node.kind == NodeKind::switch_ && iface.name == "br0") continue;
         std::string what = iface.name;
         if (iface.type == InterfaceType::vlan)
@@ -107,8 +106,7 @@ std::string run_dot(const std::string& text, const std::string& shown) {
     pid_t pid = 0;
     int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
-    if (err != 0)
-        throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
+    if (err != 0) throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
     read_end.reset();
     out_write.reset();
     // dot reads the whole graph before it writes anything: writing first cannot block
@@ -124,8 +122,7 @@ std::string run_dot(const std::string& text, const std::string& shown) {
     write_end.reset();
     out_read.reset();
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !error.empty())
         throw LabError(shown + ": Graphviz's dot failed" + (error.empty() ? "" : " (" + error + ")"));
     return output;
@@ -139,14 +136,13 @@ std::string to_dot(const Topology& topo, const DotOptions& options) {
     std::string title = escape(topo.name);
     if (!topo.description.empty()) title += "\\n" + escape(topo.description);
     out += "  graph [label=\"" + title +
-           "\", labelloc=t, fontname=\"Helvetica\", fontsize=14, overlap=false, splines=true, "
-           "nodesep=0.6, ranksep=1.0];\n";
+        "\", labelloc=t, fontname=\"Helvetica\", fontsize=14, overlap=false, splines=true, "
+        "nodesep=0.6, ranksep=1.0];\n";
     out += "  node [fontname=\"Helvetica\", fontsize=11];\n";
     out += "  edge [fontname=\"Helvetica\", fontsize=9, labelfontsize=9];\n";
     for (const auto& node : topo.nodes)
-        out += "  \"" + escape(node.name) + "\" [shape=" + shape(node.kind) + ", label=\"" +
-               node_label(node) + "\"" + (options.element_ids ? ", id=\"node-" + escape(node.name) + "\"" : "") +
-               "];\n";
+        out += "  \"" + escape(node.name) + "\" [shape=" + shape(node.kind) + ", label=\"" + node_label(node) + "\"" +
+            (options.element_ids ? ", id=\"node-" + escape(node.name) + "\"" : "") + "];\n";
     for (const auto& node : topo.nodes) {
         for (const auto& iface : node.interfaces) {
             if (iface.type != InterfaceType::tap && iface.type != InterfaceType::tun) continue;
@@ -156,7 +152,7 @@ std::string to_dot(const Topology& topo, const DotOptions& options) {
             if (iface.group) label += "\\ngroup " + std::to_string(*iface.group);
             label += addresses(iface);
             out += "  \"" + id + "\" [shape=cds, style=\"dashed,filled\", fillcolor=\"#f3e8fb\", label=\"" + label +
-                   "\"];\n";
+                "\"];\n";
             out += "  \"" + escape(node.name) + "\" -- \"" + id + "\" [style=dashed];\n";
         }
     }
@@ -168,8 +164,8 @@ std::string to_dot(const Topology& topo, const DotOptions& options) {
         std::string label = impair_text(link.impair);
         if (link.mtu) label = "mtu " + std::to_string(*link.mtu) + (label.empty() ? "" : "\\n" + label);
         out += "  \"" + escape(topo.nodes[a.node].name) + "\" -- \"" + escape(topo.nodes[b.node].name) +
-               "\" [taillabel=\"" + end_label(topo.interface(a)) + "\", headlabel=\"" +
-               end_label(topo.interface(b)) + "\"";
+            "\" [taillabel=\"" + end_label(topo.interface(a)) + "\", headlabel=\"" + end_label(topo.interface(b)) +
+            "\"";
         if (!label.empty()) out += ", label=\"" + label + "\", style=bold";
         if (options.element_ids) out += ", id=\"link-" + std::to_string(i) + "\"";
         out += "];\n";
@@ -206,8 +202,7 @@ void render(const Topology& topo, const std::string& path) {
     pid_t pid = 0;
     int err = ::posix_spawnp(&pid, "dot", &actions, nullptr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
-    if (err != 0)
-        throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
+    if (err != 0) throw KernelError(err, "graph: running Graphviz's dot (install the graphviz package)");
     out.reset();
     read_end.reset();
     std::string write_error;
@@ -218,8 +213,7 @@ void render(const Topology& topo, const std::string& path) {
     }
     write_end.reset();
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         throw LabError(path + ": Graphviz's dot failed" + (write_error.empty() ? "" : " (" + write_error + ")"));
 }

@@ -45,8 +45,7 @@ std::string what(const std::string& name) { return "namespace \"" + name + "\"";
 namespace {
 
 void check_name(const std::string& name) {
-    if (name.empty() || name.size() > NAME_MAX || name.find('/') != std::string::npos || name == "." ||
-        name == "..")
+    if (name.empty() || name.size() > NAME_MAX || name.find('/') != std::string::npos || name == "." || name == "..")
         throw KernelError(EINVAL, what(name), "invalid namespace name");
 }
 
@@ -60,8 +59,7 @@ bool is_nsfs(int fd) {
 NetnsHandle handle_from_fd(UniqueFd fd, const std::string& name, const std::string& context) {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw_last_errno(context + ": fstat");
-    if (!is_nsfs(fd.get()))
-        throw KernelError(EINVAL, context, "not a mounted network namespace (leftover file?)");
+    if (!is_nsfs(fd.get())) throw KernelError(EINVAL, context, "not a mounted network namespace (leftover file?)");
     return NetnsHandle{std::move(fd), st.st_dev, st.st_ino, name};
 }
 
@@ -382,8 +380,7 @@ void remove(const std::string& name) {
         throw KernelError(ELOOP, what(name) + ": removing " + path, "a symlink, not a namespace; left alone");
     for (int attempt = 0;; ++attempt) {
         // EINVAL: not a mount point (a file left before its bind mount); ENOENT: gone.
-        if (::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0 || errno == EINVAL || errno == ENOENT)
-            break;
+        if (::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0 || errno == EINVAL || errno == ENOENT) break;
         if (errno != EBUSY || attempt >= 5) throw_last_errno(what(name) + ": unmounting " + path);
         std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
     }

@@ -46,7 +46,7 @@ struct NetnsHandle {
 // something holds it; the netns cookie (SO_NETNS_COOKIE) is never reused while the host
 // runs. The file under /run/netns is a tmpfs inode of its own, under the mount.
 struct NetnsIdentity {
-    dev_t dev = 0;             // the namespace's nsfs file
+    dev_t dev = 0;  // the namespace's nsfs file
     ino_t ino = 0;
     std::uint64_t cookie = 0;  // 0: unknown (journals of older labctl versions)
     dev_t file_dev = 0;        // the file the namespace is mounted on

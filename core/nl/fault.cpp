@@ -106,8 +106,7 @@ std::optional<FaultInjection> parse_fault_spec(std::string_view spec) {
     }
     char* end = nullptr;
     f.fraction = std::strtod(fraction.c_str(), &end);
-    if (fraction.empty() || *end || f.fraction < 0 || f.fraction > 1 ||
-        (f.errnos.empty() && !f.dump_intr))
+    if (fraction.empty() || *end || f.fraction < 0 || f.fraction > 1 || (f.errnos.empty() && !f.dump_intr))
         return std::nullopt;
     if (!seed.empty()) {
         f.seed = std::strtoull(seed.c_str(), &end, 10);

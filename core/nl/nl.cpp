@@ -249,9 +249,7 @@ void Nest::end() noexcept {
 
 // --- Batch -------------------------------------------------------------------------
 
-void Batch::add(Message&& msg, std::string context) {
-    entries_.push_back(Entry{std::move(msg), std::move(context)});
-}
+void Batch::add(Message&& msg, std::string context) { entries_.push_back(Entry{std::move(msg), std::move(context)}); }
 
 std::vector<Result> Batch::run(Socket& sock) const {
     std::vector<Result> results(entries_.size());
@@ -277,9 +275,9 @@ std::vector<Result> Batch::run(Socket& sock) const {
             if (n == 0) {
                 for (const auto& [seq, index] : pending) {
                     results[index].error = overrun ? ENOBUFS : ETIMEDOUT;
-                    results[index].kernel_message =
-                        overrun ? "acknowledgement lost (netlink receive buffer overrun); outcome unknown"
-                                : "no acknowledgement from the kernel";
+                    results[index].kernel_message = overrun
+                        ? "acknowledgement lost (netlink receive buffer overrun); outcome unknown"
+                        : "no acknowledgement from the kernel";
                     ack_lost[index] = true;
                 }
                 pending.clear();
@@ -344,11 +342,11 @@ void Batch::run_or_throw(Socket& sock) const {
 }
 
 void request(Socket& sock, Message& msg, const std::string& context) {
-    query(sock, msg, [](const nlmsghdr*) {}, context);
+    query(
+        sock, msg, [](const nlmsghdr*) {}, context);
 }
 
-void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
-           const std::string& context) {
+void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each, const std::string& context) {
     for (int attempt = 0;; ++attempt) {
         try {
             query_once(sock, msg, each, context);
@@ -392,8 +390,7 @@ void query_once(Socket& sock, Message& msg, const std::function<void(const nlmsg
 
 }  // namespace
 
-void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
-          const std::string& context) {
+void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each, const std::string& context) {
     nlmsghdr* out = msg.hdr();
     out->nlmsg_flags |= NLM_F_DUMP;
     out->nlmsg_pid = 0;
@@ -468,8 +465,7 @@ int collect(const nlattr* attr, void* data) {
 }
 }  // namespace
 
-std::vector<const nlattr*> parse_attrs(const nlmsghdr* nlh, std::size_t family_header_size,
-                                       std::uint16_t max_type) {
+std::vector<const nlattr*> parse_attrs(const nlmsghdr* nlh, std::size_t family_header_size, std::uint16_t max_type) {
     std::vector<const nlattr*> out(max_type + 1u, nullptr);
     Table t{&out, max_type};
     mnl_attr_parse(nlh, static_cast<unsigned>(family_header_size), collect, &t);

@@ -178,20 +178,17 @@ void request(Socket& sock, Message& msg, const std::string& context);
 // One request whose answer is one or more messages (e.g. RTM_GETLINK for one ifindex):
 // `each` sees every message up to the ack. EBUSY and ENOBUFS answers are retried as in
 // Batch::run. Throws KernelError.
-void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
-           const std::string& context);
+void query(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each, const std::string& context);
 
 // A dump (NLM_F_DUMP is added). The whole answer is collected first and `each` runs
 // only over a consistent one: when the kernel flags NLM_F_DUMP_INTR (the table changed
 // meanwhile), the dump is restarted; after 10 attempts in all, KernelError(EAGAIN).
 // Throws KernelError.
-void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each,
-          const std::string& context);
+void dump(Socket& sock, Message& msg, const std::function<void(const nlmsghdr*)>& each, const std::string& context);
 
 // Parsing helpers for answers: the attributes after the family header of `nlh`, indexed
 // by type (nullptr when absent; later duplicates win). `max_type` bounds the table.
-std::vector<const nlattr*> parse_attrs(const nlmsghdr* nlh, std::size_t family_header_size,
-                                       std::uint16_t max_type);
+std::vector<const nlattr*> parse_attrs(const nlmsghdr* nlh, std::size_t family_header_size, std::uint16_t max_type);
 std::vector<const nlattr*> parse_nested(const nlattr* nest, std::uint16_t max_type);
 
 // Test hook for reliability work: when active, a fraction of the requests made through

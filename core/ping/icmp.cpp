@@ -73,8 +73,8 @@ bool is_echo_reply(int family, std::uint8_t type) {
 
 bool is_fatal_error(int family, std::uint8_t type, std::uint8_t code) {
     if (family == AF_INET)
-        return (type == ICMP_DEST_UNREACH && code != ICMP_FRAG_NEEDED) ||
-               type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
+        return (type == ICMP_DEST_UNREACH && code != ICMP_FRAG_NEEDED) || type == ICMP_TIME_EXCEEDED ||
+            type == ICMP_PARAMETERPROB;
     return type == ICMP6_DST_UNREACH || type == ICMP6_TIME_EXCEEDED || type == ICMP6_PARAM_PROB;
 }
 
@@ -82,54 +82,52 @@ namespace {
 
 std::string describe_icmp4_error(std::uint8_t type, std::uint8_t code) {
     switch (type) {
-    case ICMP_DEST_UNREACH:
-        switch (code) {
-        case ICMP_NET_UNREACH: return "Destination net unreachable";
-        case ICMP_HOST_UNREACH: return "Destination host unreachable";
-        case ICMP_PROT_UNREACH: return "Destination protocol unreachable";
-        case ICMP_PORT_UNREACH: return "Destination port unreachable";
-        case ICMP_FRAG_NEEDED: return "Fragmentation needed";
-        case ICMP_SR_FAILED: return "Source route failed";
-        case ICMP_NET_UNKNOWN: return "Destination net unknown";
-        case ICMP_HOST_UNKNOWN: return "Destination host unknown";
-        case ICMP_HOST_ISOLATED: return "Source host isolated";
-        case ICMP_NET_ANO: return "Destination net prohibited";
-        case ICMP_HOST_ANO: return "Destination host prohibited";
-        case ICMP_NET_UNR_TOS: return "Destination net unreachable for type of service";
-        case ICMP_HOST_UNR_TOS: return "Destination host unreachable for type of service";
-        case ICMP_PKT_FILTERED: return "Packet filtered";
-        case ICMP_PREC_VIOLATION: return "Precedence violation";
-        case ICMP_PREC_CUTOFF: return "Precedence cutoff";
-        default: return "Destination unreachable, code " + std::to_string(code);
-        }
-    case ICMP_TIME_EXCEEDED:
-        return code == ICMP_EXC_FRAGTIME ? "Fragment reassembly time exceeded"
-                                         : "Time to live exceeded";
-    case ICMP_PARAMETERPROB: return "Parameter problem";
-    default: return "ICMP type " + std::to_string(type) + ", code " + std::to_string(code);
+        case ICMP_DEST_UNREACH:
+            switch (code) {
+                case ICMP_NET_UNREACH: return "Destination net unreachable";
+                case ICMP_HOST_UNREACH: return "Destination host unreachable";
+                case ICMP_PROT_UNREACH: return "Destination protocol unreachable";
+                case ICMP_PORT_UNREACH: return "Destination port unreachable";
+                case ICMP_FRAG_NEEDED: return "Fragmentation needed";
+                case ICMP_SR_FAILED: return "Source route failed";
+                case ICMP_NET_UNKNOWN: return "Destination net unknown";
+                case ICMP_HOST_UNKNOWN: return "Destination host unknown";
+                case ICMP_HOST_ISOLATED: return "Source host isolated";
+                case ICMP_NET_ANO: return "Destination net prohibited";
+                case ICMP_HOST_ANO: return "Destination host prohibited";
+                case ICMP_NET_UNR_TOS: return "Destination net unreachable for type of service";
+                case ICMP_HOST_UNR_TOS: return "Destination host unreachable for type of service";
+                case ICMP_PKT_FILTERED: return "Packet filtered";
+                case ICMP_PREC_VIOLATION: return "Precedence violation";
+                case ICMP_PREC_CUTOFF: return "Precedence cutoff";
+                default: return "Destination unreachable, code " + std::to_string(code);
+            }
+        case ICMP_TIME_EXCEEDED:
+            return code == ICMP_EXC_FRAGTIME ? "Fragment reassembly time exceeded" : "Time to live exceeded";
+        case ICMP_PARAMETERPROB: return "Parameter problem";
+        default: return "ICMP type " + std::to_string(type) + ", code " + std::to_string(code);
     }
 }
 
 std::string describe_icmp6_error(std::uint8_t type, std::uint8_t code) {
     switch (type) {
-    case ICMP6_DST_UNREACH:
-        switch (code) {
-        case ICMP6_DST_UNREACH_NOROUTE: return "Destination unreachable: No route";
-        case ICMP6_DST_UNREACH_ADMIN: return "Destination unreachable: Administratively prohibited";
-        case ICMP6_DST_UNREACH_BEYONDSCOPE:
-            return "Destination unreachable: Beyond scope of source address";
-        case ICMP6_DST_UNREACH_ADDR: return "Destination unreachable: Address unreachable";
-        case ICMP6_DST_UNREACH_NOPORT: return "Destination unreachable: Port unreachable";
-        case 5: return "Destination unreachable: Source address failed ingress/egress policy";
-        case 6: return "Destination unreachable: Reject route to destination";
-        default: return "Destination unreachable, code " + std::to_string(code);
-        }
-    case ICMP6_PACKET_TOO_BIG: return "Packet too big";
-    case ICMP6_TIME_EXCEEDED:
-        return code == ICMP6_TIME_EXCEED_REASSEMBLY ? "Time exceeded: Fragment reassembly"
-                                                    : "Time exceeded: Hop limit";
-    case ICMP6_PARAM_PROB: return "Parameter problem, code " + std::to_string(code);
-    default: return "ICMPv6 type " + std::to_string(type) + ", code " + std::to_string(code);
+        case ICMP6_DST_UNREACH:
+            switch (code) {
+                case ICMP6_DST_UNREACH_NOROUTE: return "Destination unreachable: No route";
+                case ICMP6_DST_UNREACH_ADMIN: return "Destination unreachable: Administratively prohibited";
+                case ICMP6_DST_UNREACH_BEYONDSCOPE: return "Destination unreachable: Beyond scope of source address";
+                case ICMP6_DST_UNREACH_ADDR: return "Destination unreachable: Address unreachable";
+                case ICMP6_DST_UNREACH_NOPORT: return "Destination unreachable: Port unreachable";
+                case 5: return "Destination unreachable: Source address failed ingress/egress policy";
+                case 6: return "Destination unreachable: Reject route to destination";
+                default: return "Destination unreachable, code " + std::to_string(code);
+            }
+        case ICMP6_PACKET_TOO_BIG: return "Packet too big";
+        case ICMP6_TIME_EXCEEDED:
+            return code == ICMP6_TIME_EXCEED_REASSEMBLY ? "Time exceeded: Fragment reassembly"
+                                                        : "Time exceeded: Hop limit";
+        case ICMP6_PARAM_PROB: return "Parameter problem, code " + std::to_string(code);
+        default: return "ICMPv6 type " + std::to_string(type) + ", code " + std::to_string(code);
     }
 }
 

@@ -144,8 +144,7 @@ void PingRun::finish(std::size_t p, bool refused, std::string reason, bool alway
     ProbeResult& r = results_[p];
     r.refused = refused;
     r.reason = std::move(reason);
-    if (!refused && r.received == 0 && r.reason.empty())
-        r.reason = st.last_error.empty() ? "No reply" : st.last_error;
+    if (!refused && r.received == 0 && r.reason.empty()) r.reason = st.last_error.empty() ? "No reply" : st.last_error;
 
     const auto now = Clock::now();
     const auto deadline = st.first_start + probe.retry_for;
@@ -168,10 +167,8 @@ void PingRun::on_timer(std::size_t p) {
     if (st.waiting_retry) {
         restart(p);
     } else if (is_tcp(probes_[p])) {
-        if (st.tcp)
-            finish(p, false, "No answer within " + std::to_string(probes_[p].timeout.count()) + " ms");
-        else
-            tcp_to_open_.push_back(p);
+        if (st.tcp) finish(p, false, "No answer within " + std::to_string(probes_[p].timeout.count()) + " ms");
+        else tcp_to_open_.push_back(p);
     } else if (st.next_seq - st.seq_base <= probes_[p].count) {
         send_request(p);
     } else {
@@ -203,17 +200,13 @@ void PingRun::send_request(std::size_t p) {
     const int seq = st.next_seq;
     const int nth = seq - st.seq_base;  // 1 for the attempt's first request
     const auto planned = st.start + (nth - 1) * probe.interval;
-    const auto payload = echo_payload(token_, static_cast<std::uint32_t>(p),
-                                      static_cast<std::uint16_t>(seq));
-    const auto message = encode_echo_request(s.family, st.id, static_cast<std::uint16_t>(seq),
-                                             payload);
+    const auto payload = echo_payload(token_, static_cast<std::uint32_t>(p), static_cast<std::uint16_t>(seq));
+    const auto message = encode_echo_request(s.family, st.id, static_cast<std::uint16_t>(seq), payload);
     Clock::time_point sent_at;
     auto send_once = [&]() -> int {
         sent_at = Clock::now();
-        ssize_t n = ::sendto(s.fd.get(), message.data(), message.size(),
-                             MSG_DONTWAIT | MSG_NOSIGNAL,
-                             reinterpret_cast<const sockaddr*>(&st.destination),
-                             st.destination_size);
+        ssize_t n = ::sendto(s.fd.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                             reinterpret_cast<const sockaddr*>(&st.destination), st.destination_size);
         return n < 0 ? errno : 0;
     };
     int err = send_once();
@@ -241,10 +234,8 @@ void PingRun::send_request(std::size_t p) {
     st.sent_at[nth - 1] = sent_at;
     ++st.next_seq;
     ++results_[p].sent;
-    if (nth < probe.count)
-        schedule(p, st.start + nth * probe.interval);
-    else
-        schedule(p, sent_at + probe.timeout);
+    if (nth < probe.count) schedule(p, st.start + nth * probe.interval);
+    else schedule(p, sent_at + probe.timeout);
 }
 
 void PingRun::loop() {
@@ -287,8 +278,7 @@ void PingRun::loop() {
                 timeout_ms = static_cast<int>(std::min<long long>(ms, INT_MAX));
             }
         }
-        int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()),
-                             timeout_ms);
+        int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
             throw_last_errno("ping: waiting for replies");

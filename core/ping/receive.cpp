@@ -56,8 +56,7 @@ void PingRun::read_replies(Socket& s) {
             continue;
         }
 
-        std::span<const std::uint8_t> message(buffer.data(),
-                                              std::min<std::size_t>(n, buffer.size()));
+        std::span<const std::uint8_t> message(buffer.data(), std::min<std::size_t>(n, buffer.size()));
         int ttl = -1;
         if (s.family == AF_INET) {
             auto packet = parse_ipv4(message);
@@ -85,15 +84,12 @@ void PingRun::read_replies(Socket& s) {
         if (st.answered[nth - 1]) continue;  // a duplicate (ping's "DUP!") is not counted
         st.answered[nth - 1] = true;
 
-        Reply reply{seq,
-                    std::chrono::duration<double, std::milli>(now - st.sent_at[nth - 1]).count(),
-                    ttl};
+        Reply reply{seq, std::chrono::duration<double, std::milli>(now - st.sent_at[nth - 1]).count(), ttl};
         ProbeResult& r = results_[p];
         r.replies.push_back(reply);
         ++r.received;
         if (on_reply_) on_reply_(p, reply);
-        if (probes_[p].stop_at_first_reply || r.received == probes_[p].count)
-            finish(p, false, {});
+        if (probes_[p].stop_at_first_reply || r.received == probes_[p].count) finish(p, false, {});
     }
 }
 
@@ -121,14 +117,11 @@ void PingRun::read_errors(Socket& s) {
                 (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR))
                 error = reinterpret_cast<const sock_extended_err*>(CMSG_DATA(c));
         // Local errors (EMSGSIZE...) carry no request to match; sendto() reported them.
-        if (!error || (error->ee_origin != SO_EE_ORIGIN_ICMP &&
-                       error->ee_origin != SO_EE_ORIGIN_ICMP6))
-            continue;
+        if (!error || (error->ee_origin != SO_EE_ORIGIN_ICMP && error->ee_origin != SO_EE_ORIGIN_ICMP6)) continue;
         if (!is_fatal_error(s.family, error->ee_type, error->ee_code)) continue;
 
         // The data is the request the error quotes, from its ICMP header on.
-        std::span<const std::uint8_t> quoted(buffer.data(),
-                                             std::min<std::size_t>(n, buffer.size()));
+        std::span<const std::uint8_t> quoted(buffer.data(), std::min<std::size_t>(n, buffer.size()));
         auto header = parse_icmp_header(quoted);
         if (!header || !is_echo_request(s.family, header->type)) continue;
         const auto& by_id = namespaces_[s.netns].probe_by_id[family_slot(s.family)];
@@ -136,18 +129,14 @@ void PingRun::read_errors(Socket& s) {
         if (it == by_id.end()) continue;
         const std::size_t p = it->second;
         const ProbeState& st = states_[p];
-        if (st.done || st.waiting_retry || header->seq <= st.seq_base ||
-            header->seq >= st.next_seq)
-            continue;
+        if (st.done || st.waiting_retry || header->seq <= st.seq_base || header->seq >= st.next_seq) continue;
         if (!same_address(address_of(original_destination), probes_[p].destination)) continue;
         // Routers quote at least 8 bytes past the IP header; Linux quotes much more. Check
         // the payload's key when it is there.
         auto body = quoted.subspan(kIcmpHeaderSize);
         if (body.size() >= kPayloadKeySize) {
-            const auto expected =
-                echo_payload(token_, static_cast<std::uint32_t>(p), header->seq);
-            if (!std::equal(expected.begin(), expected.begin() + kPayloadKeySize, body.begin()))
-                continue;
+            const auto expected = echo_payload(token_, static_cast<std::uint32_t>(p), header->seq);
+            if (!std::equal(expected.begin(), expected.begin() + kPayloadKeySize, body.begin())) continue;
         }
 
         std::string reason = describe_icmp_error(s.family, error->ee_type, error->ee_code);

@@ -46,7 +46,7 @@ inline constexpr auto kMinSendPatience = std::chrono::milliseconds(50);
 inline int family_slot(int family) { return family == AF_INET ? 0 : 1; }
 
 struct Namespace {
-    int fd = -1;  // the first of the caller's fds naming it
+    int fd = -1;        // the first of the caller's fds naming it
     std::string label;  // for messages: "namespace lab-h1" (or "namespace fd 7" unnamed)
     std::vector<std::size_t> sockets;
     std::uint16_t next_id = 0;
@@ -61,7 +61,7 @@ struct Socket {
     std::size_t netns = 0;
     int family = AF_UNSPEC;
     std::string ifname;
-    std::size_t probe_count = 0;  // 0: only hears ICMP errors for the namespace's probes
+    std::size_t probe_count = 0;    // 0: only hears ICMP errors for the namespace's probes
     std::size_t buffer_probes = 0;  // probes whose replies or errors it may have to hold
     UniqueFd fd;
     unsigned ifindex = 0;     // of ifname, for IPv6 link-local destinations
@@ -74,12 +74,12 @@ struct ProbeState {
     std::size_t socket = 0;  // ICMP
     std::uint16_t id = 0;    // ICMP
     int next_seq = 1;
-    int seq_base = 0;  // the current attempt's requests are seq_base + 1 ... seq_base + count
+    int seq_base = 0;                        // the current attempt's requests are seq_base + 1 ... seq_base + count
     std::vector<Clock::time_point> sent_at;  // by seq - seq_base - 1
     std::vector<bool> answered;              // by seq - seq_base - 1
     Clock::time_point first_start;           // of the first attempt
     Clock::time_point start;                 // of the current attempt
-    Clock::time_point due;  // of the one live timer: the next request, the deadline, a retry
+    Clock::time_point due;                   // of the one live timer: the next request, the deadline, a retry
     Clock::duration backoff = kFirstBackoff;
     bool waiting_retry = false;  // between attempts
     // TCP: the current attempt's socket (connecting while open), or why none could be made.

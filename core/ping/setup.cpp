@@ -35,8 +35,7 @@
 namespace labctl::ping::detail {
 
 bool is_transient_send_error(int err) {
-    return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == ENOMEM ||
-           err == EINTR;
+    return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == ENOMEM || err == EINTR;
 }
 
 bool is_link_local(const IpAddress& a) {
@@ -60,17 +59,14 @@ IpAddress address_of(const sockaddr_storage& ss) {
 
 IpAddress address_of(const sockaddr* sa) {
     sockaddr_storage ss{};
-    if (sa->sa_family == AF_INET)
-        std::memcpy(&ss, sa, sizeof(sockaddr_in));
-    else if (sa->sa_family == AF_INET6)
-        std::memcpy(&ss, sa, sizeof(sockaddr_in6));
+    if (sa->sa_family == AF_INET) std::memcpy(&ss, sa, sizeof(sockaddr_in));
+    else if (sa->sa_family == AF_INET6) std::memcpy(&ss, sa, sizeof(sockaddr_in6));
     return address_of(ss);
 }
 
 // Family and the family's bytes only: an IPv4 IpAddress may carry anything after byte 4.
 bool same_address(const IpAddress& a, const IpAddress& b) {
-    return a.family == b.family && std::equal(a.bytes.begin(), a.bytes.begin() + a.size(),
-                                              b.bytes.begin());
+    return a.family == b.family && std::equal(a.bytes.begin(), a.bytes.begin() + a.size(), b.bytes.begin());
 }
 
 void set_int_option(int fd, int level, int name, int value, const std::string& what) {
@@ -92,8 +88,7 @@ void size_buffers(int fd, std::size_t probes) {
 void open_socket(Socket& s) {
     const bool v4 = s.family == AF_INET;
     const std::string what = family_name(s.family) + " socket";
-    int fd = ::socket(s.family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      v4 ? int(IPPROTO_ICMP) : int(IPPROTO_ICMPV6));
+    int fd = ::socket(s.family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, v4 ? int(IPPROTO_ICMP) : int(IPPROTO_ICMPV6));
     if (fd < 0) throw_last_errno("opening a raw " + what);
     UniqueFd owner(fd);
 
@@ -111,15 +106,14 @@ void open_socket(Socket& s) {
         if (::setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter, sizeof filter) < 0)
             throw_last_errno("setting ICMP6_FILTER on the " + what);
         set_int_option(fd, SOL_IPV6, IPV6_RECVERR, 1, "setting IPV6_RECVERR on the " + what);
-        set_int_option(fd, SOL_IPV6, IPV6_RECVHOPLIMIT, 1,
-                       "setting IPV6_RECVHOPLIMIT on the " + what);
+        set_int_option(fd, SOL_IPV6, IPV6_RECVHOPLIMIT, 1, "setting IPV6_RECVHOPLIMIT on the " + what);
     }
     size_buffers(fd, s.buffer_probes);
 
     if (!s.ifname.empty()) {
         // A missing or misnamed interface is the probe's problem, not the run's.
-        if (::setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, s.ifname.data(),
-                         static_cast<socklen_t>(s.ifname.size())) < 0) {
+        if (::setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, s.ifname.data(), static_cast<socklen_t>(s.ifname.size())) <
+            0) {
             s.setup_error = s.ifname + ": " + describe_errno(errno);
             return;
         }
@@ -144,9 +138,8 @@ void validate(const Probe& probe, std::size_t index) {
 
 void PingRun::plan() {
     std::random_device entropy;
-    std::mt19937_64 random(
-        (std::uint64_t(entropy()) << 32) ^ entropy() ^
-        static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
+    std::mt19937_64 random((std::uint64_t(entropy()) << 32) ^ entropy() ^
+                           static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
     token_ = random();
 
     // Namespaces by identity (nsfs device and inode), not by fd: two fds of one namespace
@@ -156,12 +149,11 @@ void PingRun::plan() {
     for (std::size_t p = 0; p < probes_.size(); ++p) {
         const Probe& probe = probes_[p];
         validate(probe, p);
-        struct stat st{};
-        const std::string label = "namespace " + (probe.netns_name.empty() ? "fd " + std::to_string(probe.netns_fd)
-                                                                           : probe.netns_name);
+        struct stat st {};
+        const std::string label =
+            "namespace " + (probe.netns_name.empty() ? "fd " + std::to_string(probe.netns_fd) : probe.netns_name);
         if (::fstat(probe.netns_fd, &st) < 0) throw_last_errno("ping probe " + std::to_string(p) + ": " + label);
-        auto [ns_it, ns_new] = namespace_index.try_emplace({st.st_dev, st.st_ino},
-                                                           namespaces_.size());
+        auto [ns_it, ns_new] = namespace_index.try_emplace({st.st_dev, st.st_ino}, namespaces_.size());
         if (ns_new) {
             Namespace ns;
             ns.fd = probe.netns_fd;
@@ -196,8 +188,7 @@ void PingRun::plan() {
 
         // Identifiers are unique per namespace, across its sockets: every raw ICMP socket of
         // a namespace receives every reply there.
-        if (++ns.ids_used > 65536)
-            throw std::invalid_argument("ping: more than 65536 probes from one namespace");
+        if (++ns.ids_used > 65536) throw std::invalid_argument("ping: more than 65536 probes from one namespace");
         ProbeState& st_p = states_[p];
         st_p.socket = socket;
         st_p.id = ns.next_id++;
@@ -208,8 +199,7 @@ void PingRun::plan() {
         st_p.answered.resize(probe.count);
     }
     for (Socket& s : sockets_)
-        s.buffer_probes = s.ifname.empty() ? namespaces_[s.netns].probe_count[family_slot(s.family)]
-                                           : s.probe_count;
+        s.buffer_probes = s.ifname.empty() ? namespaces_[s.netns].probe_count[family_slot(s.family)] : s.probe_count;
 }
 
 // Raises the soft RLIMIT_NOFILE to the hard limit when the sockets might not fit under it
@@ -218,8 +208,7 @@ void ensure_fd_room(std::size_t fds) {
     rlimit limit{};
     if (::getrlimit(RLIMIT_NOFILE, &limit) < 0) return;
     const rlim_t wanted = fds + 256;  // headroom for the rest of the process
-    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted &&
-        limit.rlim_cur < limit.rlim_max) {
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted && limit.rlim_cur < limit.rlim_max) {
         limit.rlim_cur = limit.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &limit);  // on failure, socket() reports EMFILE
     }

@@ -48,12 +48,10 @@ void PingRun::open_tcp_sockets() {
             for (std::size_t p : groups[g]->second) {
                 ProbeState& st = states_[p];
                 const Probe& probe = probes_[p];
-                UniqueFd fd(::socket(probe.destination.family,
-                                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+                UniqueFd fd(::socket(probe.destination.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
                 if (!fd) throw_last_errno("ping: opening a TCP socket");
                 if (!probe.bind_ifname.empty()) {
-                    if (::setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE,
-                                     probe.bind_ifname.data(),
+                    if (::setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE, probe.bind_ifname.data(),
                                      static_cast<socklen_t>(probe.bind_ifname.size())) < 0) {
                         st.tcp_setup_error = probe.bind_ifname + ": " + describe_errno(errno);
                         continue;
@@ -76,8 +74,7 @@ void PingRun::connect_tcp(std::size_t p) {
         reinterpret_cast<sockaddr_in6&>(st.destination).sin6_scope_id = st.tcp_ifindex;
     st.start = Clock::now();
     results_[p].sent = 1;
-    if (::connect(st.tcp.get(), reinterpret_cast<const sockaddr*>(&st.destination),
-                  st.destination_size) == 0) {
+    if (::connect(st.tcp.get(), reinterpret_cast<const sockaddr*>(&st.destination), st.destination_size) == 0) {
         tcp_done(p, 0);  // loopback may complete at once
         return;
     }

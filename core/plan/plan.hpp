@@ -36,9 +36,9 @@ inline constexpr int kFirstIfindex = 1000;
 // Changes made to a running lab by `labctl link/impair/node`, kept until `apply`, `down`
 // or the opposite command. Links are named by their key (link_key).
 struct Runtime {
-    std::set<std::string> links_down;                       // "h1:eth0" (the end pulled)
-    std::map<std::string, topology::Impairment> impaired;   // link key -> impairment in force
-    std::set<std::string> nodes_stopped;                    // node names
+    std::set<std::string> links_down;                      // "h1:eth0" (the end pulled)
+    std::map<std::string, topology::Impairment> impaired;  // link key -> impairment in force
+    std::set<std::string> nodes_stopped;                   // node names
     bool empty() const { return links_down.empty() && impaired.empty() && nodes_stopped.empty(); }
     bool operator==(const Runtime&) const = default;
 };
@@ -67,12 +67,12 @@ struct ObservedRoute {
 };
 
 struct ObservedNode {
-    std::string name;       // the node's name
-    bool present = false;   // its namespace exists and is the one the journal records
+    std::string name;      // the node's name
+    bool present = false;  // its namespace exists and is the one the journal records
     // Its namespace exists but the journal holds only the intent to make it (a run killed
     // while making it): removed, then made again if wanted.
     bool leftover = false;
-    bool dumped = false;    // interfaces and routes below were read from the kernel
+    bool dumped = false;  // interfaces and routes below were read from the kernel
     // Only the interfaces named in `asked` were read (a runtime change of one link reads
     // its two ends, not a switch's thousand ports); the others are trusted to be as built.
     // Routes are all read, but only those through asked interfaces are compared.
@@ -90,8 +90,8 @@ struct ObservedNode {
 // nodes it touches).
 struct Observed {
     std::optional<topology::Topology> built;  // nullopt: nothing of the lab exists
-    std::vector<ObservedNode> nodes;           // every namespace the journal records
-    Runtime runtime;                           // runtime changes in force
+    std::vector<ObservedNode> nodes;          // every namespace the journal records
+    Runtime runtime;                          // runtime changes in force
     const ObservedNode* find(const std::string& node) const;
 };
 
@@ -102,25 +102,25 @@ struct Observed {
 enum class Stage { stop, remove, namespaces, devices, veths, configure, wait, exec, daemons };
 
 enum class OpKind {
-    stop_processes,   // kill the node's daemons (or, powering it off, every process in it)
-    delete_netns,     // remove a namespace (everything in it goes with it)
-    delete_link,      // = ip link del (a veth: both ends)
+    stop_processes,  // kill the node's daemons (or, powering it off, every process in it)
+    delete_netns,    // remove a namespace (everything in it goes with it)
+    delete_link,     // = ip link del (a veth: both ends)
     delete_address,
     delete_route,
     delete_qdisc,
-    create_netns,     // with lab-wide IPv6 defaults, forwarding for routers, TUN/TAP
+    create_netns,  // with lab-wide IPv6 defaults, forwarding for routers, TUN/TAP
     add_bridge,
     add_dummy,
-    add_veth,         // sent from the namespace of `node` (the link's main end)
-    set_link,         // up/down, mtu, master
+    add_veth,  // sent from the namespace of `node` (the link's main end)
+    set_link,  // up/down, mtu, master
     add_vlan,
     bridge_vlans,
     replace_qdisc,
     write_sysctls,
     add_address,
     add_route,
-    wait_links,       // until every listed end is operationally up
-    finish_bridges,   // multicast snooping back on
+    wait_links,      // until every listed end is operationally up
+    finish_bridges,  // multicast snooping back on
     run_exec,
     start_daemons,
 };
@@ -137,30 +137,30 @@ struct RouteSpec {
 
 struct Op {
     OpKind kind{};
-    std::size_t node = 0;        // index in the desired topology (not for delete_netns)
-    std::string name;            // delete_netns: the namespace; stop_processes: the node
-    int ifindex = 0;             // the interface acted on
-    std::size_t iface = 0;       // its index in the desired node, when it has one
-    std::size_t link = 0;        // add_veth, replace_qdisc: index in the desired links
+    std::size_t node = 0;   // index in the desired topology (not for delete_netns)
+    std::string name;       // delete_netns: the namespace; stop_processes: the node
+    int ifindex = 0;        // the interface acted on
+    std::size_t iface = 0;  // its index in the desired node, when it has one
+    std::size_t link = 0;   // add_veth, replace_qdisc: index in the desired links
     // set_link
     std::optional<bool> up;
     std::optional<std::uint32_t> mtu;
     std::optional<int> master;
-    bool all_processes = false;  // stop_processes: every process in the namespace
-    bool may_exist = false;      // add_route: the kernel may have kept it (EEXIST is fine)
-    IpPrefix prefix;             // add/delete_address
-    RouteSpec route;             // add/delete_route
-    topology::Impairment impair; // replace_qdisc
+    bool all_processes = false;                     // stop_processes: every process in the namespace
+    bool may_exist = false;                         // add_route: the kernel may have kept it (EEXIST is fine)
+    IpPrefix prefix;                                // add/delete_address
+    RouteSpec route;                                // add/delete_route
+    topology::Impairment impair;                    // replace_qdisc
     std::vector<std::pair<std::size_t, int>> wait;  // wait_links: (node, ifindex)
     std::vector<std::size_t> deps;                  // indexes of earlier operations
 };
 
 // One line of what the user is told: "+ node h4", "~ h1:eth0 addresses +10.0.1.12/24".
 struct Change {
-    char op = '~';        // '+', '-', '~'
-    std::string kind;     // "node", "link", "interface", "route", "sysctls", "exec", "daemons"
-    std::string target;   // "h4", "h1:eth0 <-> sw1:p1", "h1:eth0", "h1"
-    std::string detail;   // "addresses +10.0.1.12/24 -10.0.1.10/24", "" for + and -
+    char op = '~';       // '+', '-', '~'
+    std::string kind;    // "node", "link", "interface", "route", "sysctls", "exec", "daemons"
+    std::string target;  // "h4", "h1:eth0 <-> sw1:p1", "h1:eth0", "h1"
+    std::string detail;  // "addresses +10.0.1.12/24 -10.0.1.10/24", "" for + and -
     std::string line() const;
     bool operator==(const Change&) const = default;
 };

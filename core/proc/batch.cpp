@@ -50,8 +50,7 @@ struct Timer {
 class Batch {
 public:
     Batch(const std::vector<BatchJob>& jobs, std::size_t parallel)
-        : jobs_(jobs), parallel_(std::max<std::size_t>(parallel, 1)), results_(jobs.size()),
-          states_(jobs.size()) {}
+        : jobs_(jobs), parallel_(std::max<std::size_t>(parallel, 1)), results_(jobs.size()), states_(jobs.size()) {}
 
     ~Batch() {
         // An exception left children running: kill and reap them (they are ours).
@@ -147,8 +146,7 @@ private:
         detail::make_pipe(err_read, err_write, what);
         detail::Spawned child;
         try {
-            child = detail::spawn(job.command, detail::Mode::captured,
-                                  {null.get(), out_write.get(), err_write.get()});
+            child = detail::spawn(job.command, detail::Mode::captured, {null.get(), out_write.get(), err_write.get()});
         } catch (const KernelError& e) {
             // As shells say it: 127 not found, 126 found but not executable.
             r.start_error = e.what();
@@ -204,7 +202,7 @@ private:
         JobState& st = states_[j];
         const BatchResult& r = results_[j];
         const bool holds = r.start_error.empty() && !r.result.timed_out &&
-                           (job.holds ? job.holds(r.result) : r.result.returncode == 0);
+            (job.holds ? job.holds(r.result) : r.result.returncode == 0);
         const auto now = Clock::now();
         const auto deadline = st.first_start + job.retry_for;
         if (!holds && now < deadline) {

@@ -46,8 +46,7 @@ const char* stage_text(Stage stage) {
 }
 
 void report(int fd, const Report& r) {
-    while (::write(fd, &r, sizeof r) < 0 && errno == EINTR) {
-    }
+    while (::write(fd, &r, sizeof r) < 0 && errno == EINTR) {}
 }
 
 namespace {
@@ -149,8 +148,8 @@ void reset_signals() {
 void write_wait_status(int fd, int status) {
     char text[32];
     const char* word = WIFSIGNALED(status) ? "signal " : "exit ";
-    unsigned value = WIFSIGNALED(status) ? static_cast<unsigned>(WTERMSIG(status))
-                                         : static_cast<unsigned>(WEXITSTATUS(status));
+    unsigned value =
+        WIFSIGNALED(status) ? static_cast<unsigned>(WTERMSIG(status)) : static_cast<unsigned>(WEXITSTATUS(status));
     std::size_t n = 0;
     for (const char* c = word; *c; ++c) text[n++] = *c;
     char digits[12];
@@ -161,8 +160,7 @@ void write_wait_status(int fd, int status) {
     } while (value != 0);
     while (d > 0) text[n++] = digits[--d];
     text[n++] = '\n';
-    while (::write(fd, text, n) < 0 && errno == EINTR) {
-    }
+    while (::write(fd, text, n) < 0 && errno == EINTR) {}
 }
 
 // The daemon's parent for as long as it runs: it keeps nothing of ours open (stdio on
@@ -226,15 +224,13 @@ void enter(const ChildSetup& s) {
     // The same steps as `ip netns exec` (iproute2's lib/namespace.c).
     if (::setns(s.netns_fd, CLONE_NEWNET) < 0) fail(rep, Stage::setns, errno);
     if (::unshare(CLONE_NEWNS) < 0) fail(rep, Stage::unshare, errno);
-    if (::mount("", "/", "none", MS_SLAVE | MS_REC, nullptr) < 0)
-        fail(rep, Stage::make_slave, errno);
+    if (::mount("", "/", "none", MS_SLAVE | MS_REC, nullptr) < 0) fail(rep, Stage::make_slave, errno);
     // sysfs shows the interfaces of the namespace of whoever mounted it, hence a fresh
     // instance. If the old one cannot be detached we mount over it, and a read-only one
     // can only be shadowed read-only.
     unsigned long sys_flags = 0;
     if (::umount2("/sys", MNT_DETACH) < 0) sys_flags = s.sysfs_overlay_flags;
-    if (::mount(s.sysfs_source, "/sys", "sysfs", sys_flags, nullptr) < 0)
-        fail(rep, Stage::mount_sys, errno);
+    if (::mount(s.sysfs_source, "/sys", "sysfs", sys_flags, nullptr) < 0) fail(rep, Stage::mount_sys, errno);
     // iproute2 only warns when one of these fails (e.g. no /etc/<file> to bind over),
     // and so does nothing here: the command still runs.
     for (const auto& [from, to] : *s.etc_binds) {

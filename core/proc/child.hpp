@@ -60,8 +60,8 @@ struct ChildSetup {
     const char* sysfs_source;
     unsigned long sysfs_overlay_flags;
     const std::vector<std::pair<std::string, std::string>>* etc_binds;
-    char* const* argv;  // null-terminated; argv[0] as the caller gave it
-    char** envp;        // null-terminated
+    char* const* argv;       // null-terminated; argv[0] as the caller gave it
+    char** envp;             // null-terminated
     const Account* account;  // null: stay who we are
     const char* cwd;         // null: stay where we are
     int pidns_fd;            // rootless: daemons run in the keeper's PID namespace; -1: stay

@@ -34,8 +34,7 @@ UniqueFd open_dev_null(int flags, const std::string& what) {
 
 void set_nonblocking(int fd, const std::string& what) {
     const int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-        throw_last_errno(what + ": setting O_NONBLOCK");
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_last_errno(what + ": setting O_NONBLOCK");
 }
 
 int wait_status(pid_t pid) {

@@ -98,7 +98,7 @@ struct BatchJob {
 };
 
 struct BatchResult {
-    RunResult result;        // of the last attempt
+    RunResult result;  // of the last attempt
     int attempts = 0;
     std::string start_error;  // the command could not be started ("h1: running \"foo\": ...")
 };
@@ -179,8 +179,8 @@ std::vector<pid_t> pids_in_any_netns(std::vector<NetnsId> namespaces);
 // namespaces (an fd each) so that their dev/ino name no other. Throws KernelError when
 // /proc cannot be read or a signal not sent, LabError naming the processes still there
 // after `limit`.
-void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namespaces,
-              std::chrono::milliseconds grace, std::chrono::milliseconds limit = std::chrono::seconds(30));
+void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namespaces, std::chrono::milliseconds grace,
+              std::chrono::milliseconds limit = std::chrono::seconds(30));
 
 // stop_all() of the processes in the namespace(s) alone.
 void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace);

@@ -45,8 +45,7 @@ void wait_exited(std::vector<std::pair<UniqueFd, pid_t>>& fds, std::chrono::mill
         std::vector<pollfd> polled;
         for (const auto& [fd, pid] : fds) polled.push_back({fd.get(), POLLIN, 0});
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-        const int ready = ::poll(polled.data(), polled.size(),
-                                 static_cast<int>(std::max<long long>(0, left.count())));
+        const int ready = ::poll(polled.data(), polled.size(), static_cast<int>(std::max<long long>(0, left.count())));
         if (ready < 0 && errno != EINTR) throw_last_errno("waiting for processes to exit");
         for (std::size_t i = polled.size(); i-- > 0;) {
             if (polled[i].revents & POLLIN) fds.erase(fds.begin() + static_cast<long>(i));
@@ -65,8 +64,7 @@ void terminate(std::vector<std::pair<UniqueFd, pid_t>> fds, std::chrono::millise
         it = send(it->first.get(), it->second, SIGKILL) ? it + 1 : fds.erase(it);
     }
     wait_exited(fds, kill_timeout);
-    if (!fds.empty())
-        throw LabError(process_name(fds.front().second) + ": still running 10 s after SIGKILL");
+    if (!fds.empty()) throw LabError(process_name(fds.front().second) + ": still running 10 s after SIGKILL");
 }
 
 bool in_any_netns(pid_t pid, const std::vector<NetnsId>& namespaces) {
@@ -142,16 +140,14 @@ std::vector<pid_t> pids_in_any_netns(std::vector<NetnsId> namespaces) {
     return pids;
 }
 
-void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace) {
-    stop_all({}, {{dev, ino}}, grace);
-}
+void kill_all_in_netns(dev_t dev, ino_t ino, std::chrono::milliseconds grace) { stop_all({}, {{dev, ino}}, grace); }
 
 void kill_all_in_any_netns(std::vector<NetnsId> namespaces, std::chrono::milliseconds grace) {
     stop_all({}, std::move(namespaces), grace);
 }
 
-void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namespaces,
-              std::chrono::milliseconds grace, std::chrono::milliseconds limit) {
+void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namespaces, std::chrono::milliseconds grace,
+              std::chrono::milliseconds limit) {
     std::sort(namespaces.begin(), namespaces.end());
     // A pidfd for each process to stop; each looked at again after its pidfd was opened,
     // so that the pidfd names the process that was meant.
@@ -175,7 +171,8 @@ void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namesp
         return fds;
     };
     auto signal_all = [&](std::vector<std::pair<UniqueFd, pid_t>>& fds, int sig) {
-        for (auto it = fds.begin(); it != fds.end();) it = send(it->first.get(), it->second, sig) ? it + 1 : fds.erase(it);
+        for (auto it = fds.begin(); it != fds.end();)
+            it = send(it->first.get(), it->second, sig) ? it + 1 : fds.erase(it);
     };
     const auto deadline = Clock::now() + limit;
     auto fds = gather();
@@ -188,12 +185,14 @@ void stop_all(const std::vector<ProcessId>& daemons, std::vector<NetnsId> namesp
         if (Clock::now() >= deadline) {
             std::string pids;
             for (const auto& f : fds) pids += (pids.empty() ? "" : ", ") + std::to_string(f.second);
-            throw LabError("processes " + pids + " are still running after SIGKILL (new ones keep appearing, "
+            throw LabError("processes " + pids +
+                           " are still running after SIGKILL (new ones keep appearing, "
                            "or they are stuck in the kernel)");
         }
         signal_all(fds, SIGKILL);
-        wait_exited(fds, std::min<std::chrono::milliseconds>(
-                             kill_timeout, std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now())));
+        wait_exited(fds,
+                    std::min<std::chrono::milliseconds>(
+                        kill_timeout, std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now())));
     }
 }
 

@@ -48,8 +48,7 @@ public:
     ~SigpipeBlocked() {
         if (!was_pending_) {
             const timespec zero{};
-            while (::sigtimedwait(&set_, nullptr, &zero) == SIGPIPE) {
-            }
+            while (::sigtimedwait(&set_, nullptr, &zero) == SIGPIPE) {}
         }
         if (!was_blocked_) ::pthread_sigmask(SIG_UNBLOCK, &set_, nullptr);
     }
@@ -129,8 +128,8 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
     make_pipe(err_read, err_write, what);
 
     SigpipeBlocked no_sigpipe;
-    const auto child = detail::spawn(command, detail::Mode::captured,
-                                     {in_read.get(), out_write.get(), err_write.get()});
+    const auto child =
+        detail::spawn(command, detail::Mode::captured, {in_read.get(), out_write.get(), err_write.get()});
     ChildGuard guard(child.pid, true);
     const auto started = Clock::now();
     in_read.reset();
@@ -196,12 +195,10 @@ RunResult run(const Command& command, const std::optional<std::string>& input,
         if (err_slot >= 0 && fds[err_slot].revents != 0) drain_some(err_read, result.err);
         keep_tail(result, max_output, 2 * max_output);
         if (in_slot >= 0 && fds[in_slot].revents != 0) {
-            const ssize_t n =
-                ::write(in_write.get(), input->data() + written, input->size() - written);
+            const ssize_t n = ::write(in_write.get(), input->data() + written, input->size() - written);
             if (n > 0) written += static_cast<std::size_t>(n);
             // EPIPE: the command stopped reading, which is its business.
-            if ((n < 0 && errno != EAGAIN && errno != EINTR) || written == input->size())
-                in_write.reset();
+            if ((n < 0 && errno != EAGAIN && errno != EINTR) || written == input->size()) in_write.reset();
         }
         if (child_slot >= 0 && (fds[child_slot].revents & POLLIN)) break;
     }
@@ -271,8 +268,7 @@ int run_interactive(const Command& command) {
 
 ProcessId start_daemon(const Command& command, const std::string& log_path) {
     const std::string what = detail::describe(command);
-    UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
-                        0600));
+    UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600));
     if (!log) throw_last_errno(what + ": opening log " + log_path);
     log = above_stdio(std::move(log), what);
     UniqueFd null = open_dev_null(O_RDONLY, what);

@@ -78,8 +78,7 @@ std::vector<std::string> environment_for(const Command& command) {
     return env;
 }
 
-std::string find_program(const std::string& name, const std::vector<std::string>& env,
-                         const std::string& what) {
+std::string find_program(const std::string& name, const std::vector<std::string>& env, const std::string& what) {
     if (name.find('/') != std::string::npos) return name;  // execve reports what is wrong
     if (name.empty()) throw_errno(ENOENT, what);
     std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -121,8 +120,7 @@ std::vector<std::pair<std::string, std::string>> etc_binds_for(const std::string
 
 void reap(pid_t pid, int* status = nullptr) {
     int ignored = 0;
-    while (::waitpid(pid, status ? status : &ignored, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, status ? status : &ignored, 0) < 0 && errno == EINTR) {}
 }
 
 }  // namespace
@@ -162,12 +160,11 @@ bool parse_stat(const char* text, std::size_t len, char* state, unsigned long lo
 Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
     const std::string what = describe(command);
     if (command.argv.empty()) {
-        throw LabError((command.label.empty() ? command.netns : command.label) +
-                       ": running a command: empty argv");
+        throw LabError((command.label.empty() ? command.netns : command.label) + ": running a command: empty argv");
     }
     for (const int fd : {stdio.in, stdio.out, stdio.err}) {
-        if (fd >= 0 && fd <= 2) throw LabError(what + ": stdio descriptor " + std::to_string(fd) +
-                                               " would be clobbered (internal error)");
+        if (fd >= 0 && fd <= 2)
+            throw LabError(what + ": stdio descriptor " + std::to_string(fd) + " would be clobbered (internal error)");
     }
     std::vector<std::string> env_text = environment_for(command);
     const std::string exe = find_program(command.argv.front(), env_text, what);
@@ -194,8 +191,7 @@ Spawned spawn(const Command& command, Mode mode, const Stdio& stdio) {
     }
 
     struct statvfs sys {};
-    const unsigned long overlay_flags =
-        (::statvfs("/sys", &sys) == 0 && (sys.f_flag & ST_RDONLY)) ? MS_RDONLY : 0;
+    const unsigned long overlay_flags = (::statvfs("/sys", &sys) == 0 && (sys.f_flag & ST_RDONLY)) ? MS_RDONLY : 0;
     const auto binds = etc_binds_for(command.netns);
 
     int report_pipe[2];

@@ -300,8 +300,8 @@ private:
             }
             case OpKind::add_veth: {
                 const Link& link = d_.links[op.link];
-                const LinkEnd& a = link.ends[0].node == op.node && link.ends[0].interface == op.iface ? link.ends[0]
-                                                                                                     : link.ends[1];
+                const LinkEnd& a =
+                    link.ends[0].node == op.node && link.ends[0].interface == op.iface ? link.ends[0] : link.ends[1];
                 const LinkEnd& bend = &a == &link.ends[0] ? link.ends[1] : link.ends[0];
                 rtnl::VethSpec spec;
                 spec.a = common(d_.interface(a), op.ifindex);
@@ -350,9 +350,7 @@ private:
             }
             case OpKind::add_address: batch.add(rtnl::addr_add(op.ifindex, op.prefix, true), what); return;
             case OpKind::add_route: batch.add(rtnl::route_add(to_rtnl(op.route)), what); return;
-            case OpKind::finish_bridges:
-                batch.add(rtnl::bridge_set_multicast_snooping(op.ifindex, true), what);
-                return;
+            case OpKind::finish_bridges: batch.add(rtnl::bridge_set_multicast_snooping(op.ifindex, true), what); return;
             default: return;
         }
     }

@@ -59,7 +59,7 @@ struct Options {
 // after). Throws KernelError naming the node, object and operation, or what a hook
 // throws; what was done stays done (the caller undoes: teardown for up, the reverse plan
 // for apply).
-void execute(const topology::Topology& desired, const plan::Plan& p, state::Journal& journal,
-             const Hooks& hooks, const Options& options);
+void execute(const topology::Topology& desired, const plan::Plan& p, state::Journal& journal, const Hooks& hooks,
+             const Options& options);
 
 }  // namespace labctl::realize

@@ -60,7 +60,7 @@ std::string missing_feature_message(Feature f) {
         if (std::string denied = userns::tun_denied(); !denied.empty()) return denied;
     const FeatureRow* row = row_of(f);
     return std::string(row ? row->needed_by : "this lab needs ") + feature_name(f) + " (" + feature_config(f) +
-           "); this kernel has none";
+        "); this kernel has none";
 }
 
 std::vector<Feature> missing_features(const std::vector<Feature>& wanted) {
@@ -95,7 +95,8 @@ std::vector<Feature> probe_here(const std::vector<Feature>& wanted) {
             b.add(std::move(m), "probe");
             return b.run(h.socket()).front().error == 0;
         };
-        const bool have_veth = attempt(veth_add({.a = {.name = "v0", .ifindex = kV0}, .b = {.name = "v1", .ifindex = kV1}}));
+        const bool have_veth =
+            attempt(veth_add({.a = {.name = "v0", .ifindex = kV0}, .b = {.name = "v1", .ifindex = kV1}}));
         const bool have_bridge = attempt(bridge_add({.name = "br0", .ifindex = kBr}, false));
         for (Feature f : wanted) {
             bool ok = false;
@@ -106,16 +107,11 @@ std::vector<Feature> probe_here(const std::vector<Feature>& wanted) {
                     try {
                         tuntap_create_here("t0", true, std::nullopt, std::nullopt);
                         ok = true;
-                    } catch (const KernelError&) {
-                    }
+                    } catch (const KernelError&) {}
                     break;
-                case Feature::netem:
-                    ok = have_veth && attempt(netem_add(kV0, {.delay_ms = 1}));
-                    break;
+                case Feature::netem: ok = have_veth && attempt(netem_add(kV0, {.delay_ms = 1})); break;
                 case Feature::tbf: ok = have_veth && attempt(netem_add(kV1, {.rate_mbit = 100})); break;
-                case Feature::vlan_8021q:
-                    ok = have_veth && attempt(vlan_add({.name = "v0.10"}, kV0, 10));
-                    break;
+                case Feature::vlan_8021q: ok = have_veth && attempt(vlan_add({.name = "v0.10"}, kV0, 10)); break;
                 case Feature::bridge_vlan_filtering: ok = attempt(bridge_add({.name = "brv"}, true)); break;
                 case Feature::dummy: ok = attempt(dummy_add({.name = "d0"})); break;
             }

@@ -106,9 +106,12 @@ nl::Message get_links() {
 std::vector<LinkInfo> link_dump(Handle& h) {
     std::vector<LinkInfo> out;
     nl::Message m = get_links();
-    nl::dump(h.socket(), m, [&](const nlmsghdr* nlh) {
-        if (nlh->nlmsg_type == RTM_NEWLINK) out.push_back(parse_link(nlh));
-    }, "listing links");
+    nl::dump(
+        h.socket(), m,
+        [&](const nlmsghdr* nlh) {
+            if (nlh->nlmsg_type == RTM_NEWLINK) out.push_back(parse_link(nlh));
+        },
+        "listing links");
     return out;
 }
 
@@ -120,9 +123,12 @@ std::optional<LinkInfo> link_get(Handle& h, const std::string& name) {
     m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     std::optional<LinkInfo> found;
     try {
-        nl::query(h.socket(), m, [&](const nlmsghdr* nlh) {
-            if (nlh->nlmsg_type == RTM_NEWLINK) found = parse_link(nlh);
-        }, "looking up interface " + name);
+        nl::query(
+            h.socket(), m,
+            [&](const nlmsghdr* nlh) {
+                if (nlh->nlmsg_type == RTM_NEWLINK) found = parse_link(nlh);
+            },
+            "looking up interface " + name);
     } catch (const KernelError& e) {
         if (e.errno_value() != ENODEV) throw;
     }
@@ -136,9 +142,12 @@ int ifindex_of(Handle& h, const std::string& name) {
     m.put_strz(IFLA_IFNAME, name);
     m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     int index = 0;
-    nl::query(h.socket(), m, [&](const nlmsghdr* nlh) {
-        if (nlh->nlmsg_type == RTM_NEWLINK) index = parse_link(nlh).ifindex;
-    }, "looking up interface " + name);
+    nl::query(
+        h.socket(), m,
+        [&](const nlmsghdr* nlh) {
+            if (nlh->nlmsg_type == RTM_NEWLINK) index = parse_link(nlh).ifindex;
+        },
+        "looking up interface " + name);
     if (!index) throw KernelError(ENODEV, "looking up interface " + name);
     return index;
 }
@@ -147,23 +156,26 @@ std::vector<AddrInfo> addr_dump(Handle& h) {
     std::vector<AddrInfo> out;
     nl::Message m(RTM_GETADDR, 0);
     m.header<ifaddrmsg>().ifa_family = AF_UNSPEC;
-    nl::dump(h.socket(), m, [&](const nlmsghdr* nlh) {
-        if (nlh->nlmsg_type != RTM_NEWADDR) return;
-        const auto* ifa = static_cast<const ifaddrmsg*>(mnl_nlmsg_get_payload(nlh));
-        auto tb = nl::parse_attrs(nlh, sizeof(ifaddrmsg), IFA_MAX);
-        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on
-        // point-to-point links and equal to IFA_LOCAL otherwise (IPv6 has only IFA_ADDRESS).
-        auto a = address_of(tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS], ifa->ifa_family);
-        if (!a) return;
-        AddrInfo info;
-        info.ifindex = static_cast<int>(ifa->ifa_index);
-        info.prefix = IpPrefix{*a, ifa->ifa_prefixlen};
-        info.flags = ifa->ifa_flags;
-        if (tb[IFA_FLAGS] && mnl_attr_validate(tb[IFA_FLAGS], MNL_TYPE_U32) == 0)
-            info.flags = mnl_attr_get_u32(tb[IFA_FLAGS]);
-        info.scope = ifa->ifa_scope;
-        out.push_back(info);
-    }, "listing addresses");
+    nl::dump(
+        h.socket(), m,
+        [&](const nlmsghdr* nlh) {
+            if (nlh->nlmsg_type != RTM_NEWADDR) return;
+            const auto* ifa = static_cast<const ifaddrmsg*>(mnl_nlmsg_get_payload(nlh));
+            auto tb = nl::parse_attrs(nlh, sizeof(ifaddrmsg), IFA_MAX);
+            // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on
+            // point-to-point links and equal to IFA_LOCAL otherwise (IPv6 has only IFA_ADDRESS).
+            auto a = address_of(tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS], ifa->ifa_family);
+            if (!a) return;
+            AddrInfo info;
+            info.ifindex = static_cast<int>(ifa->ifa_index);
+            info.prefix = IpPrefix{*a, ifa->ifa_prefixlen};
+            info.flags = ifa->ifa_flags;
+            if (tb[IFA_FLAGS] && mnl_attr_validate(tb[IFA_FLAGS], MNL_TYPE_U32) == 0)
+                info.flags = mnl_attr_get_u32(tb[IFA_FLAGS]);
+            info.scope = ifa->ifa_scope;
+            out.push_back(info);
+        },
+        "listing addresses");
     return out;
 }
 
@@ -176,17 +188,21 @@ std::size_t neigh_flush(Handle& h) {
     std::vector<Entry> entries;
     nl::Message m(RTM_GETNEIGH, 0);
     m.header<ndmsg>().ndm_family = AF_UNSPEC;
-    nl::dump(h.socket(), m, [&](const nlmsghdr* nlh) {
-        if (nlh->nlmsg_type != RTM_NEWNEIGH) return;
-        const auto* nd = static_cast<const ndmsg*>(mnl_nlmsg_get_payload(nlh));
-        if ((nd->ndm_family != AF_INET && nd->ndm_family != AF_INET6) || (nd->ndm_state & (NUD_PERMANENT | NUD_NOARP)))
-            return;
-        auto tb = nl::parse_attrs(nlh, sizeof(ndmsg), NDA_MAX);
-        if (!tb[NDA_DST]) return;
-        const auto* data = static_cast<const unsigned char*>(mnl_attr_get_payload(tb[NDA_DST]));
-        entries.push_back({nd->ndm_family, nd->ndm_ifindex,
-                           std::vector<unsigned char>(data, data + mnl_attr_get_payload_len(tb[NDA_DST]))});
-    }, "listing neighbour entries");
+    nl::dump(
+        h.socket(), m,
+        [&](const nlmsghdr* nlh) {
+            if (nlh->nlmsg_type != RTM_NEWNEIGH) return;
+            const auto* nd = static_cast<const ndmsg*>(mnl_nlmsg_get_payload(nlh));
+            if ((nd->ndm_family != AF_INET && nd->ndm_family != AF_INET6) ||
+                (nd->ndm_state & (NUD_PERMANENT | NUD_NOARP)))
+                return;
+            auto tb = nl::parse_attrs(nlh, sizeof(ndmsg), NDA_MAX);
+            if (!tb[NDA_DST]) return;
+            const auto* data = static_cast<const unsigned char*>(mnl_attr_get_payload(tb[NDA_DST]));
+            entries.push_back({nd->ndm_family, nd->ndm_ifindex,
+                               std::vector<unsigned char>(data, data + mnl_attr_get_payload_len(tb[NDA_DST]))});
+        },
+        "listing neighbour entries");
     nl::Batch b;
     for (const auto& e : entries) {
         nl::Message d(RTM_DELNEIGH, 0);
@@ -209,22 +225,25 @@ std::vector<RouteInfo> route_dump(Handle& h) {
     for (int family : {AF_INET, AF_INET6}) {
         nl::Message m(RTM_GETROUTE, 0);
         m.header<rtmsg>().rtm_family = static_cast<unsigned char>(family);
-        nl::dump(h.socket(), m, [&](const nlmsghdr* nlh) {
-            if (nlh->nlmsg_type != RTM_NEWROUTE) return;
-            const auto* rtm = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(nlh));
-            auto tb = nl::parse_attrs(nlh, sizeof(rtmsg), RTA_MAX);
-            RouteInfo r;
-            r.family = rtm->rtm_family;
-            if (auto dst = address_of(tb[RTA_DST], r.family)) r.dst = IpPrefix{*dst, rtm->rtm_dst_len};
-            r.gateway = address_of(tb[RTA_GATEWAY], r.family);
-            if (tb[RTA_OIF]) r.oif = static_cast<int>(mnl_attr_get_u32(tb[RTA_OIF]));
-            r.table = tb[RTA_TABLE] ? mnl_attr_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
-            if (tb[RTA_PRIORITY]) r.metric = mnl_attr_get_u32(tb[RTA_PRIORITY]);
-            r.protocol = rtm->rtm_protocol;
-            r.scope = rtm->rtm_scope;
-            r.type = rtm->rtm_type;
-            out.push_back(std::move(r));
-        }, "listing routes");
+        nl::dump(
+            h.socket(), m,
+            [&](const nlmsghdr* nlh) {
+                if (nlh->nlmsg_type != RTM_NEWROUTE) return;
+                const auto* rtm = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(nlh));
+                auto tb = nl::parse_attrs(nlh, sizeof(rtmsg), RTA_MAX);
+                RouteInfo r;
+                r.family = rtm->rtm_family;
+                if (auto dst = address_of(tb[RTA_DST], r.family)) r.dst = IpPrefix{*dst, rtm->rtm_dst_len};
+                r.gateway = address_of(tb[RTA_GATEWAY], r.family);
+                if (tb[RTA_OIF]) r.oif = static_cast<int>(mnl_attr_get_u32(tb[RTA_OIF]));
+                r.table = tb[RTA_TABLE] ? mnl_attr_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
+                if (tb[RTA_PRIORITY]) r.metric = mnl_attr_get_u32(tb[RTA_PRIORITY]);
+                r.protocol = rtm->rtm_protocol;
+                r.scope = rtm->rtm_scope;
+                r.type = rtm->rtm_type;
+                out.push_back(std::move(r));
+            },
+            "listing routes");
     }
     return out;
 }
@@ -354,8 +373,7 @@ void wait_operstate_up(Handle& h, const std::vector<int>& ifindexes, std::chrono
     std::vector<LinkInfo> links;
     try {
         links = link_dump(h);
-    } catch (const KernelError&) {
-    }
+    } catch (const KernelError&) {}
     std::string list;
     for (int i : left) {
         std::string name = "ifindex " + std::to_string(i);

@@ -112,8 +112,10 @@ nl::Message netem_add(int ifindex, const Netem& n, bool replace) {
     }
     // The 64-bit nanosecond forms override the tick fields (kernel >= 4.15); like tc,
     // send them only when the ticks overflow (delays over ~274 s).
-    if (delay_ns / (1 << kPschedShift) > UINT32_MAX) m.put_s64(TCA_NETEM_LATENCY64, static_cast<std::int64_t>(delay_ns));
-    if (jitter_ns / (1 << kPschedShift) > UINT32_MAX) m.put_s64(TCA_NETEM_JITTER64, static_cast<std::int64_t>(jitter_ns));
+    if (delay_ns / (1 << kPschedShift) > UINT32_MAX)
+        m.put_s64(TCA_NETEM_LATENCY64, static_cast<std::int64_t>(delay_ns));
+    if (jitter_ns / (1 << kPschedShift) > UINT32_MAX)
+        m.put_s64(TCA_NETEM_JITTER64, static_cast<std::int64_t>(jitter_ns));
     opts.end();
     return m;
 }

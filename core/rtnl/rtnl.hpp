@@ -45,12 +45,12 @@ private:
 
 // Settings every link kind shares. Unset means the kernel's default.
 struct LinkCommon {
-    std::string name;              // 1..15 bytes, no '/', ':', '%', whitespace
-    int ifindex = 0;               // 0: the kernel picks
+    std::string name;  // 1..15 bytes, no '/', ':', '%', whitespace
+    int ifindex = 0;   // 0: the kernel picks
     std::optional<Mac> mac;
     std::optional<std::uint32_t> mtu;
     bool up = false;
-    int master_ifindex = 0;        // 0: none
+    int master_ifindex = 0;  // 0: none
 };
 
 // Throws std::invalid_argument unless `name` is a usable interface name: 1..15 bytes,
@@ -97,8 +97,8 @@ struct LinkChange {
     std::optional<std::uint32_t> mtu;
     std::optional<int> master_ifindex;  // 0 = nomaster
     std::optional<Mac> mac;
-    std::optional<std::string> name;    // rename
-    std::optional<int> netns_fd;        // move to that namespace
+    std::optional<std::string> name;  // rename
+    std::optional<int> netns_fd;      // move to that namespace
 };
 // = ip link set dev IFINDEX [up|down] [mtu N] [master M|nomaster] [address MAC]
 //       [name NEW] [netns NS]   (RTM_NEWLINK without NLM_F_CREATE)
@@ -128,7 +128,7 @@ struct RouteSpec {
     std::optional<IpPrefix> dst;  // nullopt: default route
     int family = 0;               // AF_INET/AF_INET6; 0: taken from dst or via
     std::optional<IpAddress> via;
-    int oif = 0;                  // 0: the kernel finds it from via
+    int oif = 0;  // 0: the kernel finds it from via
     std::optional<std::uint32_t> metric;
 };
 // = ip route add {DST|default} [via GW] [dev OIF] [metric N]   (main table,
@@ -175,8 +175,8 @@ nl::Message qdisc_del_root(int ifindex);
 // someone else's device). `ifindex` (0: the kernel picks) is set with TUNSETIFINDEX,
 // so no lookup is needed afterwards. Throws KernelError ("tap vm1: creating
 // (TUNSETIFF): ...") or std::invalid_argument for a bad name.
-void tuntap_create(const netns::NetnsHandle& ns, const std::string& name, bool tap,
-                   std::optional<std::uint32_t> owner, std::optional<std::uint32_t> group, int ifindex = 0);
+void tuntap_create(const netns::NetnsHandle& ns, const std::string& name, bool tap, std::optional<std::uint32_t> owner,
+                   std::optional<std::uint32_t> group, int ifindex = 0);
 // The same from a thread already inside the namespace.
 void tuntap_create_here(const std::string& name, bool tap, std::optional<std::uint32_t> owner,
                         std::optional<std::uint32_t> group, int ifindex = 0);
@@ -202,9 +202,9 @@ inline constexpr std::uint8_t kOperUp = 6;
 struct LinkInfo {
     int ifindex = 0;
     std::string name;
-    std::string kind;  // IFLA_INFO_KIND: "veth", "bridge", "tun", ""...; "tap" for a TAP device
-    unsigned flags = 0;  // IFF_*
-    unsigned short type = 0;  // ARPHRD_*: ARPHRD_ETHER for the kinds that have a MAC
+    std::string kind;            // IFLA_INFO_KIND: "veth", "bridge", "tun", ""...; "tap" for a TAP device
+    unsigned flags = 0;          // IFF_*
+    unsigned short type = 0;     // ARPHRD_*: ARPHRD_ETHER for the kinds that have a MAC
     std::uint8_t operstate = 0;  // IF_OPER_*
     std::uint32_t mtu = 0;
     Mac mac{};

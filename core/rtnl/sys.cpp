@@ -42,8 +42,8 @@ void tuntap_create_here(const std::string& name, bool tap, std::optional<std::ui
     if (::ioctl(fd.get(), TUNSETPERSIST, 1UL) != 0) throw_last_errno(what + ": making persistent (TUNSETPERSIST)");
 }
 
-void tuntap_create(const netns::NetnsHandle& ns, const std::string& name, bool tap,
-                   std::optional<std::uint32_t> owner, std::optional<std::uint32_t> group, int ifindex) {
+void tuntap_create(const netns::NetnsHandle& ns, const std::string& name, bool tap, std::optional<std::uint32_t> owner,
+                   std::optional<std::uint32_t> group, int ifindex) {
     netns::run_in(ns, [&] { tuntap_create_here(name, tap, owner, group, ifindex); });
 }
 

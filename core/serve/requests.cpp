@@ -70,7 +70,8 @@ void Server::run_checks(const std::shared_ptr<Session>& session, const Request& 
     if (!labs_.count(name) && !lab_is_up(name))
         return session->send(reply_json(req, http::status::not_found, {{"error", "lab " + name + " is not up"}}));
     if (checking_.count(name))
-        return session->send(reply_json(req, http::status::conflict, {{"error", "the checks of " + name + " are running"}}));
+        return session->send(
+            reply_json(req, http::status::conflict, {{"error", "the checks of " + name + " are running"}}));
     checking_.insert(name);
     auto it = labs_.find(name);
     if (it != labs_.end()) it->second.running = true;
@@ -136,10 +137,10 @@ void Server::handle(const std::shared_ptr<Session>& session, Request req) {
     if (req.method() == http::verb::post) {
         if (lab.empty() || rest != "/checks") {
             bool known = path == "/" || path == "/app.js" || path == "/app.css" || path == "/api/labs" ||
-                         path == "/api/events" || (!lab.empty() && rest.empty());
+                path == "/api/events" || (!lab.empty() && rest.empty());
             if (!known) return not_found();
-            return session->send(reply(req, http::status::method_not_allowed, "text/plain; charset=utf-8",
-                                       "method not allowed\n"));
+            return session->send(
+                reply(req, http::status::method_not_allowed, "text/plain; charset=utf-8", "method not allowed\n"));
         }
         if (auto why = refuse_post(req); !why.empty())
             return session->send(reply_json(req, http::status::forbidden, {{"error", why}}));
@@ -157,7 +158,8 @@ void Server::handle(const std::shared_ptr<Session>& session, Request req) {
         if (auto at = page.find(mark); at != std::string::npos) page.replace(at, mark.size(), token_);
         return session->send(reply(req, http::status::ok, "text/html; charset=utf-8", page));
     }
-    if (path == "/app.js") return session->send(reply(req, http::status::ok, "text/javascript; charset=utf-8", web::kAppJs));
+    if (path == "/app.js")
+        return session->send(reply(req, http::status::ok, "text/javascript; charset=utf-8", web::kAppJs));
     if (path == "/app.css") return session->send(reply(req, http::status::ok, "text/css; charset=utf-8", web::kAppCss));
     if (path == "/api/labs") {
         return in_pool(session, req, [this](const Request& head) {
@@ -171,7 +173,8 @@ void Server::handle(const std::shared_ptr<Session>& session, Request req) {
     if (!lab.empty() && rest.empty()) {
         return in_pool(session, req, [this, lab](const Request& head) {
             try {
-                return reply(head, http::status::ok, "application/json", engine::Lab::attach(lab).status().dump(2) + "\n");
+                return reply(head, http::status::ok, "application/json",
+                             engine::Lab::attach(lab).status().dump(2) + "\n");
             } catch (const LabError& e) {
                 return reply_json(head, http::status::not_found, {{"error", e.what()}});
             } catch (const std::exception& e) {

@@ -209,8 +209,7 @@ void Server::arm_state() {
         std::vector<std::string> changed;
         try {
             changed = state_->read();
-        } catch (const std::exception&) {
-        }
+        } catch (const std::exception&) {}
         for (const auto& name : changed)
             if (valid_lab_name(name)) refresh(name);
         arm_state();
@@ -220,25 +219,26 @@ void Server::arm_state() {
 void Server::arm_lab(const std::string& name, std::uint64_t generation, std::size_t i) {
     auto it = labs_.find(name);
     if (it == labs_.end() || it->second.generation != generation) return;
-    it->second.fds[i]->async_wait(asio::posix::descriptor_base::wait_read, [this, name, generation, i](beast::error_code ec) {
-        if (ec) return;
-        auto it = labs_.find(name);
-        if (it == labs_.end() || it->second.generation != generation) return;
-        std::vector<events::Event> evs;
-        try {
-            evs = it->second.watcher->read(i);
-        } catch (const std::exception&) {
-            return refresh(name);  // the namespace went away under us
-        }
-        for (const auto& e : evs) {
-            Json j = events::to_json(e);
-            it->second.recent.push_back(j);
-            if (it->second.recent.size() > kRecentEvents) it->second.recent.pop_front();
-            broadcast("event", j);
-        }
-        if (!evs.empty()) push_view(name, false);
-        arm_lab(name, generation, i);
-    });
+    it->second.fds[i]->async_wait(asio::posix::descriptor_base::wait_read,
+                                  [this, name, generation, i](beast::error_code ec) {
+                                      if (ec) return;
+                                      auto it = labs_.find(name);
+                                      if (it == labs_.end() || it->second.generation != generation) return;
+                                      std::vector<events::Event> evs;
+                                      try {
+                                          evs = it->second.watcher->read(i);
+                                      } catch (const std::exception&) {
+                                          return refresh(name);  // the namespace went away under us
+                                      }
+                                      for (const auto& e : evs) {
+                                          Json j = events::to_json(e);
+                                          it->second.recent.push_back(j);
+                                          if (it->second.recent.size() > kRecentEvents) it->second.recent.pop_front();
+                                          broadcast("event", j);
+                                      }
+                                      if (!evs.empty()) push_view(name, false);
+                                      arm_lab(name, generation, i);
+                                  });
 }
 
 // True when status says a node's namespace is gone while we still hold a socket in it.
@@ -338,8 +338,7 @@ void Server::refresh_status(const std::string& name) {
         auto status = std::make_shared<Json>();
         try {
             *status = engine::Lab::attach(name).status();
-        } catch (const std::exception&) {
-        }
+        } catch (const std::exception&) {}
         asio::post(io_, [this, name, generation, status] {
             auto it = labs_.find(name);
             if (it == labs_.end() || it->second.generation != generation) return;

@@ -53,8 +53,8 @@ using Json = nlohmann::json;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
-inline constexpr std::size_t kMaxConnections = 128;      // pages and API clients together
-inline constexpr std::size_t kMaxQueuedMessages = 256;   // per page: a page this far behind is dropped
+inline constexpr std::size_t kMaxConnections = 128;     // pages and API clients together
+inline constexpr std::size_t kMaxQueuedMessages = 256;  // per page: a page this far behind is dropped
 inline constexpr auto kRequestTimeout = std::chrono::seconds(30);
 inline constexpr auto kHeartbeat = std::chrono::seconds(15);
 inline constexpr std::size_t kRecentEvents = 50;
@@ -144,8 +144,13 @@ struct Loaded {
 class Server {
 public:
     Server(asio::io_context& io, const Options& options)
-        : io_(io), acceptor_(io), signals_(io, SIGINT, SIGTERM), heartbeat_(io), pool_(2),
-          token_(random_token()), options_(options) {}
+        : io_(io),
+          acceptor_(io),
+          signals_(io, SIGINT, SIGTERM),
+          heartbeat_(io),
+          pool_(2),
+          token_(random_token()),
+          options_(options) {}
 
     std::string listen();
     void start();

@@ -36,7 +36,8 @@ std::string check_label(const Json& c) {
         return v.dump();
     };
     if (c.contains("on") && c.contains("run")) return text(c["on"]) + ": " + text(c["run"]);
-    std::string label = (c.contains("from") ? text(c["from"]) : "?") + " -> " + (c.contains("to") ? text(c["to"]) : "?");
+    std::string label =
+        (c.contains("from") ? text(c["from"]) : "?") + " -> " + (c.contains("to") ? text(c["to"]) : "?");
     if (c.contains("port")) label += " port " + c["port"].dump();
     return label;
 }
@@ -60,8 +61,9 @@ Json impair_json(const topology::Impairment& x) {
 std::string impair_text(const Json& impair) {
     if (!impair.is_object()) return "";
     static const std::pair<const char*, std::pair<const char*, const char*>> fields[] = {
-        {"delay_ms", {"delay ", " ms"}},    {"jitter_ms", {"jitter ", " ms"}},        {"loss_pct", {"loss ", "%"}},
-        {"rate_mbit", {"rate ", " Mbit/s"}}, {"duplicate_pct", {"duplicate ", "%"}}, {"reorder_pct", {"reorder ", "%"}}};
+        {"delay_ms", {"delay ", " ms"}},        {"jitter_ms", {"jitter ", " ms"}},
+        {"loss_pct", {"loss ", "%"}},           {"rate_mbit", {"rate ", " Mbit/s"}},
+        {"duplicate_pct", {"duplicate ", "%"}}, {"reorder_pct", {"reorder ", "%"}}};
     std::string out;
     for (const auto& [key, words] : fields) {
         if (!impair.contains(key) || !impair[key].is_number()) continue;
@@ -81,10 +83,8 @@ Json make_view(const topology::Topology& topo, const Json& raw, const Json& stat
         const auto& node = topo.nodes[n];
         std::string state = "up";
         const Json* sn = status_node(status, node.name);
-        if (!node_present(n) || (sn && sn->contains("present") && (*sn)["present"] == false))
-            state = "missing";
-        else if (sn && stopped(*sn))
-            state = "stopped";
+        if (!node_present(n) || (sn && sn->contains("present") && (*sn)["present"] == false)) state = "missing";
+        else if (sn && stopped(*sn)) state = "stopped";
         nodes.push_back({{"name", node.name}, {"kind", topology::to_string(node.kind)}, {"state", state}});
     }
     v["nodes"] = nodes;
@@ -111,7 +111,10 @@ Json make_view(const topology::Topology& topo, const Json& raw, const Json& stat
         }
         Json l{{"id", "link-" + std::to_string(i)},
                {"endpoints", topo.end_name(link.ends[0]) + " " + topo.end_name(link.ends[1])},
-               {"state", !up ? "down" : impaired ? "impaired" : "up"},
+               {"state",
+                !up            ? "down"
+                    : impaired ? "impaired"
+                               : "up"},
                {"ends", ends}};
         if (impaired) {
             // What is in force: the status's word for it when it has one (runtime

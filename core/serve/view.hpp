@@ -24,10 +24,10 @@ namespace labctl::serve {
 // `results`: the last check results (an array in the order of the file's checks) or null.
 // Fields of `status` this version does not know are ignored; those it looks for may be
 // absent. Throws nothing but std::bad_alloc.
-nlohmann::json make_view(const topology::Topology& topo, const nlohmann::json& raw, const nlohmann::json& status,
-                         const nlohmann::json& results, bool running,
-                         const std::function<bool(std::size_t node)>& node_present,
-                         const std::function<events::InterfaceState(std::size_t node, const std::string& ifname)>& iface);
+nlohmann::json make_view(
+    const topology::Topology& topo, const nlohmann::json& raw, const nlohmann::json& status,
+    const nlohmann::json& results, bool running, const std::function<bool(std::size_t node)>& node_present,
+    const std::function<events::InterfaceState(std::size_t node, const std::string& ifname)>& iface);
 
 // "delay 10 ms, jitter 2 ms, loss 1.5%, rate 100 Mbit/s": an impairment object (as in
 // the file: delay_ms, jitter_ms, loss_pct, rate_mbit, duplicate_pct, reorder_pct).

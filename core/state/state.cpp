@@ -159,7 +159,8 @@ Journal Journal::begin(const std::string& lab, const std::string& source, const 
     UniqueFd root = open_root();
     std::string dir = state_root() + "/" + lab;
     UniqueFd labdir = open_private_dir(root.get(), lab, dir);
-    UniqueFd fd(::openat(labdir.get(), "journal", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    UniqueFd fd(
+        ::openat(labdir.get(), "journal", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) {
         if (errno == EEXIST) throw LabError("lab " + lab + " already has a journal in " + dir);
         throw_last_errno(dir + "/journal: creating");
@@ -172,19 +173,20 @@ Journal Journal::begin(const std::string& lab, const std::string& source, const 
         if (!topo) throw_last_errno(dir + "/topology.json: creating");
         write_all(topo.get(), topology_text, dir + "/topology.json: writing");
         if (!keeper_tag().empty()) {
-            UniqueFd keeper(::openat(labdir.get(), "keeper",
-                                     O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+            UniqueFd keeper(
+                ::openat(labdir.get(), "keeper", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (!keeper) throw_last_errno(dir + "/keeper: creating");
             write_all(keeper.get(), keeper_tag() + "\n", dir + "/keeper: writing");
         }
         Journal j(lab, dir, std::move(fd));
-        Json rec = {{"event", "begin"},
-                    {"lab", lab},
-                    {"source", source},
-                    {"pid", ::getpid()},
-                    {"time", std::chrono::duration_cast<std::chrono::seconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count()}};
+        Json rec = {
+            {"event", "begin"},
+            {"lab", lab},
+            {"source", source},
+            {"pid", ::getpid()},
+            {"time",
+             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                 .count()}};
         j.append(rec.dump());
         return j;
     } catch (...) {
@@ -247,8 +249,8 @@ void Journal::runtime(const std::string& json) { append(Json{{"event", "runtime"
 void Journal::topology_replaced(const std::string& topology_text, const std::string& source) {
     UniqueFd labdir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!labdir) throw_last_errno(dir_ + ": opening");
-    UniqueFd topo(::openat(labdir.get(), "topology.json.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                           0600));
+    UniqueFd topo(
+        ::openat(labdir.get(), "topology.json.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!topo) throw_last_errno(dir_ + "/topology.json.new: creating");
     write_all(topo.get(), topology_text, dir_ + "/topology.json.new: writing");
     if (::renameat(labdir.get(), "topology.json.new", labdir.get(), "topology.json") != 0)
@@ -295,7 +297,7 @@ std::optional<LabRecord> Journal::load(const std::string& lab) {
     const std::string key = state_root() + "/" + lab;
     auto same = [&](const Cached& c) {
         return c.dev == st.st_dev && c.ino == st.st_ino && c.size == st.st_size &&
-               c.mtime.tv_sec == st.st_mtim.tv_sec && c.mtime.tv_nsec == st.st_mtim.tv_nsec;
+            c.mtime.tv_sec == st.st_mtim.tv_sec && c.mtime.tv_nsec == st.st_mtim.tv_nsec;
     };
     if (stat_ok) {
         std::lock_guard<std::mutex> guard(cache_mutex);

@@ -66,7 +66,7 @@ struct RecordedNetns {
     ino_t ino = 0;
     std::uint64_t cookie = 0;  // 0: written by an older labctl (dev/ino only)
     dev_t file_dev = 0;
-    ino_t file_ino = 0;        // 0: unknown
+    ino_t file_ino = 0;  // 0: unknown
 };
 
 struct RecordedDaemon {
@@ -80,13 +80,13 @@ struct RecordedDaemon {
 // What the journal says about a lab.
 struct LabRecord {
     std::string lab;
-    std::string source;         // the topology file it came from ("" for text/dict)
-    pid_t pid = 0;              // the labctl process that ran `up`
-    long long started = 0;      // unix time of `up`
-    bool complete = false;      // `up` finished
+    std::string source;     // the topology file it came from ("" for text/dict)
+    pid_t pid = 0;          // the labctl process that ran `up`
+    long long started = 0;  // unix time of `up`
+    bool complete = false;  // `up` finished
     std::vector<RecordedNetns> namespaces;
     std::vector<RecordedDaemon> daemons;
-    std::string runtime;        // JSON of the runtime changes in force ("" for none)
+    std::string runtime;  // JSON of the runtime changes in force ("" for none)
 };
 
 // The journal of one lab; created by begin(), read by load(), removed by remove().

@@ -50,9 +50,8 @@ std::optional<Mac> parse_mac(const std::string& text) {
 
 bool valid_node_name(const std::string& s) {
     if (s.empty() || s.size() > 16 || s[0] < 'a' || s[0] > 'z') return false;
-    return std::all_of(s.begin(), s.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    });
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
 }
 
 // Why an interface name is unusable, or "" when it is fine.
@@ -60,7 +59,7 @@ std::string ifname_problem(const std::string& name) {
     if (name.empty()) return "interface names cannot be empty";
     if (name.size() > 15)
         return "interface name " + quote(name) + " is " + std::to_string(name.size()) +
-               " bytes; Linux allows at most 15 (IFNAMSIZ)";
+            " bytes; Linux allows at most 15 (IFNAMSIZ)";
     if (name == "." || name == "..") return "interface name " + quote(name) + " is not allowed";
     for (unsigned char c : name) {
         if (c == '/' || c == ':' || c <= ' ' || c == 0x7f)
@@ -70,8 +69,7 @@ std::string ifname_problem(const std::string& name) {
         if (c == 0xA0)
             return "interface name " + quote(name) + " contains byte 0xA0, which the kernel counts as a space";
         if (c == '%')
-            return "interface name " + quote(name) +
-                   " contains '%' (the kernel would replace %d with a number)";
+            return "interface name " + quote(name) + " contains '%' (the kernel would replace %d with a number)";
     }
     return "";
 }
@@ -92,8 +90,7 @@ bool sysctl_components_ok(const std::string& key) {
 Topology Builder::run(const std::string& source) {
     topo_.source = source;
     if (!doc_.is_object()) return std::move(topo_);
-    if (auto it = doc_.find("name"); it != doc_.end() && it->is_string())
-        topo_.name = it->get<std::string>();
+    if (auto it = doc_.find("name"); it != doc_.end() && it->is_string()) topo_.name = it->get<std::string>();
     if (auto it = doc_.find("description"); it != doc_.end() && it->is_string())
         topo_.description = it->get<std::string>();
     if (auto it = doc_.find("nodes"); it != doc_.end() && it->is_object()) nodes(*it);
@@ -107,8 +104,7 @@ Topology Builder::run(const std::string& source) {
 
 }  // namespace detail
 
-Topology build(const nlohmann::ordered_json& doc, const std::string& source,
-               std::vector<TopologyProblem>& problems) {
+Topology build(const nlohmann::ordered_json& doc, const std::string& source, std::vector<TopologyProblem>& problems) {
     return detail::Builder(doc, problems).run(source);
 }
 

@@ -16,7 +16,6 @@ std::string pointer_token(const std::string& key);
 // Builds the model from a parsed document, appending a problem for every rule broken.
 // Values of the wrong JSON type are skipped silently: the schema has reported them.
 // The returned model is meaningful only when no problem was added.
-Topology build(const nlohmann::ordered_json& doc, const std::string& source,
-               std::vector<TopologyProblem>& problems);
+Topology build(const nlohmann::ordered_json& doc, const std::string& source, std::vector<TopologyProblem>& problems);
 
 }  // namespace labctl::topology

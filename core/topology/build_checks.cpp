@@ -67,16 +67,16 @@ void Builder::checks(const Json& j) {
             for (const auto& iface : src.interfaces)
                 for (const auto& p : iface.addresses)
                     if (p.address == check.to) {
-                        error(ptr + "/to", check.to.to_string() + " is " + src.name + "'s own address (" +
-                                               iface.name + "); a check pings another node");
+                        error(ptr + "/to",
+                              check.to.to_string() + " is " + src.name + "'s own address (" + iface.name +
+                                  "); a check pings another node");
                         ok = false;
                     }
         }
         if (auto e = c.find("expect"); e != c.end() && e->is_string())
             check.expect = e->get<std::string>() == "unreachable" ? Expect::unreachable : Expect::reachable;
         if (auto n = c.find("count"); n != c.end() && n->is_number_integer()) check.count = n->get<int>();
-        if (auto n = c.find("timeout_ms"); n != c.end() && n->is_number_integer())
-            check.timeout_ms = n->get<int>();
+        if (auto n = c.find("timeout_ms"); n != c.end() && n->is_number_integer()) check.timeout_ms = n->get<int>();
         if (auto n = c.find("port"); n != c.end() && n->is_number_integer()) {
             check.kind = CheckKind::tcp;
             check.port = static_cast<std::uint16_t>(n->get<int>());
@@ -101,8 +101,7 @@ void Builder::command_check(const Json& c, const std::string& ptr) {
     check.timeout_ms = 10000;
     bool ok = true;
     for (const char* field : {"from", "to", "port", "count", "family", "expect"})
-        if (c.contains(field))
-            error(ptr + "/" + field, std::string(field) + " is not for command checks (on + run)");
+        if (c.contains(field)) error(ptr + "/" + field, std::string(field) + " is not for command checks (on + run)");
     for (const char* field : {"on", "run"})
         if (!c.contains(field)) {
             error(ptr, std::string("a command check needs \"") + field + "\"");
@@ -124,8 +123,7 @@ void Builder::command_check(const Json& c, const std::string& ptr) {
         Command display{check.run, false};
         check.to_text = display.display();
     }
-    if (auto n = c.find("expect_exit"); n != c.end() && n->is_number_integer())
-        check.expect_exit = n->get<int>();
+    if (auto n = c.find("expect_exit"); n != c.end() && n->is_number_integer()) check.expect_exit = n->get<int>();
     if (auto f = c.find("expect_stdout"); f != c.end() && f->is_string()) {
         check.expect_stdout = f->get<std::string>();
         try {
@@ -134,8 +132,7 @@ void Builder::command_check(const Json& c, const std::string& ptr) {
             error(ptr + "/expect_stdout", "not a valid regular expression: " + std::string(e.what()));
         }
     }
-    if (auto n = c.find("timeout_ms"); n != c.end() && n->is_number_integer())
-        check.timeout_ms = n->get<int>();
+    if (auto n = c.find("timeout_ms"); n != c.end() && n->is_number_integer()) check.timeout_ms = n->get<int>();
     if (ok) topo_.checks.push_back(check);
 }
 
@@ -169,8 +166,12 @@ bool Builder::resolve_target(Check& check, int family, const std::string& ptr) {
     std::optional<IpAddress> addr = family ? first(family) : first(AF_INET);
     if (!addr && !family) addr = first(AF_INET6);
     if (!addr) {
-        error(ptr, to + " has no " + (family == AF_INET6 ? "IPv6 " : family == AF_INET ? "IPv4 " : "") +
-                       "address to ping");
+        error(ptr,
+              to + " has no " +
+                  (family == AF_INET6      ? "IPv6 "
+                       : family == AF_INET ? "IPv4 "
+                                           : "") +
+                  "address to ping");
         return false;
     }
     check.to = *addr;

@@ -44,8 +44,7 @@ std::optional<LinkEnd> Builder::endpoint(const std::string& text, const std::str
     }
     Interface& iface = node.interfaces[*i];
     if (iface.type != InterfaceType::veth) {
-        error(ptr, text + " is a " + to_string(iface.type) +
-                       " interface; only veth interfaces are link ends");
+        error(ptr, text + " is a " + to_string(iface.type) + " interface; only veth interfaces are link ends");
         return std::nullopt;
     }
     if (iface.link) {
@@ -70,13 +69,12 @@ void Builder::links(const Json& j) {
                     if (auto n = find_node(text.substr(0, text.find(':'))); n && text.find(':') != std::string::npos)
                         pending_[*n].named_by_links.insert(text.substr(text.find(':') + 1));
                 }
-        if (eps == l.end() || !eps->is_array() || eps->size() != 2 || !(*eps)[0].is_string() ||
-            !(*eps)[1].is_string())
+        if (eps == l.end() || !eps->is_array() || eps->size() != 2 || !(*eps)[0].is_string() || !(*eps)[1].is_string())
             continue;  // reported by the schema
         std::string a = (*eps)[0].get<std::string>(), b = (*eps)[1].get<std::string>();
         if (a.substr(0, a.find(':')) == b.substr(0, b.find(':'))) {
-            error(ptr + "/endpoints", "both ends are on node " + quote(a.substr(0, a.find(':'))) +
-                                          "; a link joins two different nodes");
+            error(ptr + "/endpoints",
+                  "both ends are on node " + quote(a.substr(0, a.find(':'))) + "; a link joins two different nodes");
             continue;
         }
         std::size_t index = topo_.links.size();
@@ -96,8 +94,9 @@ void Builder::links(const Json& j) {
             for (const auto& e : link.ends) {
                 Interface& iface = topo_.nodes[e.node].interfaces[e.interface];
                 if (iface.mtu && *iface.mtu != *link.mtu)
-                    error(ptr + "/mtu", topo_.end_name(e) + " has mtu " + std::to_string(*iface.mtu) +
-                                            ", the link " + std::to_string(*link.mtu));
+                    error(ptr + "/mtu",
+                          topo_.end_name(e) + " has mtu " + std::to_string(*iface.mtu) + ", the link " +
+                              std::to_string(*link.mtu));
                 else iface.mtu = link.mtu;
             }
         }
@@ -137,9 +136,9 @@ void Builder::finish_nodes() {
             const Interface& iface = node.interfaces[i];
             if (iface.declared && iface.type == InterfaceType::veth && !iface.link &&
                 !pend.named_by_links.count(iface.name))
-                error(pend.iface_pointer[i], iface.name +
-                                                 " is a veth interface in no link; add a link with end " +
-                                                 node.name + ":" + iface.name + ", or give it a type");
+                error(pend.iface_pointer[i],
+                      iface.name + " is a veth interface in no link; add a link with end " + node.name + ":" +
+                          iface.name + ", or give it a type");
             if (iface.mtu && *iface.mtu < 1280 &&
                 std::any_of(iface.addresses.begin(), iface.addresses.end(),
                             [](const IpPrefix& p) { return p.address.family == AF_INET6; }))
@@ -163,9 +162,10 @@ void Builder::finish_nodes() {
             // The kernel numbers bridge ports with 10 bits, 0 reserved (BR_MAX_PORTS).
             std::size_t ports = node.interfaces.size() - 1 - (find_iface(pend, "lo") ? 1 : 0);
             if (ports > kMaxBridgePorts)
-                error("/nodes/" + token(node.name), "switch " + node.name + " has " + std::to_string(ports) +
-                                                       " ports; a Linux bridge takes at most " +
-                                                       std::to_string(kMaxBridgePorts) + " (split it into several switches)");
+                error("/nodes/" + token(node.name),
+                      "switch " + node.name + " has " + std::to_string(ports) +
+                          " ports; a Linux bridge takes at most " + std::to_string(kMaxBridgePorts) +
+                          " (split it into several switches)");
             for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
                 Interface& iface = node.interfaces[i];
                 if (i != br && iface.type != InterfaceType::loopback) iface.master = br;
@@ -181,8 +181,9 @@ void Builder::finish_nodes() {
             node.interfaces[i].parent = *p;
             for (const auto& [j, other] : pend.vlan_parent)
                 if (j < i && other.name == ref.name && node.interfaces[j].vlan_id == node.interfaces[i].vlan_id)
-                    error(pend.iface_pointer[i] + "/id", "VLAN " + std::to_string(node.interfaces[i].vlan_id) +
-                                                               " on " + ref.name + " is already " + node.interfaces[j].name);
+                    error(pend.iface_pointer[i] + "/id",
+                          "VLAN " + std::to_string(node.interfaces[i].vlan_id) + " on " + ref.name + " is already " +
+                              node.interfaces[j].name);
         }
         for (const auto& [b, refs] : pend.bridge_ports) {
             for (const auto& ref : refs) {

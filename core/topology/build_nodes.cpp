@@ -30,9 +30,7 @@ void Builder::nodes(const Json& j) {
 void Builder::node_body(Node& node, PendingNode& pend, const Json& j, const std::string& ptr) {
     if (auto it = j.find("kind"); it != j.end() && it->is_string()) {
         std::string k = it->get<std::string>();
-        node.kind = k == "router" ? NodeKind::router
-                    : k == "switch" ? NodeKind::switch_
-                                    : NodeKind::host;
+        node.kind = k == "router" ? NodeKind::router : k == "switch" ? NodeKind::switch_ : NodeKind::host;
     }
     if (auto it = j.find("vlan_filtering"); it != j.end() && it->is_boolean()) {
         node.vlan_filtering = it->get<bool>();
@@ -43,20 +41,19 @@ void Builder::node_body(Node& node, PendingNode& pend, const Json& j, const std:
         for (const auto& [name, value] : it->items())
             interface(node, pend, name, value, ptr + "/interfaces/" + token(name));
     if (auto it = j.find("routes"); it != j.end() && it->is_array())
-        for (std::size_t i = 0; i < it->size(); ++i)
-            route(node, pend, (*it)[i], ptr + "/routes/" + std::to_string(i));
+        for (std::size_t i = 0; i < it->size(); ++i) route(node, pend, (*it)[i], ptr + "/routes/" + std::to_string(i));
     if (auto it = j.find("sysctls"); it != j.end() && it->is_object())
         for (const auto& [key, value] : it->items()) {
             std::string p = ptr + "/sysctls/" + token(key);
-            if (key.find("..") != std::string::npos || key.back() == '.' ||
-                key.compare(0, 4, "net.") != 0)
+            if (key.find("..") != std::string::npos || key.back() == '.' || key.compare(0, 4, "net.") != 0)
                 error(p, "sysctl keys must be under net. (e.g. net.ipv4.ip_forward)");
             // A '/' stands for a '.' inside one component (an interface name such as
             // eth0.10), as with sysctl(8); `up` refuses a component that becomes "."
             // or "..", so does this.
             else if (!sysctl_components_ok(key))
-                error(p, "a '/' in a sysctl key stands for a '.' inside a name (net.ipv4.conf.eth0/10.rp_filter); "
-                         "no component may be only '/' or '//'");
+                error(p,
+                      "a '/' in a sysctl key stands for a '.' inside a name (net.ipv4.conf.eth0/10.rp_filter); "
+                      "no component may be only '/' or '//'");
             if (value.is_string()) {
                 std::string v = value.get<std::string>();
                 if (v.find('\n') != std::string::npos || v.find('\0') != std::string::npos)
@@ -123,8 +120,7 @@ void Builder::node_body(Node& node, PendingNode& pend, const Json& j, const std:
         }
 }
 
-void Builder::interface(Node& node, PendingNode& pend, const std::string& name, const Json& j,
-                        const std::string& ptr) {
+void Builder::interface(Node& node, PendingNode& pend, const std::string& name, const Json& j, const std::string& ptr) {
     if (auto why = ifname_problem(name); !why.empty()) error(ptr, why);
     Interface iface;
     iface.name = name;
@@ -134,16 +130,14 @@ void Builder::interface(Node& node, PendingNode& pend, const std::string& name, 
     bool is_switch = node.kind == NodeKind::switch_;
     std::string type_text;
     if (j.is_object())
-        if (auto it = j.find("type"); it != j.end() && it->is_string())
-            type_text = it->get<std::string>();
+        if (auto it = j.find("type"); it != j.end() && it->is_string()) type_text = it->get<std::string>();
 
     if (name == "lo") {
         iface.type = InterfaceType::loopback;
         if (!type_text.empty()) error(ptr + "/type", "lo is the loopback; it takes no type");
     } else if (is_switch && name == "br0") {
         iface.type = InterfaceType::bridge;
-        if (!type_text.empty() && type_text != "bridge")
-            error(ptr + "/type", "br0 is the switch's own bridge");
+        if (!type_text.empty() && type_text != "bridge") error(ptr + "/type", "br0 is the switch's own bridge");
     } else if (type_text == "tap") iface.type = InterfaceType::tap;
     else if (type_text == "tun") iface.type = InterfaceType::tun;
     else if (type_text == "dummy") iface.type = InterfaceType::dummy;
@@ -185,8 +179,7 @@ void Builder::interface(Node& node, PendingNode& pend, const std::string& name, 
 
     if (auto* a = field("addresses"); a && a->is_array()) {
         if (switch_port && !a->empty())
-            error(ptr + "/addresses",
-                  "a switch port carries no addresses (give them to br0, or use a host)");
+            error(ptr + "/addresses", "a switch port carries no addresses (give them to br0, or use a host)");
         for (std::size_t i = 0; i < a->size(); ++i) {
             if (!(*a)[i].is_string()) continue;
             std::string text = (*a)[i].get<std::string>();
@@ -194,8 +187,7 @@ void Builder::interface(Node& node, PendingNode& pend, const std::string& name, 
             auto prefix = IpPrefix::parse(text);
             if (!prefix) {
                 pend.bad_address = true;
-                error(p, quote(text) +
-                             " is not an address with a prefix length (e.g. 10.0.1.10/24 or fd00::1/64)");
+                error(p, quote(text) + " is not an address with a prefix length (e.g. 10.0.1.10/24 or fd00::1/64)");
                 continue;
             }
             if (prefix->address.family == AF_INET && prefix->length <= 30) {
@@ -238,8 +230,7 @@ void Builder::interface(Node& node, PendingNode& pend, const std::string& name, 
             if ((*ports)[i].is_string())
                 refs.push_back({(*ports)[i].get<std::string>(), ptr + "/ports/" + std::to_string(i)});
     }
-    if (auto* pvid = field("pvid"); pvid && pvid->is_number_integer())
-        iface.pvid = pvid->get<std::uint16_t>();
+    if (auto* pvid = field("pvid"); pvid && pvid->is_number_integer()) iface.pvid = pvid->get<std::uint16_t>();
     if (auto* tagged = field("tagged"); tagged && tagged->is_array()) {
         for (std::size_t i = 0; i < tagged->size(); ++i) {
             if (!(*tagged)[i].is_number_integer()) continue;
@@ -248,7 +239,8 @@ void Builder::interface(Node& node, PendingNode& pend, const std::string& name, 
                 error(ptr + "/tagged/" + std::to_string(i), "VLAN " + std::to_string(vid) + " is listed twice");
             else if (iface.pvid && *iface.pvid == vid)
                 error(ptr + "/tagged/" + std::to_string(i),
-                      "VLAN " + std::to_string(vid) + " is the port's pvid; a VLAN is untagged or tagged on a port, not both");
+                      "VLAN " + std::to_string(vid) +
+                          " is the port's pvid; a VLAN is untagged or tagged on a port, not both");
             iface.tagged.push_back(vid);
         }
     }
@@ -275,20 +267,20 @@ void Builder::route(Node& node, PendingNode& pend, const Json& j, const std::str
         } else if (auto p = IpPrefix::parse(to)) {
             r.family = p->address.family;
             if (p->address != p->network())
-                error(ptr + "/to", to + " has host bits set; did you mean " +
-                                       IpPrefix{p->network(), p->length}.to_string() + "?");
+                error(ptr + "/to",
+                      to + " has host bits set; did you mean " + IpPrefix{p->network(), p->length}.to_string() + "?");
             r.to = IpPrefix{p->network(), p->length};
         } else {
             error(ptr + "/to", quote(to) + " is neither \"default\" nor a prefix such as 10.0.3.0/24");
         }
         if (r.via && r.family && r.via->family != r.family)
-            error(ptr + "/via", "gateway " + r.via->to_string() + " is not of the destination's family (" +
-                                    (r.family == AF_INET ? "IPv4" : "IPv6") + ")");
+            error(ptr + "/via",
+                  "gateway " + r.via->to_string() + " is not of the destination's family (" +
+                      (r.family == AF_INET ? "IPv4" : "IPv6") + ")");
     }
     if (auto it = j.find("dev"); it != j.end() && it->is_string())
         pend.route_dev.back() = RawRef{it->get<std::string>(), ptr + "/dev"};
-    if (auto it = j.find("metric"); it != j.end() && it->is_number_integer())
-        r.metric = it->get<std::uint32_t>();
+    if (auto it = j.find("metric"); it != j.end() && it->is_number_integer()) r.metric = it->get<std::uint32_t>();
     if (!j.contains("via") && !j.contains("dev")) error(ptr, "a route needs via, dev or both");
     for (std::size_t i = 0; i < node.routes.size(); ++i) {
         const Route& o = node.routes[i];
@@ -331,10 +323,11 @@ void Builder::duplicate_addresses() {
                 std::size_t scope = link_local ? find(base[n] + i) + 1 : 0;
                 auto [it, fresh] = seen.emplace(std::make_pair(a, scope), std::make_pair(ptrs[k], shared));
                 if (!fresh && !(shared && it->second.second))
-                    error(ptrs[k], a.to_string() + " is already the address at " + it->second.first +
-                                       (link_local ? " on the same link" : "") +
-                                       "; an address belongs to one interface (unless both say "
-                                       "\"shared_addresses\": true)");
+                    error(ptrs[k],
+                          a.to_string() + " is already the address at " + it->second.first +
+                              (link_local ? " on the same link" : "") +
+                              "; an address belongs to one interface (unless both say "
+                              "\"shared_addresses\": true)");
             }
         }
     }
@@ -367,13 +360,14 @@ void Builder::gateways() {
                     on_link = on_link || (p.address.family == via.family && p.contains(via));
             }
             for (const auto& other : node.routes)
-                if (!other.via && other.dev && other.family == via.family &&
-                    (!route.dev || *route.dev == *other.dev) && (!other.to || other.to->contains(via)))
+                if (!other.via && other.dev && other.family == via.family && (!route.dev || *route.dev == *other.dev) &&
+                    (!other.to || other.to->contains(via)))
                     on_link = true;
             if (!on_link)
-                error(ptr, "gateway " + via.to_string() + " is in none of " + node.name + "'s connected prefixes" +
-                               (route.dev ? " on " + node.interfaces[*route.dev].name : std::string()) +
-                               "; a gateway must be on one of the node's links");
+                error(ptr,
+                      "gateway " + via.to_string() + " is in none of " + node.name + "'s connected prefixes" +
+                          (route.dev ? " on " + node.interfaces[*route.dev].name : std::string()) +
+                          "; a gateway must be on one of the node's links");
         }
     }
 }

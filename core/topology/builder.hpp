@@ -33,7 +33,7 @@ struct RawRef {  // a reference to an interface by name, resolved once links exi
 
 struct PendingNode {
     std::unordered_map<std::string, std::size_t> iface_index;  // name -> index in interfaces
-    std::set<std::string> named_by_links;  // interface names written in any link, valid or not
+    std::set<std::string> named_by_links;                      // interface names written in any link, valid or not
     // interface index -> parent name (vlan) / port names (bridge)
     std::map<std::size_t, RawRef> vlan_parent;
     std::map<std::size_t, std::vector<RawRef>> bridge_ports;
@@ -43,7 +43,7 @@ struct PendingNode {
     std::vector<std::string> route_pointer;
     // interface index -> the pointer of each of its addresses, in Interface::addresses order
     std::map<std::size_t, std::vector<std::string>> address_pointer;
-    bool bad_address = false;  // one was not an address: its gateways are not judged
+    bool bad_address = false;                // one was not an address: its gateways are not judged
     std::set<std::size_t> shared_addresses;  // interfaces with "shared_addresses": true
 };
 
@@ -59,8 +59,7 @@ bool sysctl_components_ok(const std::string& key);
 
 class Builder {
 public:
-    Builder(const Json& doc, std::vector<TopologyProblem>& problems)
-        : doc_(doc), problems_(problems) {}
+    Builder(const Json& doc, std::vector<TopologyProblem>& problems) : doc_(doc), problems_(problems) {}
 
     Topology run(const std::string& source);
 
@@ -75,8 +74,7 @@ private:
 
     void node_body(Node& node, PendingNode& pend, const Json& j, const std::string& ptr);
 
-    void interface(Node& node, PendingNode& pend, const std::string& name, const Json& j,
-                   const std::string& ptr);
+    void interface(Node& node, PendingNode& pend, const std::string& name, const Json& j, const std::string& ptr);
 
     void route(Node& node, PendingNode& pend, const Json& j, const std::string& ptr);
 

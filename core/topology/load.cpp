@@ -75,7 +75,9 @@ void check_depth(const std::string& text, const std::string& source) {
 // The offset of the first occurrence of `token` outside JSON strings that is a whole
 // token (not part of a longer number or word), or nullopt.
 std::optional<std::size_t> find_token(const std::string& text, const std::string& token) {
-    auto word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+'; };
+    auto word_char = [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+';
+    };
     bool in_string = false;
     for (std::size_t i = 0; i < text.size(); ++i) {
         const char c = text[i];
@@ -114,16 +116,13 @@ Json parse_json(const std::string& text, const std::string& source) {
         if (auto end = what.find("] "); what.starts_with("[json.exception.") && end != std::string::npos)
             what = what.substr(end + 2);
         std::optional<std::size_t> offset;
-        if (auto open = what.find('\''), close = what.rfind('\'');
-            open != std::string::npos && close > open)
+        if (auto open = what.find('\''), close = what.rfind('\''); open != std::string::npos && close > open)
             offset = find_token(text, what.substr(open + 1, close - open - 1));
         fail(source, "", (offset ? position(text, *offset) + ": " : std::string()) + "invalid JSON: " + what);
     }
 }
 
-bool starts_with(const std::string& s, const std::string& prefix) {
-    return s.compare(0, prefix.size(), prefix) == 0;
-}
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // The part of the schema that describes the value at `tokens`, or null.
 const nlohmann::json* schema_at(const nlohmann::json& root, const std::vector<std::string>& tokens) {
@@ -200,7 +199,8 @@ std::string friendly(const nlohmann::json& root, const std::string& message, con
         return shown + " is not one of " + list;
     }
     if (starts_with(message, "Value type not permitted"))
-        return "expected " + schema_type_name(root, rule) + ", found " + (value ? json_type_name(*value) : "another type");
+        return "expected " + schema_type_name(root, rule) + ", found " +
+            (value ? json_type_name(*value) : "another type");
     if (starts_with(message, "Missing required property '")) {
         std::string key = message.substr(27);
         return "missing required field \"" + key.substr(0, key.find('\'')) + "\"";
@@ -249,8 +249,9 @@ std::vector<TopologyProblem> schema_problems(const nlohmann::json& doc) {
     while (results.popError(error)) {
         std::vector<std::string> tokens = pointer_tokens(error.context);
         std::string message = error.description;
-        const std::string unknown = "Object contains a property that could not be validated using "
-                                    "'properties' or 'additionalProperties' constraints: '";
+        const std::string unknown =
+            "Object contains a property that could not be validated using "
+            "'properties' or 'additionalProperties' constraints: '";
         if (starts_with(message, unknown)) {
             std::string key = message.substr(unknown.size());
             key = key.substr(0, key.rfind("'."));
@@ -263,7 +264,10 @@ std::vector<TopologyProblem> schema_problems(const nlohmann::json& doc) {
                 else if (value->is_array() && !t.empty() && t.find_first_not_of("0123456789") == std::string::npos &&
                          std::stoul(t) < value->size())
                     value = &(*value)[std::stoul(t)];
-                else { value = nullptr; break; }
+                else {
+                    value = nullptr;
+                    break;
+                }
             }
             message = friendly(schema_doc, message, schema_at(schema_doc, tokens), value);
         }
@@ -276,11 +280,10 @@ std::vector<TopologyProblem> schema_problems(const nlohmann::json& doc) {
     // oneOf that did not apply ("expected a string" next to "array too short").
     std::vector<TopologyProblem> kept;
     for (const auto& p : raw) {
-        bool superseded = starts_with(p.message, "expected ") &&
-                          std::any_of(raw.begin(), raw.end(), [&](const TopologyProblem& q) {
-                              return q.pointer == p.pointer && !starts_with(q.message, "expected ") &&
-                                     !is_generic(q);
-                          });
+        bool superseded =
+            starts_with(p.message, "expected ") && std::any_of(raw.begin(), raw.end(), [&](const TopologyProblem& q) {
+                return q.pointer == p.pointer && !starts_with(q.message, "expected ") && !is_generic(q);
+            });
         bool duplicate = std::any_of(kept.begin(), kept.end(), [&](const TopologyProblem& k) {
             return k.pointer == p.pointer && k.message == p.message;
         });

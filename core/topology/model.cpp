@@ -26,9 +26,7 @@ const char* to_string(InterfaceType type) {
     return "?";
 }
 
-const char* to_string(Expect expect) {
-    return expect == Expect::reachable ? "reachable" : "unreachable";
-}
+const char* to_string(Expect expect) { return expect == Expect::reachable ? "reachable" : "unreachable"; }
 
 const char* to_string(CheckKind kind) {
     switch (kind) {
@@ -41,8 +39,7 @@ const char* to_string(CheckKind kind) {
 
 std::string mac_to_string(const Mac& mac) {
     char buf[18];
-    std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
-                  mac[4], mac[5]);
+    std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
     return buf;
 }
 

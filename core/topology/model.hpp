@@ -57,10 +57,10 @@ struct Interface {
 };
 
 struct Route {
-    int family = 0;                    // AF_INET or AF_INET6
-    std::optional<IpPrefix> to;        // nullopt: default route
+    int family = 0;              // AF_INET or AF_INET6
+    std::optional<IpPrefix> to;  // nullopt: default route
     std::optional<IpAddress> via;
-    std::optional<std::size_t> dev;    // index in Node::interfaces
+    std::optional<std::size_t> dev;  // index in Node::interfaces
     std::optional<std::uint32_t> metric;
     std::string to_string(const struct Node& node) const;  // "10.0.3.0/24 via 10.0.1.1"
 };
@@ -111,13 +111,9 @@ struct Node {
 
 struct Impairment {
     std::optional<double> delay_ms, jitter_ms, loss_pct, rate_mbit, duplicate_pct, reorder_pct;
-    bool any() const {
-        return delay_ms || jitter_ms || loss_pct || rate_mbit || duplicate_pct || reorder_pct;
-    }
+    bool any() const { return delay_ms || jitter_ms || loss_pct || rate_mbit || duplicate_pct || reorder_pct; }
     // Anything but rate needs netem; rate alone can be done by tbf.
-    bool needs_netem() const {
-        return delay_ms || jitter_ms || loss_pct || duplicate_pct || reorder_pct;
-    }
+    bool needs_netem() const { return delay_ms || jitter_ms || loss_pct || duplicate_pct || reorder_pct; }
 };
 
 struct LinkEnd {
@@ -136,7 +132,7 @@ inline constexpr auto kExpectStdoutSyntax = std::regex_constants::ECMAScript | s
 
 struct Check {
     CheckKind kind = CheckKind::ping;
-    std::string name;     // empty: none given
+    std::string name;  // empty: none given
     double points = 1;
     double within_s = 0;  // > 0: retried until it holds or this much time has passed
     // What reports call it: `name`, else "FROM -> TO" (+ " port N"), or "NODE: COMMAND".
@@ -144,12 +140,12 @@ struct Check {
     // ping and tcp
     std::size_t from_node = 0;
     std::optional<std::size_t> from_interface;  // send out of this interface
-    std::string from_text;                       // as written
-    std::string to_text;                         // as written
-    IpAddress to;                                // resolved
-    std::optional<std::size_t> to_node;          // when `to` named a node
+    std::string from_text;                      // as written
+    std::string to_text;                        // as written
+    IpAddress to;                               // resolved
+    std::optional<std::size_t> to_node;         // when `to` named a node
     Expect expect = Expect::reachable;
-    int count = 3;        // ping only
+    int count = 3;           // ping only
     int timeout_ms = 1000;   // command: 10000 unless given
     std::uint16_t port = 0;  // tcp
     // command: run `run` inside node `on_node`; holds when it exits with `expect_exit` and
@@ -164,15 +160,13 @@ struct Check {
 struct Topology {
     std::string name;
     std::string description;
-    std::string source;  // the file it came from, or "<dict>"
+    std::string source;       // the file it came from, or "<dict>"
     std::vector<Node> nodes;  // file order
     std::vector<Link> links;
     std::vector<Check> checks;
 
     std::optional<std::size_t> find_node(const std::string& name) const;
-    const Interface& interface(const LinkEnd& end) const {
-        return nodes[end.node].interfaces[end.interface];
-    }
+    const Interface& interface(const LinkEnd& end) const { return nodes[end.node].interfaces[end.interface]; }
     std::string end_name(const LinkEnd& end) const {  // "h1:eth0"
         return nodes[end.node].name + ":" + interface(end).name;
     }

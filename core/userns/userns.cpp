@@ -91,23 +91,20 @@ std::string settings_root() {
 bool simulated_disabled() { return ::getenv("LABCTL_TEST_SETTINGS_DIR") && disabling_setting().has_value(); }
 
 UniqueFd open_state_root(const std::string& root, uid_t uid) {
-    if (::mkdir(root.c_str(), 0700) != 0 && errno != EEXIST)
-        throw_last_errno("state directory " + root + ": creating");
+    if (::mkdir(root.c_str(), 0700) != 0 && errno != EEXIST) throw_last_errno("state directory " + root + ": creating");
     UniqueFd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
         if (errno == ELOOP || errno == ENOTDIR)
-            throw LabError("state directory " + root +
-                           " is a symlink or not a directory; refusing to use it");
+            throw LabError("state directory " + root + " is a symlink or not a directory; refusing to use it");
         if (errno == EACCES)
-            throw LabError(
-                "state directory " + root + " is not yours (permission denied); refusing to use it", EACCES);
+            throw LabError("state directory " + root + " is not yours (permission denied); refusing to use it", EACCES);
         throw_last_errno("state directory " + root + ": opening");
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw_last_errno("state directory " + root + ": stat");
     if (st.st_uid != uid)
-        throw LabError("state directory " + root + " belongs to uid " + std::to_string(st.st_uid) +
-                           ", not to uid " + std::to_string(uid) + "; refusing to use it",
+        throw LabError("state directory " + root + " belongs to uid " + std::to_string(st.st_uid) + ", not to uid " +
+                           std::to_string(uid) + "; refusing to use it",
                        EACCES);
     if (st.st_mode & 077)
         throw LabError(
@@ -171,8 +168,7 @@ void join(uid_t uid, gid_t gid) {
         start = start_time_of(pid);
         std::string text = std::to_string(pid) + " " + std::to_string(start) + "\n";
         std::string tmp = std::string(kPidFile) + ".new";
-        UniqueFd f(
-            ::openat(rootfd.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+        UniqueFd f(::openat(rootfd.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!f || !write_all(f.get(), text.data(), text.size()) ||
             ::renameat(rootfd.get(), tmp.c_str(), rootfd.get(), kPidFile) != 0)
             throw_last_errno(root + "/" + kPidFile + ": writing");
@@ -181,8 +177,7 @@ void join(uid_t uid, gid_t gid) {
     if (!pidfd) throw_last_errno("keeper " + std::to_string(pid) + ": pidfd_open");
     UniqueFd pidns(::open(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), O_RDONLY | O_CLOEXEC));
     if (!pidns) throw_last_errno("keeper " + std::to_string(pid) + ": opening its PID namespace");
-    if (!keeper_alive(pid, start))
-        throw LabError("keeper " + std::to_string(pid) + " ended while joining it", ESRCH);
+    if (!keeper_alive(pid, start)) throw LabError("keeper " + std::to_string(pid) + " ended while joining it", ESRCH);
 
     char cwd[4096];
     const bool have_cwd = ::getcwd(cwd, sizeof cwd) != nullptr;
@@ -221,8 +216,7 @@ void join_as_root() {
     {
         UniqueFd f(::openat(rootfd.get(), kPidFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         char buf[64] = {};
-        if (!f || ::read(f.get(), buf, sizeof buf - 1) <= 0 || std::sscanf(buf, "%d %llu", &pid, &start) != 2)
-            return;
+        if (!f || ::read(f.get(), buf, sizeof buf - 1) <= 0 || std::sscanf(buf, "%d %llu", &pid, &start) != 2) return;
     }
     if (!keeper_alive(pid, start)) return;
     struct stat ks {};
@@ -301,8 +295,8 @@ std::optional<std::string> keeper_lost(const std::string& lab_dir) {
     if (active() && pid == keeper_pid() && start == keeper_start_time()) return std::nullopt;
     // Another keeper than ours: the lab's namespaces and processes went with it.
     return "the keeper (pid " + std::to_string(pid) +
-           ") holding this rootless lab has ended, and with it the lab's "
-           "namespaces and processes; `labctl down` removes what is left";
+        ") holding this rootless lab has ended, and with it the lab's "
+        "namespaces and processes; `labctl down` removes what is left";
 }
 
 std::optional<std::string> disabling_setting(const std::string& proc_root) {
@@ -334,9 +328,9 @@ std::string tun_denied() noexcept {
     }
     if (err == EACCES || err == EPERM)
         return "/dev/net/tun" + mode + " is not usable by " + who +
-               ": tap/tun interfaces of a rootless lab need it readable and writable by the user (Debian "
-               "makes it "
-               "mode 0666: chmod 0666 /dev/net/tun), or run the lab as root";
+            ": tap/tun interfaces of a rootless lab need it readable and writable by the user (Debian "
+            "makes it "
+            "mode 0666: chmod 0666 /dev/net/tun), or run the lab as root";
     return "";
 }
 

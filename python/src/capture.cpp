@@ -47,9 +47,8 @@ void init_capture(py::module_& m) {
 
     m.def(
         "capture_start",
-        [](const engine::Lab& lab, const std::vector<std::string>& interfaces, bool all,
-           const std::string& path, const std::string& filter, std::uint64_t count,
-           std::optional<double> duration) {
+        [](const engine::Lab& lab, const std::vector<std::string>& interfaces, bool all, const std::string& path,
+           const std::string& filter, std::uint64_t count, std::optional<double> duration) {
             engine::CaptureRequest request;
             request.interfaces = interfaces;
             request.all = all;
@@ -57,8 +56,7 @@ void init_capture(py::module_& m) {
             request.options.count = count;
             if (duration) {
                 if (!(*duration > 0)) throw py::value_error("duration must be a positive number of seconds");
-                request.options.duration =
-                    std::chrono::milliseconds(static_cast<long long>(*duration * 1000.0 + 0.5));
+                request.options.duration = std::chrono::milliseconds(static_cast<long long>(*duration * 1000.0 + 0.5));
             }
             py::gil_scoped_release unlocked;
             auto cap = lab.capture(request);
@@ -66,9 +64,8 @@ void init_capture(py::module_& m) {
             if (!out) throw_last_errno("capture: creating " + path);
             return std::make_unique<Background>(std::move(cap), std::move(out));
         },
-        py::arg("lab"), py::arg("interfaces"), py::arg("all"), py::arg("path"), py::arg("filter"),
-        py::arg("count"), py::arg("duration"),
-        "Starts capturing into `path`; capturing from the moment it returns. Raises LabError.");
+        py::arg("lab"), py::arg("interfaces"), py::arg("all"), py::arg("path"), py::arg("filter"), py::arg("count"),
+        py::arg("duration"), "Starts capturing into `path`; capturing from the moment it returns. Raises LabError.");
 }
 
 }  // namespace labctl::python

@@ -57,18 +57,15 @@ void init_errors(py::module_&) {
                           static_cast<const labctl::KernelError&>(e).kernel_message());
                     break;
                 case labctl::Error::Kind::lab:
-                    if (e.errno_value() != 0)
-                        raise("LabError", e.what(), e.errno_value());
-                    else
-                        raise("LabError", e.what(), py::none());
+                    if (e.errno_value() != 0) raise("LabError", e.what(), e.errno_value());
+                    else raise("LabError", e.what(), py::none());
                     break;
             }
         } catch (const std::system_error& e) {
             const auto& cat = e.code().category();
             if (cat == std::generic_category() || cat == std::system_category())
                 raise("LabError", e.what(), e.code().value());
-            else
-                raise("LabError", e.what(), py::none());
+            else raise("LabError", e.what(), py::none());
         }
     });
 }

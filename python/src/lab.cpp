@@ -42,8 +42,7 @@ void init_lab(py::module_& m) {
         .def_static("from_file", &Lab::from_file, py::arg("path"), py::arg("name") = std::string(), release(),
                     "Loads and validates a topology file; touches nothing. Raises TopologyError.")
         .def_static("from_text", &Lab::from_text, py::arg("text"), py::arg("source"), py::arg("name") = std::string(),
-                    release(),
-                    "Validates JSON text; `source` names it in messages. Raises TopologyError.")
+                    release(), "Validates JSON text; `source` names it in messages. Raises TopologyError.")
         .def_static("attach", &Lab::attach, py::arg("name"), release(),
                     "A running lab, from its state directory. Raises LabError when it is not up.")
         .def_property_readonly("name", &Lab::name)
@@ -73,8 +72,8 @@ void init_lab(py::module_& m) {
                 py::gil_scoped_release unlocked;
                 return l.ping(from, to, count, t, i, {}, family);
             },
-            py::arg("src"), py::arg("dst"), py::arg("count") = 3, py::arg("timeout") = 1.0,
-            py::arg("interval") = 0.2, py::arg("family") = 0)
+            py::arg("src"), py::arg("dst"), py::arg("count") = 3, py::arg("timeout") = 1.0, py::arg("interval") = 0.2,
+            py::arg("family") = 0)
         .def(
             "exec",
             [](Lab& l, const std::string& node, const std::vector<std::string>& argv,
@@ -144,8 +143,8 @@ void init_lab(py::module_& m) {
                 return changes(r);
             },
             py::arg("end"), py::arg("delay_ms") = py::none(), py::arg("jitter_ms") = py::none(),
-            py::arg("loss_pct") = py::none(), py::arg("rate_mbit") = py::none(),
-            py::arg("duplicate_pct") = py::none(), py::arg("reorder_pct") = py::none())
+            py::arg("loss_pct") = py::none(), py::arg("rate_mbit") = py::none(), py::arg("duplicate_pct") = py::none(),
+            py::arg("reorder_pct") = py::none())
         .def(
             "node_power",
             [](Lab& l, const std::string& node, const std::string& action) {

@@ -18,7 +18,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (const auto& node : topo.nodes) n += node.name.size() + node.interfaces.size();
         for (const auto& link : topo.links) n += topo.end_name(link.ends[0]).size();
         (void)n;
-    } catch (const labctl::TopologyError&) {
-    }
+    } catch (const labctl::TopologyError&) {}
     return 0;
 }

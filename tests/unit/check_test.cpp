@@ -15,9 +15,9 @@ TEST(JunitTest, EscapesMarkupControlCharactersAndInvalidUtf8) {
     EXPECT_EQ(engine::xml_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&apos;");
     EXPECT_EQ(engine::xml_escape("tab\tnl\n"), "tab\tnl\n");
     EXPECT_EQ(engine::xml_escape(std::string("x\x01y", 3)), "x\xEF\xBF\xBDy");
-    EXPECT_EQ(engine::xml_escape("caf\xC3\xA9"), "caf\xC3\xA9");           // valid UTF-8 kept
-    EXPECT_EQ(engine::xml_escape("\xC3"), "\xEF\xBF\xBD");                  // truncated
-    EXPECT_EQ(engine::xml_escape("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong '/'
+    EXPECT_EQ(engine::xml_escape("caf\xC3\xA9"), "caf\xC3\xA9");                            // valid UTF-8 kept
+    EXPECT_EQ(engine::xml_escape("\xC3"), "\xEF\xBF\xBD");                                  // truncated
+    EXPECT_EQ(engine::xml_escape("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");                  // overlong '/'
     EXPECT_EQ(engine::xml_escape("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
 }
 
@@ -43,13 +43,14 @@ TEST(JunitTest, OneSuiteOneCasePerCheckFailuresWithReasons) {
 }
 
 TEST(CheckLabelTest, NameElseFromArrowTo) {
-    auto topo = topology::load_text(R"({"name": "l", "nodes": {"h1": {"interfaces": {"eth0": {"addresses": ["10.0.0.1/24"]}}},
+    auto topo =
+        topology::load_text(R"({"name": "l", "nodes": {"h1": {"interfaces": {"eth0": {"addresses": ["10.0.0.1/24"]}}},
         "h2": {"interfaces": {"eth0": {"addresses": ["10.0.0.2/24"]}}}},
         "links": [{"endpoints": ["h1:eth0", "h2:eth0"]}],
         "checks": [{"from": "h1", "to": "h2"}, {"from": "h1", "to": "h2", "port": 80, "points": 2.5},
                    {"name": "route", "on": "h1", "run": ["ip", "route"], "within_s": 3},
                    {"on": "h2", "run": ["true"]}]})",
-                                    "t.json");
+                            "t.json");
     ASSERT_EQ(topo.checks.size(), 4u);
     EXPECT_EQ(topo.checks[0].label(), "h1 -> h2");
     EXPECT_EQ(topo.checks[1].label(), "h1 -> h2 port 80");
@@ -73,9 +74,9 @@ TEST(DaemonTest, ObjectsWithReadiness) {
     EXPECT_EQ(d[1].ready_timeout_s, 2.5);
     EXPECT_EQ(d[2].ready_run, (std::vector<std::string>{"test", "-e", "/x"}));
     EXPECT_EQ(d[2].ready_timeout_s, 10);
-    EXPECT_THROW(topology::load_text(R"({"name": "l", "nodes": {"h1": {"daemons": [{"run": ["x"], "ready": {}}]}}})",
-                                     "t.json"),
-                 TopologyError);
+    EXPECT_THROW(
+        topology::load_text(R"({"name": "l", "nodes": {"h1": {"daemons": [{"run": ["x"], "ready": {}}]}}})", "t.json"),
+        TopologyError);
 }
 
 }  // namespace

@@ -18,8 +18,7 @@ TEST(KernelError, NamesObjectOperationAndErrno) {
 TEST(KernelError, AppendsKernelMessage) {
     KernelError e(EINVAL, "h1: creating eth0", "Invalid prefix");
     EXPECT_STREQ(e.what(), "h1: creating eth0: Invalid argument (EINVAL): Invalid prefix");
-    EXPECT_STREQ(e.prefixed("lab").what(),
-                 "lab: h1: creating eth0: Invalid argument (EINVAL): Invalid prefix");
+    EXPECT_STREQ(e.prefixed("lab").what(), "lab: h1: creating eth0: Invalid argument (EINVAL): Invalid prefix");
 }
 
 TEST(TopologyError, OneLinePerProblem) {
@@ -38,9 +37,12 @@ TEST(Error, EveryKindIsAnErrorWithItsKind) {
         }
         return std::make_tuple(Error::Kind::lab, -1, false, std::string("nothing thrown"));
     };
-    EXPECT_EQ(kind_of([] { throw KernelError(EEXIST, "r1: creating eth0"); }),
-              std::make_tuple(Error::Kind::kernel, EEXIST, false, std::string("r1: creating eth0: File exists (EEXIST)")));
-    EXPECT_EQ(kind_of([] { throw TopologyError("t.json", {{"/name", "bad"}}); }),
+    EXPECT_EQ(
+        kind_of([] { throw KernelError(EEXIST, "r1: creating eth0"); }),
+        std::make_tuple(Error::Kind::kernel, EEXIST, false, std::string("r1: creating eth0: File exists (EEXIST)")));
+    EXPECT_EQ(kind_of([] {
+                  throw TopologyError("t.json", {{"/name", "bad"}});
+              }),
               std::make_tuple(Error::Kind::topology, 0, true, std::string("t.json: /name: bad")));
     EXPECT_EQ(kind_of([] { throw LabError("lab x is already up", EEXIST); }),
               std::make_tuple(Error::Kind::lab, EEXIST, false, std::string("lab x is already up")));

@@ -88,7 +88,8 @@ TEST(NlMessage, NestPlainHasNoNestedFlagAndRawHeader) {
     EXPECT_EQ(tb[1]->nla_type, 1);
     const auto* ifi = static_cast<const ifinfomsg*>(mnl_attr_get_payload(tb[1]));
     EXPECT_EQ(ifi->ifi_index, 42);
-    const auto* name = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(ifi) + NLMSG_ALIGN(sizeof(ifinfomsg)));
+    const auto* name =
+        reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(ifi) + NLMSG_ALIGN(sizeof(ifinfomsg)));
     EXPECT_EQ(mnl_attr_get_type(name), IFLA_IFNAME);
     EXPECT_STREQ(mnl_attr_get_str(name), "p");
 }
@@ -146,7 +147,8 @@ std::size_t count_v4(nl::Socket& s) {
     std::size_t n = 0;
     nl::Message d(RTM_GETADDR, 0);
     d.header<ifaddrmsg>().ifa_family = AF_INET;
-    nl::dump(s, d, [&](const nlmsghdr* h) { n += h->nlmsg_type == RTM_NEWADDR; }, "dumping addresses");
+    nl::dump(
+        s, d, [&](const nlmsghdr* h) { n += h->nlmsg_type == RTM_NEWADDR; }, "dumping addresses");
     return n;
 }
 
@@ -162,7 +164,8 @@ TEST(NlSocket, OpensInTheCallingThreadsNamespace) {
     int links = 0;
     nl::Message d(RTM_GETLINK, 0);
     d.header<ifinfomsg>();
-    nl::dump(sock, d, [&](const nlmsghdr*) { ++links; }, "dumping links");
+    nl::dump(
+        sock, d, [&](const nlmsghdr*) { ++links; }, "dumping links");
     EXPECT_EQ(links, 1);
 }
 
@@ -195,9 +198,10 @@ TEST(NlBatch, OneFailureKeepsContextAndExtackOthersApplied) {
     auto dup = add_v4(1, 0x0a000002, 32);
     {
         auto e = expect_kernel_error([&] { nl::request(sock, dup, "lo: adding 10.0.0.2/32"); }, EEXIST);
-        EXPECT_STREQ(e.what(), ("lo: adding 10.0.0.2/32: File exists (EEXIST)" +
-                                (e.kernel_message().empty() ? "" : ": " + e.kernel_message()))
-                                   .c_str());
+        EXPECT_STREQ(e.what(),
+                     ("lo: adding 10.0.0.2/32: File exists (EEXIST)" +
+                      (e.kernel_message().empty() ? "" : ": " + e.kernel_message()))
+                         .c_str());
     }
 }
 
@@ -260,8 +264,8 @@ TEST(NlFaults, TransientErrorsAreRetriedWithBounds) {
             ++failed;
         }
     }
-    EXPECT_GT(failed, 5u);    // bounded: not retried forever
-    EXPECT_LT(failed, 60u);   // but retried: without retries about 200 fail
+    EXPECT_GT(failed, 5u);   // bounded: not retried forever
+    EXPECT_LT(failed, 60u);  // but retried: without retries about 200 fail
     EXPECT_EQ(count_v4(sock), 400 - failed);
     // Every request that failed in the end was sent 4 times; none more than 4.
     EXPECT_GE(batch_retries, 3 * failed);

@@ -50,8 +50,8 @@ std::vector<Block> split(const Bytes& b) {
         EXPECT_LE(at + length, b.size());
         if (length < 12 || at + length > b.size()) break;
         EXPECT_EQ(u32(b, at + length - 4), length);
-        out.push_back({u32(b, at), Bytes(b.begin() + static_cast<long>(at) + 8,
-                                         b.begin() + static_cast<long>(at + length) - 4)});
+        out.push_back(
+            {u32(b, at), Bytes(b.begin() + static_cast<long>(at) + 8, b.begin() + static_cast<long>(at + length) - 4)});
         at += length;
     }
     EXPECT_EQ(at, b.size());
@@ -68,8 +68,8 @@ std::vector<std::pair<std::uint16_t, Bytes>> options(const Bytes& body, std::siz
             EXPECT_EQ(at + 4, body.size()) << "opt_endofopt ends the block";
             return out;
         }
-        out.push_back({code, Bytes(body.begin() + static_cast<long>(at) + 4,
-                                   body.begin() + static_cast<long>(at) + 4 + length)});
+        out.push_back(
+            {code, Bytes(body.begin() + static_cast<long>(at) + 4, body.begin() + static_cast<long>(at) + 4 + length)});
         at += 4 + (length + 3u) / 4 * 4;
     }
     ADD_FAILURE() << "no opt_endofopt";
@@ -164,8 +164,7 @@ TEST(Pcapng, PacketBlockSplitsTheTimestampAndPadsTheData) {
 
 TEST(Pcapng, PacketBlockWritesTheDirectionAsEpbFlags) {
     const Bytes data{1, 2, 3};
-    for (auto [direction, flags] :
-         {std::pair{pcapng::Direction::inbound, 1u}, {pcapng::Direction::outbound, 2u}}) {
+    for (auto [direction, flags] : {std::pair{pcapng::Direction::inbound, 1u}, {pcapng::Direction::outbound, 2u}}) {
         Bytes b;
         pcapng::append_packet(b, 0, 1, data, 3, direction);
         auto blocks = split(b);

@@ -96,8 +96,7 @@ TEST(PingIcmp, ParsesIpv4HeaderOfRawRead) {
 }
 
 TEST(PingIcmp, DescribesErrorsInPingWords) {
-    EXPECT_EQ(describe_icmp_error(AF_INET, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH),
-              "Destination host unreachable");
+    EXPECT_EQ(describe_icmp_error(AF_INET, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH), "Destination host unreachable");
     EXPECT_EQ(describe_icmp_error(AF_INET, ICMP_TIME_EXCEEDED, 0), "Time to live exceeded");
     EXPECT_EQ(describe_icmp_error(AF_INET6, ICMP6_DST_UNREACH, ICMP6_DST_UNREACH_ADDR),
               "Destination unreachable: Address unreachable");
@@ -149,8 +148,7 @@ std::string random_suffix() {
 class TestNetns {
 public:
     TestNetns() : name_("pt-" + random_suffix()) {
-        if (sh("ip netns add " + name_) != 0)
-            throw std::runtime_error("ip netns add " + name_ + " failed");
+        if (sh("ip netns add " + name_) != 0) throw std::runtime_error("ip netns add " + name_ + " failed");
         created_ = true;
         fd_.reset(::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd_) throw std::runtime_error("cannot open /run/netns/" + name_);
@@ -178,8 +176,7 @@ public:
     int fd() const { return fd_.get(); }
     // `ip -n <name> <args>`; throws when it fails.
     void ip(const std::string& args) const {
-        if (sh("ip -n " + name_ + " " + args) != 0)
-            throw std::runtime_error("ip -n " + name_ + " " + args + " failed");
+        if (sh("ip -n " + name_ + " " + args) != 0) throw std::runtime_error("ip -n " + name_ + " " + args + " failed");
     }
     void sysctl(const std::string& key_value) const {
         if (sh("ip netns exec " + name_ + " sysctl -q -w " + key_value) != 0)
@@ -196,10 +193,8 @@ private:
 // link watcher, which may take up to a second, makes it operational.
 void wait_operational(const TestNetns& ns, const std::string& ifname) {
     const auto give_up = Clock::now() + 5s;
-    while (sh("ip -n " + ns.name() + " -o link show dev " + ifname + " | grep -q 'state UP'") !=
-           0) {
-        if (Clock::now() > give_up)
-            throw std::runtime_error(ns.name() + ": " + ifname + " never became operational");
+    while (sh("ip -n " + ns.name() + " -o link show dev " + ifname + " | grep -q 'state UP'") != 0) {
+        if (Clock::now() > give_up) throw std::runtime_error(ns.name() + ": " + ifname + " never became operational");
         std::this_thread::sleep_for(10ms);
     }
 }
@@ -221,14 +216,12 @@ IpAddress addr(const std::string& text) {
 }
 
 ino_t netns_inode_of_this_thread() {
-    struct stat st{};
+    struct stat st {};
     ::stat("/proc/thread-self/ns/net", &st);
     return st.st_ino;
 }
 
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // a (eth0: 10.0.0.1/24, fd00::1/64) <-veth-> b (eth0: 10.0.0.2/24, fd00::2/64).
 class PingTest : public ::testing::Test {
@@ -298,7 +291,7 @@ TEST_F(PingTest, AllRequestsWhenNotStoppingEndsWhenAllAnswered) {
         EXPECT_LE(r.rtt_min(), r.rtt_avg());
         EXPECT_LE(r.rtt_avg(), r.rtt_max());
     }
-    EXPECT_GE(elapsed, 0.1);  // requests are `interval` apart
+    EXPECT_GE(elapsed, 0.1);               // requests are `interval` apart
     EXPECT_LT(elapsed, kLoadSlack * 0.5);  // and nobody waits for the timeout once all are answered
 }
 
@@ -336,8 +329,7 @@ TEST_F(PingTest, LocalRejectRoutesAreRefusedWithTheKernelsReason) {
     a_->ip("route add unreachable 198.51.100.0/25");
     a_->ip("route add prohibit 198.51.100.128/25");
     a_->ip("-6 route add unreachable fd00:7::/64");
-    auto results = run({probe_from_a("198.51.100.1"), probe_from_a("198.51.100.129"),
-                        probe_from_a("fd00:7::1")});
+    auto results = run({probe_from_a("198.51.100.1"), probe_from_a("198.51.100.129"), probe_from_a("fd00:7::1")});
     for (const auto& r : results) {
         EXPECT_TRUE(r.refused);
         EXPECT_EQ(r.sent, 0);
@@ -435,7 +427,7 @@ TEST_F(PingTest, LinkLocalNeedsTheInterface) {
     b_->ip("addr add fe80::2/64 dev eth0 nodad");
     auto bound = probe_from_a("fe80::2");
     bound.bind_ifname = "eth0";
-    bound.count = 10;  // neighbour discovery right after the addresses appear may drop the first
+    bound.count = 10;             // neighbour discovery right after the addresses appear may drop the first
     auto results = run({bound});  // the scope of the destination is the bound interface
     EXPECT_EQ(results[0].received, 1) << results[0].reason;
 }
@@ -454,8 +446,8 @@ TEST_F(PingTest, TwoFdsOfOneNamespaceShareItsIdentifiers) {
 }
 
 TEST_F(PingTest, OwnAddressesViaLo) {
-    auto results = run({probe_from_a("10.0.0.1"), probe_from_a("fd00::1"),
-                        probe_from_a("127.0.0.1"), probe_from_a("::1")});
+    auto results =
+        run({probe_from_a("10.0.0.1"), probe_from_a("fd00::1"), probe_from_a("127.0.0.1"), probe_from_a("::1")});
     for (const auto& r : results) {
         EXPECT_EQ(r.received, 1) << r.reason;
         EXPECT_FALSE(r.refused);
@@ -465,9 +457,8 @@ TEST_F(PingTest, OwnAddressesViaLo) {
 TEST_F(PingTest, ProbesFromOneNamespaceDoNotMixReplies) {
     // Two probes to the same address, one to a silent address, one refused, one v6, all from
     // one namespace and so one socket per family: each gets exactly its own replies.
-    std::vector<Probe> probes = {probe_from_a("10.0.0.2"), probe_from_a("10.0.0.99"),
-                                 probe_from_a("10.0.0.2"), probe_from_a("203.0.113.9"),
-                                 probe_from_a("fd00::2"), probe_from_a("fd00::99")};
+    std::vector<Probe> probes = {probe_from_a("10.0.0.2"),    probe_from_a("10.0.0.99"), probe_from_a("10.0.0.2"),
+                                 probe_from_a("203.0.113.9"), probe_from_a("fd00::2"),   probe_from_a("fd00::99")};
     for (auto& p : probes) {
         p.count = 3;
         p.interval = 30ms;
@@ -518,10 +509,8 @@ TEST_F(PingTest, TwoThousandProbesInOneRound) {
     int silent = 0;
     for (std::size_t i = 0; i < results.size(); ++i) {
         const auto& r = results[i];
-        if (i % 4 < 2)
-            reached += r.received == 1;
-        else
-            silent += r.received == 0 && r.sent == 3 && !r.refused;
+        if (i % 4 < 2) reached += r.received == 1;
+        else silent += r.received == 0 && r.sent == 3 && !r.refused;
     }
     EXPECT_EQ(reached, 1000);
     EXPECT_EQ(silent, 1000);
@@ -591,16 +580,15 @@ TEST_F(PingTest, AllPairsOfHundredNamespaces) {
     for (int i = 0; i < kHosts; ++i) {
         hosts.push_back(std::make_unique<TestNetns>());
         const std::string net = "10.3." + std::to_string(i) + ".";
-        router.push_back("link add h" + std::to_string(i) + " type veth peer name eth0 netns " +
-                         hosts.back()->name());
+        router.push_back("link add h" + std::to_string(i) + " type veth peer name eth0 netns " + hosts.back()->name());
         router.push_back("link set h" + std::to_string(i) + " up");
         router.push_back("addr add " + net + "1/24 dev h" + std::to_string(i));
     }
     ip_batch(b_->name(), router);
     for (int i = 0; i < kHosts; ++i) {
         const std::string net = "10.3." + std::to_string(i) + ".";
-        ip_batch(hosts[i]->name(), {"link set eth0 up", "addr add " + net + "2/24 dev eth0",
-                                    "route add default via " + net + "1"});
+        ip_batch(hosts[i]->name(),
+                 {"link set eth0 up", "addr add " + net + "2/24 dev eth0", "route add default via " + net + "1"});
     }
     for (int i = 0; i < kHosts; ++i) {
         wait_operational(*hosts[i], "eth0");
@@ -636,9 +624,10 @@ TEST_F(PingTest, AllPairsOfHundredNamespaces) {
     // About one round of a single probe (3 requests 100 ms apart + 1 s), though the kernel's
     // own forwarding work for ~40,000 packets runs on the same CPUs.
     EXPECT_LT(elapsed, kLoadSlack * 2.5);
-    std::printf("%zu probes from %d namespaces: %.3f s, worst rtt %.1f ms, %d needed a second "
-                "request\n",
-                probes.size(), kHosts, elapsed, worst_rtt, retried);
+    std::printf(
+        "%zu probes from %d namespaces: %.3f s, worst rtt %.1f ms, %d needed a second "
+        "request\n",
+        probes.size(), kHosts, elapsed, worst_rtt, retried);
 }
 
 TEST_F(PingTest, ReplyCallbackRunsOnCallingThread) {
@@ -672,8 +661,8 @@ TEST_F(PingTest, FailedNeighbourResolutionEndsProbe) {
     a_->sysctl("net.ipv4.neigh.eth0.retrans_time_ms=50");
     a_->sysctl("net.ipv6.neigh.eth0.mcast_solicit=1");
     a_->sysctl("net.ipv6.neigh.eth0.retrans_time_ms=50");
-    std::vector<Probe> probes = {probe_from_a("10.0.0.99"), probe_from_a("fd00::99"),
-                                 probe_from_a("10.0.0.98"), probe_from_a("fd00::98")};
+    std::vector<Probe> probes = {probe_from_a("10.0.0.99"), probe_from_a("fd00::99"), probe_from_a("10.0.0.98"),
+                                 probe_from_a("fd00::98")};
     probes[2].bind_ifname = "eth0";
     probes[3].bind_ifname = "eth0";
     for (auto& p : probes) p.count = 10;
@@ -695,8 +684,7 @@ TEST_F(PingTest, ThrowingCallbackAbandonsRunAndClosesSockets) {
     auto p6 = probe_from_a("fd00::2");
     p6.bind_ifname = "eth0";
     const std::size_t fds_before = open_fd_count();
-    EXPECT_THROW(run({p, p6}, [](std::size_t, const Reply&) { throw std::runtime_error("x"); }),
-                 std::runtime_error);
+    EXPECT_THROW(run({p, p6}, [](std::size_t, const Reply&) { throw std::runtime_error("x"); }), std::runtime_error);
     EXPECT_EQ(open_fd_count(), fds_before);
 }
 

@@ -14,9 +14,9 @@ namespace labctl::plan {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using topology::Topology;
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
+using topology::Topology;
 
 Json base() {
     return Json::parse(R"({
@@ -83,7 +83,8 @@ std::vector<std::string> lines(const Plan& p) {
 }
 
 std::size_t count(const Plan& p, OpKind k) {
-    return static_cast<std::size_t>(std::count_if(p.ops.begin(), p.ops.end(), [&](const Op& op) { return op.kind == k; }));
+    return static_cast<std::size_t>(
+        std::count_if(p.ops.begin(), p.ops.end(), [&](const Op& op) { return op.kind == k; }));
 }
 
 const Op* find(const Plan& p, OpKind k) {
@@ -115,9 +116,9 @@ TEST(Plan, UpFromNothingMakesEverythingInStageOrder) {
     EXPECT_EQ(count(p, OpKind::start_daemons), 1u);
     EXPECT_EQ(count(p, OpKind::wait_links), 1u);
     EXPECT_EQ(count(p, OpKind::delete_netns) + count(p, OpKind::delete_address) + count(p, OpKind::stop_processes), 0u);
-    EXPECT_THAT(lines(p), ElementsAre("+ node h1", "+ node r1", "+ node r2", "+ node sw1",
-                                      "+ link h1:eth0 <-> r1:eth1", "+ link r1:eth2 <-> r2:eth2",
-                                      "+ link sw1:p1 <-> r2:eth3"));
+    EXPECT_THAT(lines(p),
+                ElementsAre("+ node h1", "+ node r1", "+ node r2", "+ node sw1", "+ link h1:eth0 <-> r1:eth1",
+                            "+ link r1:eth2 <-> r2:eth2", "+ link sw1:p1 <-> r2:eth3"));
     // Interface indexes: lo is 1, the rest unique across the lab (veth ends must differ).
     std::set<int> seen;
     for (std::size_t n = 0; n < t.nodes.size(); ++n)
@@ -265,11 +266,12 @@ TEST(Plan, RepairsWhatWasChangedByHand) {
     Observed o = as_built(t);
     auto& eth0 = o.nodes[0].interfaces[0];
     ASSERT_EQ(eth0.name, "eth0");
-    eth0.addresses.erase(eth0.addresses.begin());        // ip addr del 10.0.1.10/24
+    eth0.addresses.erase(eth0.addresses.begin());              // ip addr del 10.0.1.10/24
     eth0.addresses.push_back(*IpPrefix::parse("10.9.9.9/8"));  // ip addr add 10.9.9.9/8
-    o.nodes[0].routes.clear();                           // the kernel dropped the route
+    o.nodes[0].routes.clear();                                 // the kernel dropped the route
     Plan p = plan(t, o);
-    EXPECT_THAT(lines(p), ElementsAre("~ h1:eth0 addresses +10.0.1.10/24 -10.9.9.9/8", "~ h1 routes +default via 10.0.1.1"));
+    EXPECT_THAT(lines(p),
+                ElementsAre("~ h1:eth0 addresses +10.0.1.10/24 -10.9.9.9/8", "~ h1 routes +default via 10.0.1.1"));
 }
 
 TEST(Plan, RemovesInterfacesTheFileDoesNotName) {

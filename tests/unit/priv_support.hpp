@@ -23,8 +23,8 @@
 
 namespace labctl::testing {
 
-#define LABCTL_REQUIRE_ROOT() \
-    do { \
+#define LABCTL_REQUIRE_ROOT()                                                              \
+    do {                                                                                   \
         if (::geteuid() != 0) GTEST_SKIP() << "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"; \
     } while (0)
 
@@ -88,8 +88,7 @@ public:
         for (std::size_t i = 0; i < names_.size(); ++i) {
             try {
                 netns::remove(names_[i]);
-            } catch (...) {
-            }
+            } catch (...) {}
             crash_cleanup::forget(slots_[i]);
         }
     }

@@ -32,8 +32,8 @@ namespace labctl::proc {
 namespace {
 
 using namespace std::chrono_literals;
-using ::testing::HasSubstr;
 using labctl::testing::expect_kernel_error;
+using ::testing::HasSubstr;
 
 std::string random_suffix() {
     std::random_device rd;
@@ -139,8 +139,7 @@ TEST_F(Proc, RunPassesExitCodeThrough) {
 }
 
 TEST_F(Proc, RunReportsDeathBySignalAsNegative) {
-    EXPECT_EQ(run(command({"/bin/sh", "-c", "kill -TERM $$"}), std::nullopt, 10s).returncode,
-              -SIGTERM);
+    EXPECT_EQ(run(command({"/bin/sh", "-c", "kill -TERM $$"}), std::nullopt, 10s).returncode, -SIGTERM);
 }
 
 TEST_F(Proc, RunFeedsStdinAndCapturesStdout) {
@@ -156,8 +155,7 @@ TEST_F(Proc, RunFeedsStdinAndCapturesStdout) {
 
 TEST_F(Proc, RunCapturesLargeStdoutAndStderrWithoutDeadlock) {
     const std::string input(3 << 20, 'x');
-    auto r = run(command({"/bin/sh", "-c", "cat; head -c 2000000 /dev/zero >&2; echo end"}),
-                 input, 30s);
+    auto r = run(command({"/bin/sh", "-c", "cat; head -c 2000000 /dev/zero >&2; echo end"}), input, 30s);
     EXPECT_EQ(r.returncode, 0);
     EXPECT_EQ(r.out.size(), input.size() + 4);
     EXPECT_EQ(r.err.size(), 2000000u);
@@ -179,8 +177,7 @@ TEST_F(Proc, RunPassesArgumentsLiterally) {
 
 TEST_F(Proc, RunKeepsArgvZero) {
     // $0 of `sh -c CMD NAME` is NAME; the program's own argv[0] is what we were given.
-    auto r = run(command({"sh", "-c", "echo \"$0\"; tr '\\0' ' ' < /proc/$$/cmdline", "zero"}),
-                 std::nullopt, 10s);
+    auto r = run(command({"sh", "-c", "echo \"$0\"; tr '\\0' ' ' < /proc/$$/cmdline", "zero"}), std::nullopt, 10s);
     EXPECT_EQ(r.out, "zero\nsh -c echo \"$0\"; tr '\\0' ' ' < /proc/$$/cmdline zero ");
 }
 
@@ -222,9 +219,9 @@ TEST_F(Proc, RunBindsEtcNetnsFilesOverEtc) {
     std::filesystem::create_directories(etc);
     std::ofstream(etc / present) << "10.1.2.3 pr-node\n";
     std::ofstream(etc / absent) << "unused\n";
-    auto r = run(command({"/bin/sh", "-c",
-                          "cat /etc/" + present + "; test -e /etc/" + absent + " || echo no-" + absent}),
-                 std::nullopt, 10s);
+    auto r =
+        run(command({"/bin/sh", "-c", "cat /etc/" + present + "; test -e /etc/" + absent + " || echo no-" + absent}),
+            std::nullopt, 10s);
     EXPECT_EQ(r.returncode, 0) << r.err;
     EXPECT_EQ(r.out, "10.1.2.3 pr-node\nno-" + absent + "\n");
     EXPECT_EQ(read_file(host_file), "host\n");
@@ -234,8 +231,7 @@ TEST_F(Proc, RunBindsEtcNetnsFilesOverEtc) {
 TEST_F(Proc, RunTimeoutKillsTheProcessGroup) {
     const auto start = std::chrono::steady_clock::now();
     // The background sleep holds the pipes open too: it must die with its group.
-    auto r = run(command({"/bin/sh", "-c", "sleep 30 & echo started; sleep 30"}), std::nullopt,
-                 300ms);
+    auto r = run(command({"/bin/sh", "-c", "sleep 30 & echo started; sleep 30"}), std::nullopt, 300ms);
     const auto took = std::chrono::steady_clock::now() - start;
     EXPECT_TRUE(r.timed_out);
     EXPECT_EQ(r.returncode, -SIGKILL);
@@ -342,8 +338,7 @@ TEST_F(Proc, DaemonSurvivesItsStarterLogsAndStops) {
     if (starter == 0) {
         ProcessId id{};
         try {
-            id = start_daemon(
-                command({"/bin/sh", "-c", "echo started; echo to-stderr >&2; exec sleep 60"}), log);
+            id = start_daemon(command({"/bin/sh", "-c", "echo started; echo to-stderr >&2; exec sleep 60"}), log);
         } catch (...) {
             ::_exit(1);
         }
@@ -360,8 +355,7 @@ TEST_F(Proc, DaemonSurvivesItsStarterLogsAndStops) {
     daemons_.push_back(id);
 
     EXPECT_TRUE(is_same_process(id));
-    EXPECT_TRUE(eventually([&] { return read_file(log) == "started\nto-stderr\n"; }))
-        << read_file(log);
+    EXPECT_TRUE(eventually([&] { return read_file(log) == "started\nto-stderr\n"; })) << read_file(log);
     struct stat st {};
     ASSERT_EQ(::stat(log.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -409,8 +403,8 @@ TEST_F(Proc, IsSameProcessIsFalseOnceItDied) {
 }
 
 TEST_F(Proc, StopKillsWhatIgnoresSigterm) {
-    auto id = start_daemon(command({"/bin/sh", "-c", "trap '' TERM; echo ready; exec sleep 60"}),
-                           (dir_ / "t.log").string());
+    auto id =
+        start_daemon(command({"/bin/sh", "-c", "trap '' TERM; echo ready; exec sleep 60"}), (dir_ / "t.log").string());
     daemons_.push_back(id);
     ASSERT_TRUE(eventually([&] { return read_file((dir_ / "t.log").string()) == "ready\n"; }));
     const auto start = std::chrono::steady_clock::now();
@@ -423,8 +417,8 @@ TEST_F(Proc, KillAllInNetnsFindsAndKillsSleepers) {
     const auto [dev, ino] = netns_id();
     EXPECT_TRUE(pids_in_netns(dev, ino).empty());
     auto polite = start_daemon(command({"sleep", "60"}), (dir_ / "a.log").string());
-    auto stubborn = start_daemon(command({"/bin/sh", "-c", "trap '' TERM; echo ready; sleep 60"}),
-                                 (dir_ / "b.log").string());
+    auto stubborn =
+        start_daemon(command({"/bin/sh", "-c", "trap '' TERM; echo ready; sleep 60"}), (dir_ / "b.log").string());
     daemons_.push_back(polite);
     daemons_.push_back(stubborn);
     ASSERT_TRUE(eventually([&] { return read_file((dir_ / "b.log").string()) == "ready\n"; }));

@@ -39,7 +39,12 @@ std::string str(const nlattr* a) { return a ? mnl_attr_get_str(a) : "<absent>"; 
 
 TEST(RtnlEncode, VethPeerIsNestedWithItsOwnHeaderAndNamespace) {
     rtnl::VethSpec s;
-    s.a = {.name = "eth0", .ifindex = 10, .mac = rtnl::Mac{2, 0, 0, 0, 0, 1}, .mtu = 9000, .up = true, .master_ifindex = 3};
+    s.a = {.name = "eth0",
+           .ifindex = 10,
+           .mac = rtnl::Mac{2, 0, 0, 0, 0, 1},
+           .mtu = 9000,
+           .up = true,
+           .master_ifindex = 3};
     s.a_netns_fd = 5;
     s.b = {.name = "p1", .ifindex = 20, .mac = rtnl::Mac{2, 0, 0, 0, 0, 2}, .mtu = 1400};
     s.b_netns_fd = 6;
@@ -66,13 +71,14 @@ TEST(RtnlEncode, VethPeerIsNestedWithItsOwnHeaderAndNamespace) {
     EXPECT_EQ(pifi->ifi_index, 20);
     EXPECT_EQ(pifi->ifi_flags, 0u);
     std::vector<const nlattr*> ptb(IFLA_MAX + 1);
-    mnl_attr_parse_payload(reinterpret_cast<const char*>(pifi) + NLMSG_ALIGN(sizeof(ifinfomsg)),
-                           mnl_attr_get_payload_len(peer) - NLMSG_ALIGN(sizeof(ifinfomsg)),
-                           [](const nlattr* a, void* d) {
-                               (*static_cast<std::vector<const nlattr*>*>(d))[mnl_attr_get_type(a)] = a;
-                               return MNL_CB_OK;
-                           },
-                           &ptb);
+    mnl_attr_parse_payload(
+        reinterpret_cast<const char*>(pifi) + NLMSG_ALIGN(sizeof(ifinfomsg)),
+        mnl_attr_get_payload_len(peer) - NLMSG_ALIGN(sizeof(ifinfomsg)),
+        [](const nlattr* a, void* d) {
+            (*static_cast<std::vector<const nlattr*>*>(d))[mnl_attr_get_type(a)] = a;
+            return MNL_CB_OK;
+        },
+        &ptb);
     EXPECT_EQ(str(ptb[IFLA_IFNAME]), "p1");
     EXPECT_EQ(mnl_attr_get_u32(ptb[IFLA_MTU]), 1400u);
     EXPECT_EQ(mnl_attr_get_u32(ptb[IFLA_NET_NS_FD]), 6u);
@@ -210,14 +216,15 @@ TEST(RtnlEncode, NetemOptions) {
     EXPECT_NEAR(q->loss / 4294967295.0, 0.015, 1e-6);
     EXPECT_EQ(q->gap, 1u);
     std::vector<const nlattr*> nt(TCA_NETEM_MAX + 1);
-    mnl_attr_parse_payload(reinterpret_cast<const char*>(q) + NLMSG_ALIGN(sizeof(tc_netem_qopt)),
-                           mnl_attr_get_payload_len(tb[TCA_OPTIONS]) - NLMSG_ALIGN(sizeof(tc_netem_qopt)),
-                           [](const nlattr* a, void* d) {
-                               auto& v = *static_cast<std::vector<const nlattr*>*>(d);
-                               if (mnl_attr_get_type(a) < v.size()) v[mnl_attr_get_type(a)] = a;
-                               return MNL_CB_OK;
-                           },
-                           &nt);
+    mnl_attr_parse_payload(
+        reinterpret_cast<const char*>(q) + NLMSG_ALIGN(sizeof(tc_netem_qopt)),
+        mnl_attr_get_payload_len(tb[TCA_OPTIONS]) - NLMSG_ALIGN(sizeof(tc_netem_qopt)),
+        [](const nlattr* a, void* d) {
+            auto& v = *static_cast<std::vector<const nlattr*>*>(d);
+            if (mnl_attr_get_type(a) < v.size()) v[mnl_attr_get_type(a)] = a;
+            return MNL_CB_OK;
+        },
+        &nt);
     ASSERT_TRUE(nt[TCA_NETEM_RATE] && nt[TCA_NETEM_REORDER]);
     EXPECT_FALSE(nt[TCA_NETEM_LATENCY64]);  // only for delays beyond 32-bit ticks
     EXPECT_EQ(q->jitter, 2'000'000u / 64);
@@ -241,14 +248,15 @@ TEST(RtnlEncode, NetemOptions) {
 // captured with strace: tcmsg, TCA_KIND, TCA_OPTIONS (qopt + REORDER + RATE).
 TEST(RtnlEncode, NetemMatchesIproute2Bytes) {
     const std::vector<std::uint8_t> tc = {
-        0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00,
-        0x00, 0x00, 0x0a, 0x00, 0x01, 0x00, 0x6e, 0x65, 0x74, 0x65, 0x6d, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x02, 0x00,
-        0x5a, 0x62, 0x02, 0x00, 0xe8, 0x03, 0x00, 0x00, 0x3d, 0x0a, 0xd7, 0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x12, 0x7a, 0x00, 0x00, 0x0c, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00,
-        0x14, 0x00, 0x06, 0x00, 0x20, 0xbc, 0xbe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00};
+        0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+        0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x01, 0x00, 0x6e, 0x65, 0x74, 0x65, 0x6d, 0x00, 0x00, 0x00,
+        0x3c, 0x00, 0x02, 0x00, 0x5a, 0x62, 0x02, 0x00, 0xe8, 0x03, 0x00, 0x00, 0x3d, 0x0a, 0xd7, 0x03,
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x12, 0x7a, 0x00, 0x00, 0x0c, 0x00, 0x03, 0x00,
+        0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x14, 0x00, 0x06, 0x00, 0x20, 0xbc, 0xbe, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
     auto m = rtnl::netem_add(
-        3, {.delay_ms = 10, .jitter_ms = 2, .loss_pct = 1.5, .reorder_pct = 25, .rate_mbit = 100, .limit_packets = 1000});
+        3,
+        {.delay_ms = 10, .jitter_ms = 2, .loss_pct = 1.5, .reorder_pct = 25, .rate_mbit = 100, .limit_packets = 1000});
     EXPECT_EQ(m.hdr()->nlmsg_type, RTM_NEWQDISC);
     EXPECT_EQ(m.hdr()->nlmsg_flags, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL);
     const auto* payload = static_cast<const std::uint8_t*>(mnl_nlmsg_get_payload(m.hdr()));
@@ -477,10 +485,10 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     auto witness = run("ip -j -n " + ns.name + " -d link show vm1");
     EXPECT_NE(witness.find("\"type\":\"tap\""), std::string::npos) << witness;
     // Never attaches to an existing device.
-    std::cout << "[ message ] "
-              << expect_kernel_error([&] { rtnl::tuntap_create(ns, "vm1", true, std::nullopt, std::nullopt); }, EBUSY)
-                     .what()
-              << "\n";
+    std::cout
+        << "[ message ] "
+        << expect_kernel_error([&] { rtnl::tuntap_create(ns, "vm1", true, std::nullopt, std::nullopt); }, EBUSY).what()
+        << "\n";
     EXPECT_FALSE(run("ip link show vm1 2>/dev/null").find("vm1") != std::string::npos);  // not in root
     // A bridge port like any other (a switch's TAP).
     nl::Batch port;
@@ -490,7 +498,8 @@ TEST(RtnlTap, PersistentWithOwnerAndGroup) {
     EXPECT_EQ(find_link(rtnl::link_dump(h), "vm1")->master, 50);
     // No program attached: no carrier, so never operationally up; the wait says which.
     {
-        auto e = expect_kernel_error([&] { rtnl::wait_operstate_up(h, {42}, std::chrono::milliseconds(100)); }, ETIMEDOUT);
+        auto e =
+            expect_kernel_error([&] { rtnl::wait_operstate_up(h, {42}, std::chrono::milliseconds(100)); }, ETIMEDOUT);
         EXPECT_NE(std::string(e.what()).find("ms: vm1"), std::string::npos) << e.what();
     }
     // Removable like any link (what rollback does).
@@ -621,8 +630,14 @@ namespace {
 TEST(RtnlFeatures, ProbeNamesWhatIsMissing) {
     LABCTL_REQUIRE_ROOT();
     using rtnl::Feature;
-    const std::vector<Feature> all{Feature::veth, Feature::bridge, Feature::tuntap, Feature::netem,
-                                   Feature::tbf, Feature::vlan_8021q, Feature::bridge_vlan_filtering, Feature::dummy};
+    const std::vector<Feature> all{Feature::veth,
+                                   Feature::bridge,
+                                   Feature::tuntap,
+                                   Feature::netem,
+                                   Feature::tbf,
+                                   Feature::vlan_8021q,
+                                   Feature::bridge_vlan_filtering,
+                                   Feature::dummy};
     auto missing = rtnl::missing_features(all);
     for (auto f : missing) std::cout << "[ missing ] " << rtnl::missing_feature_message(f) << "\n";
     // Present on every kernel labctl supports, this one included.
@@ -715,9 +730,9 @@ TEST(RtnlStar, HostsOnOneBridgeInFewRoundTrips) {
               std::string::npos);
     for (auto& name : names) netns::remove(name);
     const auto t5 = clock::now();
-    std::cout << "[ timing ] star of " << n << ": namespaces+sockets " << ms(t1 - t0) << " ms, veths "
-              << ms(t2 - t1) << " ms, host batches " << ms(t3 - t2) << " ms, operstate " << ms(t4 - t3)
-              << " ms; total up " << ms(t4 - t0) << " ms; remove " << ms(t5 - t4) << " ms\n";
+    std::cout << "[ timing ] star of " << n << ": namespaces+sockets " << ms(t1 - t0) << " ms, veths " << ms(t2 - t1)
+              << " ms, host batches " << ms(t3 - t2) << " ms, operstate " << ms(t4 - t3) << " ms; total up "
+              << ms(t4 - t0) << " ms; remove " << ms(t5 - t4) << " ms\n";
 }
 
 }  // namespace

@@ -27,8 +27,7 @@ namespace {
 using testing::random_name;
 using testing::TestNamespaces;
 
-std::pair<std::string, netns::NetnsIdentity> recorded(const std::string& name,
-                                                      const netns::NetnsIdentity& id) {
+std::pair<std::string, netns::NetnsIdentity> recorded(const std::string& name, const netns::NetnsIdentity& id) {
     return {name, id};
 }
 

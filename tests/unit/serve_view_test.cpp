@@ -76,8 +76,9 @@ TEST(ServeView, LinkStatesFollowTheInterfaces) {
     EXPECT_EQ(v["links"][0]["ends"][1]["state"], "no carrier");
 
     // An impairment status reports (a runtime `impair`) wins over the file's.
-    Json status{{"links", Json::array({Json::array({"h1:eth0", "r1:eth1"}),
-                                       Json{{"endpoints", {"r1:eth2", "h2:eth0"}}, {"impair", {{"rate_mbit", 5}}}}})}};
+    Json status{{"links",
+                 Json::array({Json::array({"h1:eth0", "r1:eth1"}),
+                              Json{{"endpoints", {"r1:eth2", "h2:eth0"}}, {"impair", {{"rate_mbit", 5}}}}})}};
     v = live.view(topo, status);
     EXPECT_EQ(v["links"][1]["impair"], "rate 5 Mbit/s");
 
@@ -91,8 +92,9 @@ TEST(ServeView, NodeStates) {
     auto topo = topology::load_text(kLab, "v.json");
     Live live;
     live.missing.insert(2);
-    Json status{{"nodes", Json::array({Json{{"name", "h1"}, {"present", true}},
-                                       Json{{"name", "r1"}, {"present", true}, {"state", "stopped"}}})}};
+    Json status{{"nodes",
+                 Json::array({Json{{"name", "h1"}, {"present", true}},
+                              Json{{"name", "r1"}, {"present", true}, {"state", "stopped"}}})}};
     Json v = live.view(topo, status);
     EXPECT_EQ(v["nodes"][0]["state"], "up");
     EXPECT_EQ(v["nodes"][1]["state"], "stopped");

@@ -137,15 +137,15 @@ TEST(TopologyValidate, LabName) {
 TEST(TopologyValidate, NodeName) {
     expect_valid([](Json& d) { d["nodes"]["n_1-x"] = Json::object(); });
     expect_problem([](Json& d) { d["nodes"]["1n"] = Json::object(); }, "/nodes/1n", "node name");
-    expect_problem([](Json& d) { d["nodes"]["a2345678901234567"] = Json::object(); },
-                   "/nodes/a2345678901234567", "node name");
+    expect_problem([](Json& d) { d["nodes"]["a2345678901234567"] = Json::object(); }, "/nodes/a2345678901234567",
+                   "node name");
 }
 
 TEST(TopologyValidate, UnknownFieldsAreErrors) {
     expect_problem([](Json& d) { d["extra"] = 1; }, "/extra", "unknown field");
     expect_problem([](Json& d) { d["nodes"]["h1"]["colour"] = "red"; }, "/nodes/h1/colour", "unknown field");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["ip"] = "x"; },
-                   "/nodes/h1/interfaces/eth0/ip", "unknown field");
+    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["ip"] = "x"; }, "/nodes/h1/interfaces/eth0/ip",
+                   "unknown field");
     expect_problem([](Json& d) { d["links"][0]["speed"] = 1; }, "/links/0/speed", "unknown field");
     expect_problem([](Json& d) { d["checks"][0]["via"] = 1; }, "/checks/0/via", "unknown field");
 }
@@ -156,19 +156,38 @@ TEST(TopologyValidate, NodeKind) {
 
 TEST(TopologyValidate, InterfaceNames) {
     expect_valid([](Json& d) { d["nodes"]["h1"]["interfaces"]["d-1234567890123"] = Json{{"type", "dummy"}}; });
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["d-12345678901234"] = Json{{"type", "dummy"}}; },
-                   "/nodes/h1/interfaces/d-12345678901234", "IFNAMSIZ");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["a/b"] = Json{{"type", "dummy"}}; },
-                   "/nodes/h1/interfaces/a~1b", "'/'");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["a b"] = Json{{"type", "dummy"}}; },
-                   "/nodes/h1/interfaces/a b", "space");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"][".."] = Json{{"type", "dummy"}}; },
-                   "/nodes/h1/interfaces/..", "not allowed");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth%d"] = Json{{"type", "dummy"}}; },
-                   "/nodes/h1/interfaces/eth%d", "%d");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["d-12345678901234"] = Json{{"type", "dummy"}};
+        },
+        "/nodes/h1/interfaces/d-12345678901234", "IFNAMSIZ");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["a/b"] = Json{{"type", "dummy"}};
+        },
+        "/nodes/h1/interfaces/a~1b", "'/'");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["a b"] = Json{{"type", "dummy"}};
+        },
+        "/nodes/h1/interfaces/a b", "space");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"][".."] = Json{{"type", "dummy"}};
+        },
+        "/nodes/h1/interfaces/..", "not allowed");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["eth%d"] = Json{{"type", "dummy"}};
+        },
+        "/nodes/h1/interfaces/eth%d", "%d");
     // Multi-byte names are measured in bytes.
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"] = Json{{"type", "dummy"}}; },
-                   "/nodes/h1/interfaces/\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", "bytes");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"] =
+                Json{{"type", "dummy"}};
+        },
+        "/nodes/h1/interfaces/\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", "bytes");
 }
 
 TEST(TopologyValidate, Addresses) {
@@ -183,7 +202,8 @@ TEST(TopologyValidate, Addresses) {
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["addresses"][0] = "10.0.1.255/24"; },
                    "/nodes/h1/interfaces/eth0/addresses/0", "broadcast");
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["addresses"][1] = "10.0.1.10/24"; },
-                   "/nodes/h1/interfaces/eth0/addresses/1", "is already the address at /nodes/h1/interfaces/eth0/addresses/0");
+                   "/nodes/h1/interfaces/eth0/addresses/1",
+                   "is already the address at /nodes/h1/interfaces/eth0/addresses/0");
     expect_valid([](Json& d) { d["nodes"]["r2"]["interfaces"]["lo"] = Json{{"addresses", {"10.0.0.0/31"}}}; });
 }
 
@@ -193,8 +213,8 @@ TEST(TopologyValidate, MacAndMtu) {
                    "/nodes/h1/interfaces/eth0/mac", "does not match");
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["mac"] = "01:00:5e:00:00:01"; },
                    "/nodes/h1/interfaces/eth0/mac", "multicast");
-    expect_problem([](Json& d) { d["nodes"]["sw1"]["interfaces"]["vm1"]["mtu"] = 67; },
-                   "/nodes/sw1/interfaces/vm1/mtu", "out of bounds");
+    expect_problem([](Json& d) { d["nodes"]["sw1"]["interfaces"]["vm1"]["mtu"] = 67; }, "/nodes/sw1/interfaces/vm1/mtu",
+                   "out of bounds");
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["mtu"] = 1000; },
                    "/nodes/h1/interfaces/eth0/mtu", "1280");
     expect_problem([](Json& d) { d["nodes"]["r1"]["interfaces"]["eth2"]["mtu"] = 1500; }, "/links/1/mtu",
@@ -205,8 +225,11 @@ TEST(TopologyValidate, TapTunOwnership) {
     expect_valid([](Json& d) { d["nodes"]["h1"]["interfaces"]["tun0"] = Json{{"type", "tun"}, {"group", 100}}; });
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth0"]["owner"] = 1000; },
                    "/nodes/h1/interfaces/eth0/owner", "tap and tun");
-    expect_problem([](Json& d) { d["nodes"]["sw1"]["interfaces"]["t0"] = Json{{"type", "tun"}}; },
-                   "/nodes/sw1/interfaces/t0/type", "cannot be a switch port");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["sw1"]["interfaces"]["t0"] = Json{{"type", "tun"}};
+        },
+        "/nodes/sw1/interfaces/t0/type", "cannot be a switch port");
 }
 
 TEST(TopologyValidate, Vlans) {
@@ -217,18 +240,29 @@ TEST(TopologyValidate, Vlans) {
     expect_valid([](Json& d) {
         d["nodes"]["r2"]["interfaces"]["eth3.20"] = Json{{"type", "vlan"}, {"parent", "eth3"}, {"id", 20}};
     });
-    expect_problem([](Json& d) { d["nodes"]["r1"]["interfaces"]["v"] = Json{{"type", "vlan"}, {"parent", "eth1"}, {"id", 4095}}; },
-                   "/nodes/r1/interfaces/v/id", "out of bounds");
-    expect_problem([](Json& d) { d["nodes"]["r1"]["interfaces"]["v"] = Json{{"type", "vlan"}, {"parent", "eth9"}, {"id", 5}}; },
-                   "/nodes/r1/interfaces/v/parent", "no interface \"eth9\"");
-    expect_problem([](Json& d) { d["nodes"]["r1"]["interfaces"]["v"] = Json{{"type", "vlan"}, {"id", 5}}; },
-                   "/nodes/r1/interfaces/v", "needs a parent");
-    expect_problem([](Json& d) {
-        d["nodes"]["r1"]["interfaces"]["v1"] = Json{{"type", "vlan"}, {"parent", "eth1"}, {"id", 5}};
-        d["nodes"]["r1"]["interfaces"]["v2"] = Json{{"type", "vlan"}, {"parent", "eth1"}, {"id", 5}};
-    }, "/nodes/r1/interfaces/v2/id", "already v1");
-    expect_problem([](Json& d) { d["nodes"]["r1"]["interfaces"]["eth1"]["id"] = 5; },
-                   "/nodes/r1/interfaces/eth1/id", "vlan interfaces only");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["r1"]["interfaces"]["v"] = Json{{"type", "vlan"}, {"parent", "eth1"}, {"id", 4095}};
+        },
+        "/nodes/r1/interfaces/v/id", "out of bounds");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["r1"]["interfaces"]["v"] = Json{{"type", "vlan"}, {"parent", "eth9"}, {"id", 5}};
+        },
+        "/nodes/r1/interfaces/v/parent", "no interface \"eth9\"");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["r1"]["interfaces"]["v"] = Json{{"type", "vlan"}, {"id", 5}};
+        },
+        "/nodes/r1/interfaces/v", "needs a parent");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["r1"]["interfaces"]["v1"] = Json{{"type", "vlan"}, {"parent", "eth1"}, {"id", 5}};
+            d["nodes"]["r1"]["interfaces"]["v2"] = Json{{"type", "vlan"}, {"parent", "eth1"}, {"id", 5}};
+        },
+        "/nodes/r1/interfaces/v2/id", "already v1");
+    expect_problem([](Json& d) { d["nodes"]["r1"]["interfaces"]["eth1"]["id"] = 5; }, "/nodes/r1/interfaces/eth1/id",
+                   "vlan interfaces only");
 }
 
 TEST(TopologyValidate, VlanFilteringSwitch) {
@@ -236,23 +270,32 @@ TEST(TopologyValidate, VlanFilteringSwitch) {
         d["nodes"]["sw1"]["vlan_filtering"] = true;
         d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"pvid", 10}, {"tagged", {20, 30}}};
     });
-    expect_problem([](Json& d) { d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"pvid", 10}}; },
-                   "/nodes/sw1/interfaces/p1/pvid", "vlan_filtering");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"pvid", 10}};
+        },
+        "/nodes/sw1/interfaces/p1/pvid", "vlan_filtering");
     expect_problem([](Json& d) { d["nodes"]["h1"]["vlan_filtering"] = true; }, "/nodes/h1/vlan_filtering",
                    "only a switch");
-    expect_problem([](Json& d) {
-        d["nodes"]["sw1"]["vlan_filtering"] = true;
-        d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"pvid", 10}, {"tagged", {10}}};
-    }, "/nodes/sw1/interfaces/p1/tagged/0", "pvid");
-    expect_problem([](Json& d) { d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"addresses", {"10.9.0.1/24"}}}; },
-                   "/nodes/sw1/interfaces/p1/addresses", "switch port");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["sw1"]["vlan_filtering"] = true;
+            d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"pvid", 10}, {"tagged", {10}}};
+        },
+        "/nodes/sw1/interfaces/p1/tagged/0", "pvid");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["sw1"]["interfaces"]["p1"] = Json{{"addresses", {"10.9.0.1/24"}}};
+        },
+        "/nodes/sw1/interfaces/p1/addresses", "switch port");
     expect_valid([](Json& d) { d["nodes"]["sw1"]["interfaces"]["br0"] = Json{{"addresses", {"10.9.0.1/24"}}}; });
 }
 
 TEST(TopologyValidate, SwitchPortLimit) {
     auto with_ports = [](std::size_t n) {
         return [n](Json& d) {
-            for (std::size_t i = 0; i < n; ++i) d["nodes"]["sw1"]["interfaces"]["d" + std::to_string(i)] = Json{{"type", "dummy"}};
+            for (std::size_t i = 0; i < n; ++i)
+                d["nodes"]["sw1"]["interfaces"]["d" + std::to_string(i)] = Json{{"type", "dummy"}};
         };
     };
     expect_valid(with_ports(1023 - 2));  // vm1 and p1 are ports already
@@ -264,26 +307,39 @@ TEST(TopologyValidate, HostBridge) {
         d["nodes"]["h1"]["interfaces"]["d0"] = Json{{"type", "dummy"}};
         d["nodes"]["h1"]["interfaces"]["br9"] = Json{{"type", "bridge"}, {"ports", {"eth0", "d0"}}};
     });
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["br9"] = Json{{"type", "bridge"}, {"ports", {"lo"}}}; },
-                   "/nodes/h1/interfaces/br9/ports/0", "cannot be a bridge port");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["br9"] = Json{{"type", "bridge"}, {"ports", {"nope"}}}; },
-                   "/nodes/h1/interfaces/br9/ports/0", "no interface");
-    expect_problem([](Json& d) {
-        d["nodes"]["h1"]["interfaces"]["b1"] = Json{{"type", "bridge"}, {"ports", {"eth0"}}};
-        d["nodes"]["h1"]["interfaces"]["b2"] = Json{{"type", "bridge"}, {"ports", {"eth0"}}};
-    }, "/nodes/h1/interfaces/b2/ports/0", "already a port of b1");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["br9"] = Json{{"type", "bridge"}, {"ports", {"lo"}}};
+        },
+        "/nodes/h1/interfaces/br9/ports/0", "cannot be a bridge port");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["br9"] = Json{{"type", "bridge"}, {"ports", {"nope"}}};
+        },
+        "/nodes/h1/interfaces/br9/ports/0", "no interface");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["interfaces"]["b1"] = Json{{"type", "bridge"}, {"ports", {"eth0"}}};
+            d["nodes"]["h1"]["interfaces"]["b2"] = Json{{"type", "bridge"}, {"ports", {"eth0"}}};
+        },
+        "/nodes/h1/interfaces/b2/ports/0", "already a port of b1");
 }
 
 TEST(TopologyValidate, Links) {
     auto add = [](Json& d, const char* a, const char* b) { d["links"].push_back(Json{{"endpoints", {a, b}}}); };
     expect_problem([&](Json& d) { add(d, "h1:x1", "r9:eth1"); }, "/links/3/endpoints/1", "no node \"r9\"");
     expect_problem([&](Json& d) { add(d, "h1:x1", "h1:x2"); }, "/links/3/endpoints", "two different nodes");
-    expect_problem([](Json& d) { d["links"].push_back(Json{{"endpoints", {"h1:eth0", "r2:eth5"}}}); },
-                   "/links/3/endpoints/0", "already an end of links/0");
-    expect_problem([](Json& d) { d["links"][2]["endpoints"][0] = "sw1:vm1"; }, "/links/2/endpoints/0",
-                   "tap interface");
-    expect_problem([](Json& d) { d["links"].push_back(Json{{"endpoints", {"h1:x1"}}}); }, "/links/3/endpoints",
-                   "minItems");
+    expect_problem(
+        [](Json& d) {
+            d["links"].push_back(Json{{"endpoints", {"h1:eth0", "r2:eth5"}}});
+        },
+        "/links/3/endpoints/0", "already an end of links/0");
+    expect_problem([](Json& d) { d["links"][2]["endpoints"][0] = "sw1:vm1"; }, "/links/2/endpoints/0", "tap interface");
+    expect_problem(
+        [](Json& d) {
+            d["links"].push_back(Json{{"endpoints", {"h1:x1"}}});
+        },
+        "/links/3/endpoints", "minItems");
     expect_problem([&](Json& d) { add(d, "h1", "r1:x1"); }, "/links/3/endpoints/0", "does not match");
     expect_problem([](Json& d) { d["links"][2]["endpoints"][0] = "sw1:br0"; }, "/links/2/endpoints/0", "bridge");
     expect_problem([](Json& d) { d["nodes"]["h1"]["interfaces"]["eth5"] = Json::object(); },
@@ -296,8 +352,11 @@ TEST(TopologyValidate, Impairments) {
                    "out of bounds");
     expect_problem([](Json& d) { d["links"][1]["impair"]["rate_mbit"] = 0; }, "/links/1/impair/rate_mbit",
                    "out of bounds");
-    expect_problem([](Json& d) { d["links"][0]["impair"] = {{"reorder_pct", 5}}; }, "/links/0/impair/reorder_pct",
-                   "delay");
+    expect_problem(
+        [](Json& d) {
+            d["links"][0]["impair"] = {{"reorder_pct", 5}};
+        },
+        "/links/0/impair/reorder_pct", "delay");
 }
 
 TEST(TopologyValidate, Routes) {
@@ -314,16 +373,25 @@ TEST(TopologyValidate, Routes) {
     expect_problem([](Json& d) { d["nodes"]["h1"]["routes"][0].erase("via"); }, "/nodes/h1/routes/0", "via, dev");
     expect_problem([](Json& d) { d["nodes"]["h1"]["routes"][0]["dev"] = "eth7"; }, "/nodes/h1/routes/0/dev",
                    "no interface \"eth7\"");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["routes"].push_back(Json{{"to", "default"}, {"via", "10.0.1.2"}}); },
-                   "/nodes/h1/routes/1", "same destination");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["routes"].push_back(Json{{"to", "default"}, {"via", "10.0.1.2"}});
+        },
+        "/nodes/h1/routes/1", "same destination");
 }
 
 TEST(TopologyValidate, Sysctls) {
     expect_valid([](Json& d) { d["nodes"]["h1"]["sysctls"] = {{"net.ipv4.conf.eth0.rp_filter", "0"}}; });
-    expect_problem([](Json& d) { d["nodes"]["h1"]["sysctls"] = {{"kernel.panic", "1"}}; },
-                   "/nodes/h1/sysctls/kernel.panic", "under net.");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["sysctls"] = {{"net.ipv4.ip_forward", 1}}; },
-                   "/nodes/h1/sysctls/net.ipv4.ip_forward", "expected a string");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["sysctls"] = {{"kernel.panic", "1"}};
+        },
+        "/nodes/h1/sysctls/kernel.panic", "under net.");
+    expect_problem(
+        [](Json& d) {
+            d["nodes"]["h1"]["sysctls"] = {{"net.ipv4.ip_forward", 1}};
+        },
+        "/nodes/h1/sysctls/net.ipv4.ip_forward", "expected a string");
 }
 
 TEST(TopologyValidate, ExecAndDaemons) {
@@ -338,8 +406,8 @@ TEST(TopologyValidate, ExecAndDaemons) {
     expect_problem([](Json& d) { d["nodes"]["h1"]["exec"] = Json::parse("[[]]"); }, "/nodes/h1/exec/0", "");
     expect_problem([](Json& d) { d["nodes"]["h1"]["exec"] = Json::parse("[3]"); }, "/nodes/h1/exec/0",
                    "expected an array or a string");
-    expect_problem([](Json& d) { d["nodes"]["h1"]["daemons"] = Json::parse(R"(["sleep 1"])"); },
-                   "/nodes/h1/daemons/0", "expected an array");
+    expect_problem([](Json& d) { d["nodes"]["h1"]["daemons"] = Json::parse(R"(["sleep 1"])"); }, "/nodes/h1/daemons/0",
+                   "expected an array");
 }
 
 TEST(TopologyValidate, Checks) {
@@ -347,15 +415,23 @@ TEST(TopologyValidate, Checks) {
     expect_problem([](Json& d) { d["checks"][0]["from"] = "h1:eth9"; }, "/checks/0/from", "no interface");
     expect_problem([](Json& d) { d["checks"][0]["to"] = "nowhere"; }, "/checks/0/to", "neither");
     expect_problem([](Json& d) { d["checks"][0]["to"] = "sw1"; }, "/checks/0/to", "no address");
-    expect_problem([](Json& d) { d["checks"][0]["to"] = "r2"; d["checks"][0]["family"] = 6; }, "/checks/0/to",
-                   "no IPv6 address");
-    expect_problem([](Json& d) { d["checks"][0]["to"] = "10.0.1.1"; d["checks"][0]["family"] = 6; },
-                   "/checks/0/family", "does not match");
+    expect_problem(
+        [](Json& d) {
+            d["checks"][0]["to"] = "r2";
+            d["checks"][0]["family"] = 6;
+        },
+        "/checks/0/to", "no IPv6 address");
+    expect_problem(
+        [](Json& d) {
+            d["checks"][0]["to"] = "10.0.1.1";
+            d["checks"][0]["family"] = 6;
+        },
+        "/checks/0/family", "does not match");
     expect_problem([](Json& d) { d["checks"][0]["expect"] = "maybe"; }, "/checks/0/expect", "is not one of");
     expect_problem([](Json& d) { d["checks"][0]["count"] = 0; }, "/checks/0/count", "out of bounds");
     expect_valid([](Json& d) {
-        d["checks"].push_back(Json{{"from", "h1:eth0"}, {"to", "203.0.113.9"}, {"expect", "unreachable"},
-                                   {"count", 1}, {"timeout_ms", 200}});
+        d["checks"].push_back(Json{
+            {"from", "h1:eth0"}, {"to", "203.0.113.9"}, {"expect", "unreachable"}, {"count", 1}, {"timeout_ms", 200}});
     });
 }
 

@@ -44,8 +44,7 @@ TEST_F(FakeProc, EachSettingIsNamedWithHowToAllow) {
     set("user/max_user_namespaces", "0");
     auto s = disabling_setting(dir_);
     ASSERT_TRUE(s.has_value());
-    EXPECT_EQ(s->rfind("user.max_user_namespaces=0 (allow them: sysctl -w user.max_user_namespaces=", 0), 0u)
-        << *s;
+    EXPECT_EQ(s->rfind("user.max_user_namespaces=0 (allow them: sysctl -w user.max_user_namespaces=", 0), 0u) << *s;
     set("user/max_user_namespaces", "10");
     set("kernel/unprivileged_userns_clone", "0");
     s = disabling_setting(dir_);

@@ -61,7 +61,8 @@ TEST(Validate, AddressOnTwoNodesNamesBothPointers) {
     auto found = problems(d);
     ASSERT_EQ(found.size(), 1u) << all(found);
     EXPECT_EQ(found[0].pointer, "/nodes/h2/interfaces/eth0/addresses/0");
-    EXPECT_THAT(found[0].message, HasSubstr("10.0.1.10 is already the address at /nodes/h1/interfaces/eth0/addresses/0"));
+    EXPECT_THAT(found[0].message,
+                HasSubstr("10.0.1.10 is already the address at /nodes/h1/interfaces/eth0/addresses/0"));
 }
 
 TEST(Validate, AddressTwiceInOneNode) {
