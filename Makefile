@@ -88,7 +88,7 @@ PY_DIRS := python tests bench tools
 
 lint: lint-layers lint-format lint-python lint-types
 
-lint-layers:
+lint-layers: deps
 	$(PYTHON) tools/check_layers.py
 
 lint-format: deps
