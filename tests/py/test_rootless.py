@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import LABCTL, ROOT, ROOTLESS_IN_CHROOT, chrooted
+from conftest import LABCTL, ROOT, ROOTLESS_IN_CHROOT, ROOTLESS_REFUSED, chrooted
 from labfix import root_snapshot, unique_name
 
 USER = 65534
@@ -111,20 +111,22 @@ class User:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def userns_refused_in_chroot():
-    """True when the suite runs chrooted and an unprivileged process there cannot make a
-    user namespace (Linux refuses CLONE_NEWUSER to a chrooted process): then nothing of a
-    rootless lab can be tried here, and the tests that need one skip, saying so."""
-    if not chrooted():
-        return False
+def userns_refused():
+    """Why an unprivileged process cannot make a user namespace here, or None. Linux refuses
+    CLONE_NEWUSER to a chrooted process (fresh-debian.sh's chroot), and a host may disable
+    them; then no rootless lab can come up here, and the tests that need one skip, saying
+    why (the refusal itself is tested with a stand-in /proc)."""
     probe = subprocess.run([*setpriv(USER), "unshare", "--user", "true"], capture_output=True)
-    return probe.returncode != 0
+    if probe.returncode == 0:
+        return None
+    return ROOTLESS_IN_CHROOT if chrooted() else ROOTLESS_REFUSED
 
 
 @pytest.fixture
 def user():
-    if userns_refused_in_chroot():
-        pytest.skip(ROOTLESS_IN_CHROOT)
+    why = userns_refused()
+    if why:
+        pytest.skip(why)
     u = User(USER)
     try:
         yield u
@@ -361,8 +363,9 @@ def test_disabled_user_namespaces_exit_3_naming_the_setting(setting, value):
         # Validating a file needs no namespace.
         assert u.run("validate", "lab.json").returncode == 0
         # With the setting allowing them, the same user's lab comes up.
-        if userns_refused_in_chroot():
-            pytest.skip(ROOTLESS_IN_CHROOT)
+        why = userns_refused()
+        if why:
+            pytest.skip(why)
         (fake / "sys" / setting).write_text(("1" if value == "0" else "0") + "\n")
         r = u.run("up", "lab.json", "--no-verify")
         assert r.returncode == 0, r.stdout + r.stderr
