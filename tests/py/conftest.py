@@ -10,7 +10,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LABCTL = os.environ.get("LABCTL", str(ROOT / "build" / "labctl"))
 ROOTLESS_IN_CHROOT = "the suite runs in a chroot, where the kernel gives no process a user namespace"
-ROOTLESS_REFUSED = "this machine refuses unprivileged user namespaces (unshare --user as uid 65534 failed)"
+ROOTLESS_REFUSED = ("unprivileged user namespaces are refused here (unshare --user as uid 65534 failed: "
+                    "a host setting, a container's seccomp profile, or a chroot)")
 
 
 def chrooted():
@@ -186,7 +187,8 @@ def _skip_reason(report):
 
 def unexpected_skip(nodeid, reason):
     """True unless (file::test, reason) is on ALLOWED_SKIPS (parameters ignored)."""
-    test = nodeid.rsplit("/", 1)[-1].split("[", 1)[0]
+    # Parameters first: they may hold a '/' ("[kernel/unprivileged_userns_clone-0]").
+    test = nodeid.split("[", 1)[0].rsplit("/", 1)[-1]
     return (test, reason) not in ALLOWED_SKIPS and (test.split("::")[0] + "::*", reason) not in ALLOWED_SKIPS
 
 
