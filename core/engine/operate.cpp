@@ -275,7 +275,7 @@ std::vector<plan::Change> Lab::change_runtime(const std::function<plan::Runtime(
         Timing timing("planning");
         return plan::plan(topo_, observed, runtime);
     }();
-    if (p.empty() && runtime_to_json(runtime) == runtime_to_json(observed.runtime)) return p.changes;
+    if (p.empty() && runtime == observed.runtime) return p.changes;
     auto journal = state::Journal::reopen(topo_.name);
     // Written ahead: a change killed half-way is finished (or undone) by the next one, or by apply.
     journal.runtime(runtime_to_json(runtime));
@@ -341,9 +341,7 @@ std::vector<plan::Change> Lab::impair(const std::string& end, const std::optiona
     const std::string key = plan::link_key(topo_, topo_.links[l]);
     Impairment want = impairment.value_or(Impairment{});
     const auto& file = topo_.links[l].impair;
-    bool as_file = want.delay_ms == file.delay_ms && want.jitter_ms == file.jitter_ms &&
-        want.loss_pct == file.loss_pct && want.rate_mbit == file.rate_mbit &&
-        want.duplicate_pct == file.duplicate_pct && want.reorder_pct == file.reorder_pct;
+    const bool as_file = want == file;
     return change_runtime(
         [&](plan::Runtime rt) {
             if (as_file) rt.impaired.erase(key);

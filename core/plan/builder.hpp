@@ -31,7 +31,6 @@ bool is_link_end(const Interface& iface);
 std::string iface_shape(const Node& node, const Interface& i);
 std::string node_shape(const Node& n);
 std::string link_shape(const Topology& t, const Link& l);
-bool same_impair(const Impairment& a, const Impairment& b);
 std::string impair_diff(const Impairment& from, const Impairment& to);
 Impairment impair_in_force(const std::string& key, const Link& l, const Runtime& rt);
 bool kernel_default_address(const Interface& iface, const IpPrefix& p);

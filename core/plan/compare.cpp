@@ -43,11 +43,6 @@ std::string link_shape(const Topology& t, const Link& l) {
         iface_shape(t.nodes[l.ends[1].node], t.interface(l.ends[1]));
 }
 
-bool same_impair(const Impairment& a, const Impairment& b) {
-    return a.delay_ms == b.delay_ms && a.jitter_ms == b.jitter_ms && a.loss_pct == b.loss_pct &&
-        a.rate_mbit == b.rate_mbit && a.duplicate_pct == b.duplicate_pct && a.reorder_pct == b.reorder_pct;
-}
-
 // "impair delay_ms 10 -> 50 loss_pct none -> 5"
 std::string impair_diff(const Impairment& from, const Impairment& to) {
     std::string s = "impair";

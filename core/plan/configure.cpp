@@ -165,7 +165,7 @@ void Builder::configure_kept(std::size_t n) {
                     have = built_->links[b->second].impair;
                 }
             }
-            if (same_impair(have, want)) continue;
+            if (have == want) continue;
             if (!new_end_[n][end.interface] && said_impair_.insert(l).second)
                 change('~', "link", dkey_[l], impair_diff(have, want));
             Op op;

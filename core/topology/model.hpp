@@ -114,6 +114,7 @@ struct Impairment {
     bool any() const { return delay_ms || jitter_ms || loss_pct || rate_mbit || duplicate_pct || reorder_pct; }
     // Anything but rate needs netem; rate alone can be done by tbf.
     bool needs_netem() const { return delay_ms || jitter_ms || loss_pct || duplicate_pct || reorder_pct; }
+    bool operator==(const Impairment&) const = default;
 };
 
 struct LinkEnd {
