@@ -183,20 +183,22 @@ private:
         auto inside = [&](std::size_t k) {
             const std::size_t n = nodes[k];
             const Node& node = d_.nodes[n];
+            // One per creating thread, kept across the namespaces it makes.
+            thread_local rtnl::SysctlWriter sysctls;
             try {
                 handles[k] = rtnl::Handle::open_here();
                 // New interfaces: no DAD on link-local addresses, no router solicitations
                 // (on a bridge of hundreds of ports their multicast drops packets).
-                rtnl::sysctl_write_here("net.ipv6.conf.default.accept_dad", "0");
-                rtnl::sysctl_write_here("net.ipv6.conf.default.router_solicitations", "0");
+                sysctls.write("net.ipv6.conf.default.accept_dad", "0");
+                sysctls.write("net.ipv6.conf.default.router_solicitations", "0");
                 // ICMP errors are not rate-limited: a check's "Destination net unreachable"
                 // must not turn into "No reply" because another check just got one.
-                rtnl::sysctl_write_here("net.ipv4.icmp_ratemask", "0");
-                rtnl::sysctl_write_here("net.ipv6.icmp.ratelimit", "0");
+                sysctls.write("net.ipv4.icmp_ratemask", "0");
+                sysctls.write("net.ipv6.icmp.ratelimit", "0");
                 if (node.kind == NodeKind::router) {
                     // "all" also sets "default", so interfaces made later forward too.
-                    rtnl::sysctl_write_here("net.ipv4.ip_forward", "1");
-                    rtnl::sysctl_write_here("net.ipv6.conf.all.forwarding", "1");
+                    sysctls.write("net.ipv4.ip_forward", "1");
+                    sysctls.write("net.ipv6.conf.all.forwarding", "1");
                 }
                 for (std::size_t i = 0; i < node.interfaces.size(); ++i) {
                     const Interface& iface = node.interfaces[i];

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/ip.hpp"
+#include "base/unique_fd.hpp"
 #include "netns/netns.hpp"
 #include "nl/nl.hpp"
 
@@ -193,6 +194,28 @@ std::string sysctl_path(const std::string& key);
 void sysctl_write_here(const std::string& key, const std::string& value);
 // The value, without the trailing newline. Throws KernelError.
 std::string sysctl_read_here(const std::string& key);
+
+// Writes sysctls of the calling thread's namespace, like sysctl_write_here, through a
+// procfs instance of its own (fsopen/fsmount, never attached to any mount tree) that it
+// replaces every kRenewAfter writes; through /proc when the kernel refuses one (a
+// rootless process does not own the PID namespace procfs belongs to).
+// Kernel fact (bench/observations.md): every namespace's /proc/sys/net is a dentry of
+// the same name under the same parent, told apart only by proc_sys_compare, so in the
+// shared /proc the first lookup in each new namespace walks those of all namespaces
+// alive: O(N) per namespace. In a procfs of its own only the namespaces written through
+// it since it was made are there. Making one costs about as much as creating a
+// namespace, so it is kept for many. For one thread at a time.
+class SysctlWriter {
+public:
+    static constexpr unsigned kRenewAfter = 256;
+    // Throws KernelError naming the key, as sysctl_write_here.
+    void write(const std::string& key, const std::string& value);
+
+private:
+    UniqueFd root_;  // the procfs instance's root, or none: /proc
+    unsigned writes_ = 0;
+    bool own_procfs_ = true;  // false once the kernel refused one
+};
 
 // --- dumps -----------------------------------------------------------------------------
 

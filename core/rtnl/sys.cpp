@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <linux/if_tun.h>
@@ -68,15 +69,13 @@ std::string sysctl_path(const std::string& key) {
     return path;
 }
 
-void sysctl_write_here(const std::string& key, const std::string& value) {
-    const std::string path = sysctl_path(key);
-    const std::string what = "sysctl " + key + ": writing \"" + value + "\"";
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) throw_last_errno(what);
+namespace {
+
+void write_all(int fd, const std::string& value, const std::string& what) {
     const char* p = value.data();
     std::size_t left = value.size();
     while (left > 0) {
-        const ssize_t n = ::write(fd.get(), p, left);
+        const ssize_t n = ::write(fd, p, left);
         if (n < 0) {
             if (errno == EINTR) continue;
             throw_last_errno(what);
@@ -84,6 +83,42 @@ void sysctl_write_here(const std::string& key, const std::string& value) {
         p += n;
         left -= static_cast<std::size_t>(n);
     }
+}
+
+std::string describe_write(const std::string& key, const std::string& value) {
+    return "sysctl " + key + ": writing \"" + value + "\"";
+}
+
+// A new procfs instance, detached: its root, or none when the kernel refuses.
+UniqueFd own_procfs() {
+    UniqueFd context(::fsopen("proc", FSOPEN_CLOEXEC));
+    if (!context || ::fsconfig(context.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) return {};
+    return UniqueFd(::fsmount(context.get(), FSMOUNT_CLOEXEC, 0));
+}
+
+}  // namespace
+
+void sysctl_write_here(const std::string& key, const std::string& value) {
+    const std::string path = sysctl_path(key);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) throw_last_errno(describe_write(key, value));
+    write_all(fd.get(), value, describe_write(key, value));
+}
+
+void SysctlWriter::write(const std::string& key, const std::string& value) {
+    const std::string path = sysctl_path(key);
+    if (own_procfs_ && (!root_ || writes_ >= kRenewAfter)) {
+        root_ = own_procfs();
+        writes_ = 0;
+        own_procfs_ = static_cast<bool>(root_);
+    }
+    ++writes_;
+    // "/proc/sys/..." relative to the instance's root is "sys/...".
+    constexpr std::size_t kProc = sizeof "/proc/" - 1;
+    UniqueFd fd(root_ ? ::openat(root_.get(), path.c_str() + kProc, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+                      : ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) throw_last_errno(describe_write(key, value));
+    write_all(fd.get(), value, describe_write(key, value));
 }
 
 std::string sysctl_read_here(const std::string& key) {

@@ -4,6 +4,7 @@
 #include <libmnl/libmnl.h>
 #include <net/if.h>
 #include <net/if_arp.h>
+#include <sched.h>
 
 #include <linux/if_addr.h>
 #include <linux/if_bridge.h>
@@ -534,6 +535,45 @@ TEST(RtnlSysctl, WritesFollowTheThreadsNamespace) {
             EXPECT_NE(std::string(e.what()).find("net.ipv4.no_such_key"), std::string::npos);
         }
     });
+}
+
+TEST(RtnlSysctl, WriterFollowsTheThreadAcrossNamespacesAndRenewals) {
+    LABCTL_REQUIRE_ROOT();
+    TestNamespaces t;
+    auto a = t.make();
+    auto b = t.make();
+    const std::string root_before = rtnl::sysctl_read_here("net.ipv4.ip_forward");
+    const std::string target = root_before == "1" ? "0" : "1";
+    const std::string mounts_before = run("cat /proc/self/mountinfo | wc -l");
+    // One writer on one thread, moving between two namespaces, past a renewal of its
+    // procfs: each write lands in the namespace the thread is in at that moment.
+    int a_fd = a.fd.get(), b_fd = b.fd.get();
+    netns::run_in(a, [&] {
+        rtnl::SysctlWriter w;
+        for (unsigned i = 0; i < rtnl::SysctlWriter::kRenewAfter + 10; ++i) {
+            const bool in_a = i % 2 == 0;
+            ASSERT_EQ(::setns(in_a ? a_fd : b_fd, CLONE_NEWNET), 0);
+            const std::string v = std::to_string(i % 7 + 1);
+            w.write("net.ipv4.icmp_ratemask", v);
+            EXPECT_EQ(rtnl::sysctl_read_here("net.ipv4.icmp_ratemask"), v) << i;
+            if (in_a) w.write("net.ipv4.ip_forward", target);
+            else w.write("net.ipv6.conf.default.accept_dad", "0");
+        }
+        try {
+            w.write("net.ipv4.no_such_key", "1");
+            ADD_FAILURE();
+        } catch (const KernelError& e) {
+            EXPECT_EQ(e.errno_value(), ENOENT);
+            EXPECT_NE(std::string(e.what()).find("net.ipv4.no_such_key"), std::string::npos);
+        }
+    });
+    EXPECT_EQ(run("ip netns exec " + a.name + " cat /proc/sys/net/ipv4/ip_forward"), target + "\n");
+    EXPECT_EQ(run("ip netns exec " + b.name + " cat /proc/sys/net/ipv4/ip_forward"), root_before + "\n");
+    EXPECT_EQ(run("ip netns exec " + a.name + " cat /proc/sys/net/ipv6/conf/default/accept_dad"), "1\n");
+    EXPECT_EQ(run("ip netns exec " + b.name + " cat /proc/sys/net/ipv6/conf/default/accept_dad"), "0\n");
+    EXPECT_EQ(rtnl::sysctl_read_here("net.ipv4.ip_forward"), root_before);
+    // Its procfs instances were never attached anywhere.
+    EXPECT_EQ(run("cat /proc/self/mountinfo | wc -l"), mounts_before);
 }
 
 TEST(RtnlQdisc, TbfForRateOnly) {
