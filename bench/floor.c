@@ -110,10 +110,23 @@ static struct nlmsghdr* msg_start(struct out* o, size_t cap, int type, int flags
 
 static void msg_end(struct out* o, struct nlmsghdr* h) { o->len += NLMSG_ALIGN(h->nlmsg_len); }
 
-// What labctl writes in each new namespace (realize.cpp), through this thread's
-// namespace's /proc/sys/net.
+// What labctl writes in each new namespace (realize.cpp), the way it does
+// (rtnl::SysctlWriter): through a detached procfs instance of our own, renewed every
+// 256 writes, so that the lookups do not walk every other namespace's /proc/sys/net
+// (bench/observations.md). `path` is relative to a procfs root ("sys/net/...").
 static void write_sysctl(const char* path, const char* value) {
-    int f = open(path, O_WRONLY | O_CLOEXEC);
+    static int root = -1, writes = 0;
+    if (root < 0 || writes >= 256) {
+        if (root >= 0) close(root);
+        int context = fsopen("proc", FSOPEN_CLOEXEC);
+        if (context < 0 || fsconfig(context, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) die("fsopen proc");
+        root = fsmount(context, FSMOUNT_CLOEXEC, 0);
+        if (root < 0) die("fsmount proc");
+        close(context);
+        writes = 0;
+    }
+    ++writes;
+    int f = openat(root, path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (f < 0 || write(f, value, strlen(value)) != (ssize_t)strlen(value)) die(path);
     close(f);
 }
@@ -201,8 +214,8 @@ int main(int argc, char** argv) {
         close(f);
         if (unshare(CLONE_NEWNET) != 0) die("unshare");
         if (mount("/proc/self/ns/net", path, "none", MS_BIND, NULL) != 0) die("bind mount");
-        write_sysctl("/proc/sys/net/ipv6/conf/default/accept_dad", "0");
-        write_sysctl("/proc/sys/net/ipv6/conf/default/router_solicitations", "0");
+        write_sysctl("sys/net/ipv6/conf/default/accept_dad", "0");
+        write_sysctl("sys/net/ipv6/conf/default/router_solicitations", "0");
         fds[i] = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
         if (fds[i] < 0) die("open netns");
         socks[i] = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
