@@ -282,6 +282,13 @@ std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<Operstate
         for (std::size_t i = 0; i < waits.size(); ++i)
             if (joined[i]) set_link_group(*waits[i].handle, false);
     };
+    // A namespace whose links are all up leaves the group at once: every link
+    // notification on the host walks all sockets subscribed to it, in every namespace
+    // (netlink_broadcast), so thousands kept subscribed made each one O(N).
+    auto done = [&](std::size_t i) {
+        set_link_group(*waits[i].handle, false);
+        joined[i] = false;
+    };
     auto redump = [&](std::size_t i) {
         for (const auto& l : link_dump(*waits[i].handle)) mark_up(pending[i], l);
     };
@@ -294,7 +301,10 @@ std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<Operstate
             set_link_group(*waits[i].handle, true);
             joined[i] = true;
             redump(i);
-            if (pending[i].left() == 0) continue;
+            if (pending[i].left() == 0) {
+                done(i);
+                continue;
+            }
             epoll_event ev{};
             ev.events = EPOLLIN;
             ev.data.u64 = i;
@@ -322,6 +332,7 @@ std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<Operstate
                         redump(i);
                         if (pending[i].left() == 0) {
                             ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, waits[i].handle->socket().fd(), nullptr);
+                            done(i);
                             --open;
                         }
                     }
@@ -350,6 +361,7 @@ std::vector<std::vector<int>> wait_operstate_up_many(const std::vector<Operstate
                 if (lost) redump(i);
                 if (pending[i].left() == 0) {
                     ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
+                    done(i);
                     --open;
                 }
             }
