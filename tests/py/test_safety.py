@@ -80,6 +80,19 @@ def pids_in_netns_of(path):
     return out
 
 
+def running_in(netns_path, argv):
+    """Processes in the namespace at `netns_path` whose command line is `argv`."""
+    out = []
+    for pid in pids_in_netns_of(netns_path):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:-1] == argv:
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
 def mounted_at(path):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path for line in f)
@@ -370,9 +383,11 @@ def test_node_commands_get_a_clean_environment_and_run_in_the_files_folder(tmp_p
         assert seen["MODE"] == "lab" and seen["PATH"] == "/usr/bin:/bin"
         assert seen["HOME"] == "/root" and seen["LANG"] == "C.UTF-8"
         assert exec_log(state, name, "h1", 1) == f"hello from {folder}\n"
-        daemon = pids_in_netns_of(f"/run/netns/{name}-h1")
-        assert daemon
-        with open(f"/proc/{daemon[0]}/environ", "rb") as f:
+        # The daemon's shell runs `env` in a child, then execs sleep: its environment is
+        # read once sleep runs (mid-exec, or from an exiting child, it reads empty).
+        netns = f"/run/netns/{name}-h1"
+        wait_for(lambda: running_in(netns, [b"sleep", b"300"]), "the daemon's sleep")
+        with open(f"/proc/{running_in(netns, [b'sleep', b'300'])[0]}/environ", "rb") as f:
             denv = f.read().split(b"\0")
         assert b"MODE=lab" in denv and not any(e.startswith(b"GRADER_SECRET") for e in denv)
         # labctl exec is the caller's own command: it keeps the caller's environment.
