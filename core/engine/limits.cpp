@@ -11,6 +11,7 @@
 #include "base/error.hpp"
 #include "engine/internal.hpp"
 #include "engine/lab.hpp"
+#include "realize/realize.hpp"
 #include "rtnl/rtnl.hpp"
 
 namespace labctl::engine {
@@ -20,15 +21,16 @@ using Json = nlohmann::json;
 
 namespace detail {
 
-// Building holds a namespace fd and a netlink socket per node at once (plus a few of
-// our own); the checks after it the same and the pinger's ICMP sockets
-// (per source node and family: one unbound, one per interface it sends out of). Refuse,
-// before anything is touched, a lab that cannot fit the fd limit, instead of failing
-// half-way with EMFILE and rolling back (or, in the checks, leaving the lab up).
+// Building holds namespace fds and netlink sockets for a bounded number of nodes at once
+// (realize::fds_held_at_most); the checks after it a namespace and a netlink socket per
+// node and the pinger's ICMP sockets (per source node and family: one unbound, one per
+// interface it sends out of). Refuse, before anything is touched, a lab that cannot fit
+// the fd limit, instead of failing half-way with EMFILE and rolling back (or, in the
+// checks, leaving the lab up).
 void require_fd_budget(const Topology& topo, bool verify) {
     constexpr rlim_t kSpare = 64;
     const rlim_t nodes = topo.nodes.size();
-    rlim_t need = 2 * nodes + kSpare;
+    rlim_t need = realize::fds_held_at_most(topo.nodes.size()) + kSpare;
     std::set<std::tuple<std::size_t, int, std::string>> sockets;
     if (verify) {
         for (const auto& c : topo.checks) {

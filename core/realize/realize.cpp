@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <list>
 #include <map>
 #include <optional>
 
@@ -63,10 +64,142 @@ bool done_already(const Op& op, int err) {
     }
 }
 
+// The most namespaces one veth batch pins (its peers' ends go there by fd).
+constexpr std::size_t kPeersPerBatch = 128;
+
+// The namespace fds and netlink sockets the executor holds: at most kHeldNodes nodes'
+// worth, plus what one operation in progress pins (a bridge's veth batch pins its
+// peers' namespaces until sent), so a lab of any size is built within a fixed number of
+// fds. The least recently used node unpinned is closed first; a node closed is opened
+// again by name, and must be the namespace first seen (created by this plan or opened
+// before): never another one put there meanwhile.
+class Held {
+public:
+    static constexpr std::size_t kHeldNodes = 256;
+
+    Held(const Topology& d, std::size_t capacity) : d_(d), capacity_(capacity), slots_(d.nodes.size()) {}
+
+    const netns::NetnsHandle& ns(std::size_t n) {
+        Slot& s = slots_[n];
+        if (!s.ns) {
+            auto h = netns::open(d_.nodes[n].netns);
+            check_same(n, h);
+            s.ns = std::move(h);
+            ++held_;
+        }
+        use(n);
+        return *s.ns;
+    }
+
+    // The node's netlink socket (open_handles() opens many at once more cheaply).
+    rtnl::Handle& handle(std::size_t n) {
+        Slot& s = slots_[n];
+        if (!s.handle) s.handle = rtnl::Handle::open_in(ns(n));
+        use(n);
+        return *s.handle;
+    }
+
+    // Opens the sockets of `nodes` that have none, from one thread entering each
+    // namespace in turn; all of `nodes` stay pinned until unpin().
+    void open_handles(const std::vector<std::size_t>& nodes) {
+        std::vector<std::size_t> want;
+        for (std::size_t n : nodes) {
+            ns(n);
+            if (!slots_[n].handle) want.push_back(n);
+        }
+        if (want.empty()) return;
+        std::vector<const netns::NetnsHandle*> list;
+        for (std::size_t n : want) list.push_back(&*slots_[n].ns);
+        auto hs = rtnl::Handle::open_in_each(list);
+        for (std::size_t k = 0; k < want.size(); ++k) slots_[want[k]].handle = std::move(hs[k]);
+    }
+
+    // A namespace just created, with the socket opened inside it.
+    void adopt(std::size_t n, netns::NetnsHandle ns, std::optional<rtnl::Handle> handle) {
+        Slot& s = slots_[n];
+        check_same(n, ns);
+        if (!s.ns) ++held_;
+        s.ns = std::move(ns);
+        s.handle = std::move(handle);
+        use(n);
+    }
+
+    // What was used so far may be closed again (oldest first) to make room.
+    void unpin() {
+        pinned_from_ = ++clock_;
+        shrink();
+    }
+
+    // Closes what is not pinned, oldest first, until `count` more fit.
+    void make_room(std::size_t count) {
+        const std::size_t keep = capacity_;
+        capacity_ = count >= capacity_ ? 0 : capacity_ - count;
+        shrink();
+        capacity_ = keep;
+    }
+
+private:
+    struct Slot {
+        std::optional<netns::NetnsHandle> ns;
+        std::optional<rtnl::Handle> handle;
+        bool seen = false;  // dev/ino below are the namespace's identity
+        dev_t dev = 0;
+        ino_t ino = 0;
+        std::uint64_t used = 0;
+        bool listed = false;
+        std::list<std::size_t>::iterator pos;
+    };
+
+    void check_same(std::size_t n, const netns::NetnsHandle& h) {
+        Slot& s = slots_[n];
+        if (!s.seen) {
+            s.seen = true;
+            s.dev = h.dev;
+            s.ino = h.ino;
+        } else if (s.dev != h.dev || s.ino != h.ino) {
+            throw LabError(d_.nodes[n].name + ": namespace " + d_.nodes[n].netns +
+                               " was replaced by another while the lab was being built; left alone",
+                           ESTALE);
+        }
+    }
+
+    void use(std::size_t n) {
+        Slot& s = slots_[n];
+        s.used = ++clock_;
+        if (s.listed) order_.splice(order_.end(), order_, s.pos);
+        else {
+            s.pos = order_.insert(order_.end(), n);
+            s.listed = true;
+        }
+        shrink();
+    }
+
+    // Closes the least recently used unpinned nodes while more than capacity_ are held.
+    void shrink() {
+        while (held_ > capacity_ && !order_.empty()) {
+            Slot& s = slots_[order_.front()];
+            if (s.used >= pinned_from_) return;  // the oldest is pinned: so is every other
+            s.handle.reset();
+            s.ns.reset();
+            s.listed = false;
+            order_.pop_front();
+            --held_;
+        }
+    }
+
+    const Topology& d_;
+    std::size_t capacity_;
+    std::vector<Slot> slots_;
+    std::list<std::size_t> order_;  // held nodes, least recently used first
+    std::size_t held_ = 0;
+    std::uint64_t clock_ = 0;
+    std::uint64_t pinned_from_ = 0;  // used at or after this: pinned
+};
+
 class Executor {
 public:
     Executor(const Topology& d, const plan::Plan& p, state::Journal& j, const Hooks& h, const Options& o)
-        : d_(d), p_(p), journal_(j), hooks_(h), opt_(o), ns_(d.nodes.size()), handles_(d.nodes.size()) {}
+        : d_(d), p_(p), journal_(j), hooks_(h), opt_(o), held_(d, Held::kHeldNodes) {}
 
     void run() {
         const bool timings = timings_wanted();
@@ -104,39 +237,6 @@ private:
         return "?";
     }
 
-    const netns::NetnsHandle& ns(std::size_t n) {
-        if (!ns_[n]) ns_[n] = netns::open(d_.nodes[n].netns);
-        return *ns_[n];
-    }
-
-    // Opens, at once, the handles of every node operations [b, e) send from.
-    void open_handles(std::size_t b, std::size_t e) {
-        std::vector<std::size_t> want;
-        std::vector<bool> seen(d_.nodes.size(), false);
-        for (std::size_t i = b; i < e; ++i) {
-            const Op& op = p_.ops[i];
-            if (op.kind == OpKind::stop_processes || op.kind == OpKind::delete_netns ||
-                op.kind == OpKind::create_netns || op.kind == OpKind::run_exec || op.kind == OpKind::start_daemons)
-                continue;
-            auto mark = [&](std::size_t n) {
-                if (!handles_[n] && !seen[n]) {
-                    seen[n] = true;
-                    want.push_back(n);
-                }
-            };
-            if (op.kind == OpKind::wait_links) {
-                for (const auto& [n, idx] : op.wait) mark(n);
-            } else {
-                mark(op.node);
-            }
-        }
-        if (want.empty()) return;
-        std::vector<const netns::NetnsHandle*> list;
-        for (auto n : want) list.push_back(&ns(n));
-        auto hs = rtnl::Handle::open_in_each(list);
-        for (std::size_t k = 0; k < want.size(); ++k) handles_[want[k]] = std::move(hs[k]);
-    }
-
     void run_stage(Stage stage, std::size_t b, std::size_t e) {
         switch (stage) {
             case Stage::stop:
@@ -148,9 +248,10 @@ private:
             case Stage::daemons:
                 for (std::size_t i = b; i < e; ++i) {
                     const Op& op = p_.ops[i];
-                    int fd = ns(op.node).fd.get();
+                    int fd = held_.ns(op.node).fd.get();
                     if (op.kind == OpKind::run_exec) hooks_.run_exec(op.node, fd);
                     else hooks_.start_daemons(op.node, fd);
+                    held_.unpin();
                 }
                 return;
             case Stage::remove: {
@@ -165,7 +266,15 @@ private:
         }
     }
 
+    // In chunks of what Held keeps open: each chunk's namespaces and sockets are handed
+    // to it, which closes the oldest.
     void create_namespaces(std::size_t b, std::size_t e) {
+        for (std::size_t first = b; first < e; first += Held::kHeldNodes)
+            create_chunk(first, std::min(e, first + Held::kHeldNodes));
+    }
+
+    void create_chunk(std::size_t b, std::size_t e) {
+        held_.make_room(e - b);
         std::vector<std::size_t> nodes;
         std::vector<std::string> names;
         for (std::size_t i = b; i < e; ++i) {
@@ -211,16 +320,15 @@ private:
             }
         };
         auto made = netns::create_many(names, inside, record);
-        for (std::size_t k = 0; k < nodes.size(); ++k) {
-            ns_[nodes[k]] = std::move(made[k]);
-            handles_[nodes[k]] = std::move(*handles[k]);
-        }
+        for (std::size_t k = 0; k < nodes.size(); ++k) held_.adopt(nodes[k], std::move(made[k]), std::move(handles[k]));
+        held_.unpin();
     }
 
     // The netlink operations of [b, e), one batch per node in the order planned;
     // write_sysctls sends what came before it, writes, and goes on.
+    // Nodes are taken in chunks of what Held keeps open: their sockets are opened
+    // together (one thread entering each namespace), then their batches sent.
     void batches(std::size_t b, std::size_t e) {
-        open_handles(b, e);
         std::vector<std::vector<std::size_t>> per_node(d_.nodes.size());
         std::vector<std::size_t> order;
         for (std::size_t i = b; i < e; ++i) {
@@ -229,27 +337,45 @@ private:
             if (per_node[op.node].empty()) order.push_back(op.node);
             per_node[op.node].push_back(i);
         }
-        for (std::size_t n : order) {
-            nl::Batch batch;
-            std::vector<const Op*> kinds;
-            for (std::size_t i : per_node[n]) {
-                const Op& op = p_.ops[i];
-                if (op.kind == OpKind::write_sysctls) {
-                    send(n, batch, kinds);
-                    write_sysctls(n);
-                    continue;
-                }
-                std::size_t before = batch.size();
-                add(batch, i);
-                for (std::size_t k = before; k < batch.size(); ++k) kinds.push_back(&op);
-            }
-            send(n, batch, kinds);
+        for (std::size_t first = 0; first < order.size(); first += Held::kHeldNodes) {
+            const std::vector<std::size_t> chunk(
+                order.begin() + static_cast<long>(first),
+                order.begin() + static_cast<long>(std::min(order.size(), first + Held::kHeldNodes)));
+            held_.open_handles(chunk);
+            for (std::size_t n : chunk) batch_of(n, per_node[n]);
+            held_.unpin();
         }
+    }
+
+    // One node's operations, one batch (split where sysctls are written, and where the
+    // namespaces its veths' peers go to would pin more than kPeersPerBatch fds).
+    void batch_of(std::size_t n, const std::vector<std::size_t>& ops) {
+        nl::Batch batch;
+        std::vector<const Op*> kinds;
+        std::size_t peers = 0;
+        for (std::size_t i : ops) {
+            const Op& op = p_.ops[i];
+            if (op.kind == OpKind::write_sysctls) {
+                send(n, batch, kinds);
+                write_sysctls(n);
+                continue;
+            }
+            if (op.kind == OpKind::add_veth && ++peers > kPeersPerBatch) {
+                send(n, batch, kinds);
+                held_.unpin();
+                held_.handle(n);  // pinned again: its socket sends the rest
+                peers = 1;
+            }
+            std::size_t before = batch.size();
+            add(batch, i);
+            for (std::size_t k = before; k < batch.size(); ++k) kinds.push_back(&op);
+        }
+        send(n, batch, kinds);
     }
 
     void send(std::size_t n, nl::Batch& batch, std::vector<const Op*>& ops) {
         if (batch.empty()) return;
-        auto results = batch.run(handles_[n]->socket());
+        auto results = batch.run(held_.handle(n).socket());
         for (std::size_t k = 0; k < results.size(); ++k) {
             const auto& r = results[k];
             if (r.error == 0 || done_already(*ops[k], r.error)) continue;
@@ -261,7 +387,7 @@ private:
 
     void write_sysctls(std::size_t n) {
         const Node& node = d_.nodes[n];
-        netns::run_in(ns(n), [&] {
+        netns::run_in(held_.ns(n), [&] {
             for (const auto& [key, value] : node.sysctls) {
                 try {
                     rtnl::sysctl_write_here(key, value);
@@ -311,7 +437,7 @@ private:
                 spec.a.master_ifindex = op.master.value_or(0);
                 spec.a_netns_fd = -1;  // the sending socket's own namespace
                 spec.b = common(d_.interface(bend), p_.ifindex[bend.node][bend.interface]);
-                spec.b_netns_fd = ns(bend.node).fd.get();
+                spec.b_netns_fd = held_.ns(bend.node).fd.get();
                 batch.add(rtnl::veth_add(spec), what);
                 return;
             }
@@ -357,42 +483,31 @@ private:
         }
     }
 
+    // The nodes of each wait_links, in chunks of what Held keeps open, against one
+    // deadline: links come up on their own meanwhile, so a chunk waited for later has
+    // mostly nothing left to wait for.
     void wait(std::size_t b, std::size_t e) {
-        open_handles(b, e);
+        const auto deadline = std::chrono::steady_clock::now() + opt_.link_timeout;
         for (std::size_t i = b; i < e; ++i) {
             const Op& op = p_.ops[i];
             if (op.kind != OpKind::wait_links) continue;
-            std::vector<rtnl::OperstateWait> waits;
-            std::vector<std::size_t> node_of;
+            std::vector<std::size_t> nodes;
+            std::vector<std::vector<int>> ifindexes;
             std::map<std::size_t, std::size_t> slot;
             for (const auto& [n, idx] : op.wait) {
-                auto [it, fresh] = slot.emplace(n, waits.size());
+                auto [it, fresh] = slot.emplace(n, nodes.size());
                 if (fresh) {
-                    waits.push_back({&*handles_[n], {}});
-                    node_of.push_back(n);
+                    nodes.push_back(n);
+                    ifindexes.emplace_back();
                 }
-                waits[it->second].ifindexes.push_back(idx);
+                ifindexes[it->second].push_back(idx);
             }
-            std::vector<std::vector<int>> left;
-            try {
-                left = rtnl::wait_operstate_up_many(waits, opt_.link_timeout);
-            } catch (const KernelError& err) {
-                throw err.prefixed("waiting for links to come up");
-            }
-            for (std::size_t w = 0; w < waits.size(); ++w) {
-                if (left[w].empty()) continue;
-                const Node& node = d_.nodes[node_of[w]];
-                std::string list;
-                for (int x : left[w]) {
-                    std::string name = "ifindex " + std::to_string(x);
-                    for (std::size_t k = 0; k < node.interfaces.size(); ++k)
-                        if (p_.ifindex[node_of[w]][k] == x) name = node.interfaces[k].name;
-                    list += (list.empty() ? "" : ", ") + name;
-                }
-                throw KernelError(ETIMEDOUT, "waiting for links to come up",
-                                  "still not operationally up after " + std::to_string(opt_.link_timeout.count()) +
-                                      " ms: " + list + " (namespace " + node.netns + ")")
-                    .prefixed(node.name);
+            for (std::size_t first = 0; first < nodes.size(); first += Held::kHeldNodes) {
+                const std::size_t last = std::min(nodes.size(), first + Held::kHeldNodes);
+                wait_chunk({nodes.begin() + static_cast<long>(first), nodes.begin() + static_cast<long>(last)},
+                           {ifindexes.begin() + static_cast<long>(first), ifindexes.begin() + static_cast<long>(last)},
+                           deadline);
+                held_.unpin();
             }
         }
         // Then the bridges' multicast snooping, back on now that their ports are up.
@@ -401,13 +516,43 @@ private:
         batches(first, e);
     }
 
+    void wait_chunk(const std::vector<std::size_t>& nodes, std::vector<std::vector<int>> ifindexes,
+                    std::chrono::steady_clock::time_point deadline) {
+        held_.open_handles(nodes);
+        std::vector<rtnl::OperstateWait> waits;
+        for (std::size_t k = 0; k < nodes.size(); ++k)
+            waits.push_back({&held_.handle(nodes[k]), std::move(ifindexes[k])});
+        const auto left_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        std::vector<std::vector<int>> left;
+        try {
+            left = rtnl::wait_operstate_up_many(waits, std::max(left_ms, std::chrono::milliseconds(0)));
+        } catch (const KernelError& err) {
+            throw err.prefixed("waiting for links to come up");
+        }
+        for (std::size_t w = 0; w < waits.size(); ++w) {
+            if (left[w].empty()) continue;
+            const Node& node = d_.nodes[nodes[w]];
+            std::string list;
+            for (int x : left[w]) {
+                std::string name = "ifindex " + std::to_string(x);
+                for (std::size_t k = 0; k < node.interfaces.size(); ++k)
+                    if (p_.ifindex[nodes[w]][k] == x) name = node.interfaces[k].name;
+                list += (list.empty() ? "" : ", ") + name;
+            }
+            throw KernelError(ETIMEDOUT, "waiting for links to come up",
+                              "still not operationally up after " + std::to_string(opt_.link_timeout.count()) +
+                                  " ms: " + list + " (namespace " + node.netns + ")")
+                .prefixed(node.name);
+        }
+    }
+
     const Topology& d_;
     const plan::Plan& p_;
     state::Journal& journal_;
     const Hooks& hooks_;
     const Options& opt_;
-    std::vector<std::optional<netns::NetnsHandle>> ns_;
-    std::vector<std::optional<rtnl::Handle>> handles_;
+    Held held_;
 };
 
 }  // namespace
@@ -430,6 +575,10 @@ std::vector<rtnl::Feature> features_needed(const Topology& topo) {
         else if (link.impair.rate_mbit) want(rtnl::Feature::tbf);
     }
     return f;
+}
+
+std::size_t fds_held_at_most(std::size_t nodes) {
+    return 2 * std::min(nodes, Held::kHeldNodes) + std::min(nodes, kPeersPerBatch);
 }
 
 void execute(const Topology& desired, const plan::Plan& p, state::Journal& journal, const Hooks& hooks,

@@ -55,6 +55,11 @@ struct Options {
     const std::atomic<bool>* cancel = nullptr;  // checked between stages (LabError EINTR)
 };
 
+// The most fds execute() holds at once for a lab of `nodes` nodes: a namespace fd and
+// a netlink socket per node being worked on, at most a fixed number of nodes at a time
+// (and the namespaces one bridge's veth batch pins), whatever the lab's size.
+std::size_t fds_held_at_most(std::size_t nodes);
+
 // Runs the plan. Namespaces the plan creates are journaled (names before, identities
 // after). Throws KernelError naming the node, object and operation, or what a hook
 // throws; what was done stays done (the caller undoes: teardown for up, the reverse plan
