@@ -429,21 +429,17 @@ def test_state_paths_refuse_symlinks_and_foreign_owners(labs, tmp_path, kind):
 
 # ---- limits --------------------------------------------------------------------------------
 
-def test_thousand_nodes_under_1024_fds_work_or_touch_nothing(labs):
-    """`up` of a 1,000-node lab with RLIMIT_NOFILE 1024 (soft and hard): it either works or
-    refuses before touching anything (exit 3, naming the limit)."""
+def test_thousand_nodes_come_up_under_1024_fds(labs):
+    """`up` of a 1,000-node lab with RLIMIT_NOFILE 1024 (soft and hard): it works, since
+    building holds the fds of a bounded number of nodes at a time, and goes down again."""
     doc = star(999, checks=False)
     path, name = labs.write(doc, name=unique_name("rl"))
     root_before = root_snapshot()
     r = subprocess.run(["prlimit", "--nofile=1024:1024", LABCTL, "up", str(path), "--no-verify"],
                        capture_output=True, text=True, timeout=300)
-    if r.returncode == 0:
-        assert len(lab_namespaces(name)) == 1000
-        assert run_labctl("down", name).returncode == 0
-    else:
-        assert r.returncode == 3, r.stderr
-        assert "RLIMIT_NOFILE" in r.stderr and "Nothing was touched" in r.stderr, r.stderr
-        assert "leftovers" not in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert len(lab_namespaces(name)) == 1000
+    assert run_labctl("down", name).returncode == 0
     assert_clean(name, root_before)
 
 
