@@ -2,12 +2,14 @@
 // and the results' scores and JSON.
 #include <algorithm>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <regex>
 #include <thread>
 
 #include "base/error.hpp"
+#include "engine/chunks.hpp"
 #include "engine/internal.hpp"
 #include "engine/lab.hpp"
 #include "netns/netns.hpp"
@@ -56,9 +58,10 @@ std::string command_failure(const Check& c, const std::regex* expect_stdout, con
     return "";
 }
 
-// Runs the command checks (with their retries) from one event loop. Throws like proc::run_batch.
-std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vector<const Check*>& checks,
-                                            const std::vector<netns::NetnsHandle>& ns) {
+// Runs the command checks (with their retries) from one event loop. Each run opens its
+// node's namespace by name as it starts and closes it once started (proc::Command's
+// netns_fd -1), so only the commands running at once hold one. Throws like proc::run_batch.
+std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vector<const Check*>& checks) {
     std::vector<std::optional<std::regex>> patterns;
     patterns.reserve(checks.size());
     std::vector<proc::BatchJob> jobs;
@@ -69,7 +72,7 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
         const std::regex* re = patterns.back() ? &*patterns.back() : nullptr;
         const Node& node = topo.nodes[c->on_node];
         proc::BatchJob job;
-        job.command = proc::Command{node.netns, c->run, {}, ns[c->on_node].fd.get(), node.name};
+        job.command = proc::Command{node.netns, c->run, {}, -1, node.name};
         job.timeout = std::chrono::milliseconds(c->timeout_ms);
         job.retry_for = std::chrono::milliseconds(static_cast<long long>(c->within_s * 1000));
         job.holds = [c, re](const proc::RunResult& r) { return command_failure(*c, re, {r, 1, {}}).empty(); };
@@ -101,32 +104,70 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
     return out;
 }
 
-// Runs the probes in waves that keep the lab's neighbour entries within what is free of
-// the host's table (a probe makes at most two: the source learns its next hop, which
-// learns the source), flushing the lab's own namespaces between waves. One wave, as
-// before, when everything fits.
-std::vector<ping::ProbeResult> run_paced(const std::vector<ping::Probe>& probes,
-                                         const std::vector<netns::NetnsHandle>& lab_namespaces) {
+// Removes the lab's neighbour entries in every namespace of `names` that still exists,
+// holding a chunk of namespaces (an fd and a netlink socket each) at a time.
+// Throws KernelError.
+void flush_neighbours(const std::vector<std::string>& names) {
+    for_each_chunk(names.size(), namespaces_at_once(), [&](std::size_t first, std::size_t last) {
+        std::vector<netns::NetnsHandle> chunk;
+        for (std::size_t i = first; i < last; ++i) {
+            try {
+                chunk.push_back(netns::open(names[i]));
+            } catch (const KernelError& e) {
+                if (e.errno_value() != ENOENT) throw;  // gone meanwhile: nothing to flush
+            }
+        }
+        std::vector<const netns::NetnsHandle*> each;
+        for (const auto& ns : chunk) each.push_back(&ns);
+        for (auto& h : rtnl::Handle::open_in_each(each)) rtnl::neigh_flush(h);
+    });
+}
+
+// Runs the probes (probes[i] sent from node sources[i]) in waves, in order, and returns
+// their results in order. A wave opens its sources' namespaces, runs, and closes them:
+// it holds at most half the fd limit (namespaces_at_once, probe_waves), however many
+// nodes send. The waves also keep the lab's neighbour entries within what is free of the
+// host's table (a probe makes at most two: the source learns its next hop, which learns
+// the source): once that many probes ran, the lab's namespaces (`flush`) are flushed
+// before the next wave. Throws KernelError, and like ping::run.
+std::vector<ping::ProbeResult> run_paced(const Topology& topo, std::vector<ping::Probe> probes,
+                                         const std::vector<std::size_t>& sources,
+                                         const std::vector<std::string>& flush) {
     long room = std::numeric_limits<long>::max();
     for (const auto& [proto, family] : {std::pair{"arp_cache", "ipv4"}, std::pair{"ndisc_cache", "ipv6"}}) {
         const long r = neighbour_room(proto, family);
         if (r >= 0) room = std::min(room, r);
     }
     // Others on the host need entries too: a quarter of what is free stays theirs.
-    const std::size_t per_wave = static_cast<std::size_t>(std::max(8L, room - room / 4) / 2);
-    if (probes.size() <= per_wave) return ping::run(probes);
-    std::vector<const netns::NetnsHandle*> each;
-    for (const auto& ns : lab_namespaces) each.push_back(&ns);
-    auto handles = rtnl::Handle::open_in_each(each);
+    const std::size_t per_flush = static_cast<std::size_t>(std::max(8L, room - room / 4) / 2);
+    std::vector<ProbeCost> costs;
+    costs.reserve(probes.size());
+    for (std::size_t i = 0; i < probes.size(); ++i)
+        costs.push_back({sources[i], probes[i].destination.family, probes[i].bind_ifname,
+                         probes[i].protocol == ping::Protocol::tcp});
     std::vector<ping::ProbeResult> results;
     results.reserve(probes.size());
-    for (std::size_t first = 0; first < probes.size(); first += per_wave) {
-        if (first > 0)
-            for (auto& h : handles) rtnl::neigh_flush(h);
-        const std::size_t last = std::min(probes.size(), first + per_wave);
-        auto wave = ping::run(std::vector<ping::Probe>(probes.begin() + static_cast<long>(first),
-                                                       probes.begin() + static_cast<long>(last)));
-        for (auto& r : wave) results.push_back(std::move(r));
+    std::size_t first = 0, since_flush = 0;
+    for (const std::size_t last : probe_waves(costs, 2 * namespaces_at_once(), per_flush)) {
+        if (since_flush + (last - first) > per_flush) {
+            flush_neighbours(flush);
+            since_flush = 0;
+        }
+        std::vector<netns::NetnsHandle> held;
+        std::vector<int> fd_of(topo.nodes.size(), -1);
+        std::vector<ping::Probe> wave(std::make_move_iterator(probes.begin() + static_cast<long>(first)),
+                                      std::make_move_iterator(probes.begin() + static_cast<long>(last)));
+        for (std::size_t i = first; i < last; ++i) {
+            const std::size_t n = sources[i];
+            if (fd_of[n] < 0) {
+                held.push_back(netns::open(topo.nodes[n].netns));
+                fd_of[n] = held.back().fd.get();
+            }
+            wave[i - first].netns_fd = fd_of[n];
+        }
+        for (auto& r : ping::run(wave)) results.push_back(std::move(r));
+        since_flush += last - first;
+        first = last;
     }
     return results;
 }
@@ -183,17 +224,12 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
     if (!is_up()) throw UsageError("lab " + topo_.name + " is not up");
     raise_fd_limit();
     // A node whose namespace is gone (ip netns del) is missing: the checks that involve
-    // it fail, the others run.
-    std::vector<netns::NetnsHandle> ns(topo_.nodes.size());
+    // it fail, the others run. Namespaces are opened later, a wave of sources at a time.
     std::vector<bool> missing(topo_.nodes.size(), false);
+    std::vector<std::string> present;  // the namespaces whose neighbours run_paced flushes
     for (std::size_t i = 0; i < topo_.nodes.size(); ++i) {
-        try {
-            if (netns::identity(topo_.nodes[i].netns)) ns[i] = netns::open(topo_.nodes[i].netns);
-            else missing[i] = true;
-        } catch (const KernelError& e) {
-            if (e.errno_value() != ENOENT) throw;
-            missing[i] = true;
-        }
+        missing[i] = !netns::identity(topo_.nodes[i].netns);
+        if (!missing[i]) present.push_back(topo_.nodes[i].netns);
     }
     auto missing_reason = [&](std::size_t n) {
         return "node " + topo_.nodes[n].name + " is missing (namespace " + topo_.nodes[n].netns + " is gone)";
@@ -214,11 +250,15 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         std::string failed;  // not probed: why it fails
     };
     std::vector<ping::Probe> probes;
+    std::vector<std::size_t> sources;  // of each probe, its source node
     std::vector<Want> wants;
     auto add = [&](std::size_t from, std::optional<std::size_t> to, Want want, const ping::Probe& p) {
         if (missing[from]) want.failed = missing_reason(from);
         else if (to && missing[*to]) want.failed = missing_reason(*to);
-        else probes.push_back(p);
+        else {
+            probes.push_back(p);
+            sources.push_back(from);
+        }
         wants.push_back(std::move(want));
     };
     std::vector<const Check*> commands;
@@ -233,7 +273,6 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
                 p.protocol = ping::Protocol::tcp;
                 p.port = c.port;
             }
-            p.netns_fd = ns[c.from_node].fd.get();
             p.netns_name = topo_.nodes[c.from_node].netns;
             if (c.from_interface) p.bind_ifname = topo_.nodes[c.from_node].interfaces[*c.from_interface].name;
             p.destination = c.to;
@@ -256,7 +295,6 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
                     auto addr = topo_.nodes[b].first_address(family);
                     if (!addr) continue;
                     ping::Probe p;
-                    p.netns_fd = ns[a].fd.get();
                     p.netns_name = topo_.nodes[a].netns;
                     p.destination = *addr;
                     add(a, b, {topo_.nodes[a].name, topo_.nodes[b].name, *addr, Expect::reachable, {}}, p);
@@ -271,14 +309,14 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
     if (!commands.empty())
         command_thread = std::jthread([&] {
             try {
-                command_results = run_command_checks(topo_, commands, ns);
+                command_results = run_command_checks(topo_, commands);
             } catch (...) {
                 command_failure = std::current_exception();
             }
         });
     std::vector<ping::ProbeResult> results;
     try {
-        results = run_paced(probes, ns);
+        results = run_paced(topo_, std::move(probes), sources, present);
     } catch (...) {
         if (command_thread.joinable()) command_thread.join();
         throw;

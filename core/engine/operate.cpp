@@ -15,6 +15,7 @@
 
 #include "base/error.hpp"
 #include "base/timing.hpp"
+#include "engine/chunks.hpp"
 #include "engine/internal.hpp"
 #include "engine/node_command.hpp"
 #include "engine/lab.hpp"
@@ -64,24 +65,30 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
                 if (r.name == n)
                     recorded.emplace_back(n, netns::NetnsIdentity{r.dev, r.ino, r.cookie, r.file_dev, r.file_ino});
         }
-        auto found = netns::inspect_many(recorded);
-        std::vector<proc::NetnsId> ids;
-        std::vector<std::pair<std::string, netns::NetnsIdentity>> owned;
         std::vector<std::string> failures;
-        for (std::size_t i = 0; i < found.size(); ++i) {
-            if (found[i].found == netns::Found::ours) ids.emplace_back(recorded[i].second.dev, recorded[i].second.ino);
-            if (found[i].found == netns::Found::ours || found[i].found == netns::Found::file_only)
-                owned.push_back(recorded[i]);
-            if (found[i].found == netns::Found::foreign)
-                failures.push_back("namespace " + recorded[i].first + " is not the one labctl created (" +
-                                   found[i].why + "); left alone");
-        }
-        proc::kill_all_in_any_netns(ids, kStopGrace);
-        for (auto& f : netns::remove_owned_many(owned)) failures.push_back(std::move(f));
-        // What is gone is no longer the lab's: a later runtime change, which trusts the
-        // namespaces it does not read, must not see it.
-        for (const auto& o : owned)
-            if (!netns::exists(o.first)) journal.netns_removed(o.first);
+        // A chunk at a time: its namespaces are held (so their dev/ino name them alone)
+        // while the processes in them are stopped and their names removed.
+        for_each_chunk(recorded.size(), namespaces_at_once(), [&](std::size_t first, std::size_t last) {
+            const std::vector<std::pair<std::string, netns::NetnsIdentity>> part(
+                recorded.begin() + static_cast<long>(first), recorded.begin() + static_cast<long>(last));
+            auto found = netns::inspect_many(part);
+            std::vector<proc::NetnsId> ids;
+            std::vector<std::pair<std::string, netns::NetnsIdentity>> owned_here;
+            for (std::size_t i = 0; i < found.size(); ++i) {
+                if (found[i].found == netns::Found::ours) ids.emplace_back(part[i].second.dev, part[i].second.ino);
+                if (found[i].found == netns::Found::ours || found[i].found == netns::Found::file_only)
+                    owned_here.push_back(part[i]);
+                if (found[i].found == netns::Found::foreign)
+                    failures.push_back("namespace " + part[i].first + " is not the one labctl created (" +
+                                       found[i].why + "); left alone");
+            }
+            proc::kill_all_in_any_netns(ids, kStopGrace);
+            for (auto& f : netns::remove_owned_many(owned_here)) failures.push_back(std::move(f));
+            // What is gone is no longer the lab's: a later runtime change, which trusts the
+            // namespaces it does not read, must not see it.
+            for (const auto& o : owned_here)
+                if (!netns::exists(o.first)) journal.netns_removed(o.first);
+        });
         if (!failures.empty()) throw LabError(join(failures, "; "));
     };
     h.run_exec = [&topo, &journal, folder](std::size_t n, int netns_fd) {
@@ -127,16 +134,34 @@ realize::Hooks make_hooks(const Topology& topo, state::Journal& journal, const s
 
 void wait_for_started(const Topology& topo, const std::vector<StartedDaemon>& started) {
     if (started.empty()) return;
-    std::vector<netns::NetnsHandle> held;
-    std::vector<int> fds(topo.nodes.size(), -1);
-    for (const auto& d : started) {
-        if (fds[d.node] >= 0) continue;
-        held.push_back(netns::open(topo.nodes[d.node].netns));
-        fds[d.node] = held.back().fd.get();
-    }
-    wait_until_ready(topo, fds, started);
+    // By node, in chunks of nodes: each chunk's namespaces (and its daemons' pidfds) are
+    // held only while its daemons are waited for (their ready_timeout_s counts from then).
+    std::vector<std::size_t> nodes;
+    std::vector<bool> seen(topo.nodes.size(), false);
+    for (const auto& d : started)
+        if (!seen[d.node]) {
+            seen[d.node] = true;
+            nodes.push_back(d.node);
+        }
+    for_each_chunk(nodes.size(), namespaces_at_once(), [&](std::size_t first, std::size_t last) {
+        std::vector<netns::NetnsHandle> held;
+        std::vector<int> fds(topo.nodes.size(), -1);
+        std::vector<StartedDaemon> part;
+        for (std::size_t k = first; k < last; ++k) {
+            held.push_back(netns::open(topo.nodes[nodes[k]].netns));
+            fds[nodes[k]] = held.back().fd.get();
+        }
+        for (const auto& d : started)
+            if (fds[d.node] >= 0) part.push_back(d);
+        wait_until_ready(topo, fds, part);
+    });
+    // A daemon of an earlier chunk may have ended while a later one was waited for.
+    if (nodes.size() > namespaces_at_once())
+        for (const auto& d : started)
+            if (!proc::is_same_process(d.id))
+                throw LabError(topo.nodes[d.node].name + ": daemon \"" + topo.nodes[d.node].daemons[d.index].display() +
+                               "\" " + describe_daemon_end(d.log) + " while labctl waited for the daemons to be ready");
 }
-
 
 }  // namespace detail
 

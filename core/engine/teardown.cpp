@@ -1,5 +1,6 @@
 #include "engine/teardown.hpp"
 
+#include "engine/chunks.hpp"
 #include "engine/internal.hpp"
 
 #include <fcntl.h>
@@ -64,47 +65,66 @@ void teardown(const state::LabRecord& rec, ForeignNames foreign) {
         recorded.emplace_back(ns.name, identity_of(ns));
         records.push_back(&ns);
     }
-    auto found = netns::inspect_many(recorded);
-
-    // Held until the end: while held, a namespace's dev/ino names it alone.
-    std::vector<UniqueFd> pinned;
-    std::vector<proc::NetnsId> ids;
-    std::vector<const state::RecordedNetns*> missing;
-    std::vector<std::pair<std::string, netns::NetnsIdentity>> owned;
-    for (std::size_t i = 0; i < found.size(); ++i) {
-        auto& f = found[i];
-        switch (f.found) {
-            case netns::Found::ours:
-                ids.emplace_back(records[i]->dev, records[i]->ino);
-                pinned.push_back(std::move(f.fd));
-                owned.push_back(recorded[i]);
-                break;
-            case netns::Found::file_only:
-                owned.push_back(recorded[i]);
-                missing.push_back(records[i]);
-                break;
-            case netns::Found::foreign:
-                if (foreign == ForeignNames::report)
-                    problems.push_back("namespace " + recorded[i].first + " " + f.why + "; left alone");
-                missing.push_back(records[i]);
-                break;
-            case netns::Found::absent: missing.push_back(records[i]); break;
+    auto stopping = [&](const auto& stop) {
+        try {
+            stop();
+        } catch (const std::exception& e) {
+            problems.push_back(std::string("stopping the lab's processes: ") + e.what());
+            ours_left = true;
         }
-    }
-    try {
-        for (const auto& id : find_unnamed(missing, pinned)) ids.push_back(id);
-        std::vector<proc::ProcessId> daemons;
-        for (const auto& d : rec.daemons) daemons.push_back({d.pid, d.start_time});
+    };
+    // What is held at once (a pidfd per process signalled, an fd and its duplicate per
+    // namespace inspected) is bounded by the chunk, not by the lab.
+    const std::size_t chunk = namespaces_at_once();
+    // The daemons first, all of them, wherever they run: they are known by pid and start
+    // time, and what they started inside is stopped with their namespace's chunk.
+    std::vector<proc::ProcessId> daemons;
+    for (const auto& d : rec.daemons) daemons.push_back({d.pid, d.start_time});
+    for_each_chunk(daemons.size(), chunk, [&](std::size_t first, std::size_t last) {
+        stopping([&] {
+            proc::stop_all({daemons.begin() + static_cast<long>(first), daemons.begin() + static_cast<long>(last)}, {},
+                           kStopGrace);
+        });
+    });
+    for_each_chunk(recorded.size(), chunk, [&](std::size_t first, std::size_t last) {
+        const std::vector<std::pair<std::string, netns::NetnsIdentity>> part(
+            recorded.begin() + static_cast<long>(first), recorded.begin() + static_cast<long>(last));
+        auto found = netns::inspect_many(part);
+        // Held until the chunk's names are removed: while held, a namespace's dev/ino names it alone.
+        std::vector<UniqueFd> pinned;
+        std::vector<proc::NetnsId> ids;
+        std::vector<const state::RecordedNetns*> missing;
+        std::vector<std::pair<std::string, netns::NetnsIdentity>> owned;
+        for (std::size_t i = 0; i < found.size(); ++i) {
+            auto& f = found[i];
+            const state::RecordedNetns* r = records[first + i];
+            switch (f.found) {
+                case netns::Found::ours:
+                    ids.emplace_back(r->dev, r->ino);
+                    pinned.push_back(std::move(f.fd));
+                    owned.push_back(part[i]);
+                    break;
+                case netns::Found::file_only:
+                    owned.push_back(part[i]);
+                    missing.push_back(r);
+                    break;
+                case netns::Found::foreign:
+                    if (foreign == ForeignNames::report)
+                        problems.push_back("namespace " + part[i].first + " " + f.why + "; left alone");
+                    missing.push_back(r);
+                    break;
+                case netns::Found::absent: missing.push_back(r); break;
+            }
+        }
         // A process inside keeps a namespace alive after its name is gone: stop them first.
-        proc::stop_all(daemons, ids, kStopGrace);
-    } catch (const std::exception& e) {
-        problems.push_back(std::string("stopping the lab's processes: ") + e.what());
-        ours_left = true;
-    }
-    auto failures = netns::remove_owned_many(owned);
-    if (!failures.empty()) ours_left = true;
-    for (auto& failure : failures) problems.push_back(std::move(failure));
-    pinned.clear();
+        stopping([&] {
+            for (const auto& id : find_unnamed(missing, pinned)) ids.push_back(id);
+            proc::stop_all({}, ids, kStopGrace);
+        });
+        auto failures = netns::remove_owned_many(owned);
+        if (!failures.empty()) ours_left = true;
+        for (auto& failure : failures) problems.push_back(std::move(failure));
+    });
     if (!ours_left) state::Journal::remove(rec.lab);
     if (!problems.empty())
         throw LabError("lab " + rec.lab + ": " + join(problems, "; ") +

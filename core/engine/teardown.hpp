@@ -14,13 +14,15 @@ namespace labctl::engine::detail {
 // the name was never its own.
 enum class ForeignNames { report, quiet };
 
-// Stops the lab's daemons and every process in its namespaces (found through /proc even
-// when a namespace's name is gone), all at once with one grace; unmounts and unlinks
-// its namespaces; then removes the state directory, unless some of the lab's own
-// processes, mounts or files could not be removed: then the journal stays, so that
-// another `down` finishes the job. Nothing whose identity differs from the recorded
-// one is signalled, unmounted or unlinked. Throws LabError listing every problem
-// (after doing all the rest), KernelError when the state directory cannot be read.
+// Stops the lab's daemons; then, a chunk of its namespaces at a time (chunks.hpp), stops
+// every process in them (found through /proc even when a namespace's name is gone) with
+// one grace per chunk, and unmounts and unlinks them: what it holds open is bounded
+// however many nodes the lab has. Then it removes the state directory, unless some of
+// the lab's own processes, mounts or files could not be removed: then the journal
+// stays, so that another `down` finishes the job. Nothing whose identity differs from
+// the recorded one is signalled, unmounted or unlinked. Throws LabError listing every
+// problem (after doing all the rest), KernelError when the state directory cannot be
+// read or a namespace's cookie cannot be (then the journal stays).
 void teardown(const state::LabRecord& rec, ForeignNames foreign);
 
 // The lab (other than `except`) whose journal, in this state root, records namespace
