@@ -34,9 +34,9 @@ bool lab_namespace_name(const std::string& lab, const std::string& name);
 // The last `max_lines` lines of `text`.
 std::string tail(const std::string& text, std::size_t max_lines);
 void raise_fd_limit();
-// Refuses (LabError, EMFILE) a lab whose namespaces, netlink sockets and (with `verify`)
-// checks' sockets cannot fit the fd limit, before anything is touched (limits.cpp).
-void require_fd_budget(const topology::Topology& topo, bool verify);
+// Refuses (LabError, EMFILE), before anything is touched, an fd limit below what
+// building holds at once (a bounded number of nodes' namespaces and sockets; limits.cpp).
+void require_fd_budget(const topology::Topology& topo);
 // Free entries of the host-wide neighbour table of `proto` ("arp_cache", "ndisc_cache"),
 // -1 when unknown (limits.cpp).
 long neighbour_room(const std::string& proto, const std::string& family);

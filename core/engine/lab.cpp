@@ -61,8 +61,8 @@ std::string tail(const std::string& text, std::size_t max_lines) {
     return out;
 }
 
-// A lab holds a namespace fd and a netlink socket per node, and the pinger a socket
-// per namespace: 1,000 nodes need more than the usual soft limit of 1,024 fds.
+// What a lab holds at once is bounded (realize, chunks.hpp), but verify and down size
+// their chunks by the soft limit: the hard limit lets them take bigger ones.
 void raise_fd_limit() {
     struct rlimit rl {};
     if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -184,7 +184,7 @@ const Node& Lab::node(const std::string& name) const {
 UpResult Lab::up(bool verify) {
     require_privileges();
     raise_fd_limit();
-    require_fd_budget(topo_, verify);
+    require_fd_budget(topo_);
     // Missing kernel features are found before anything of the lab is touched.
     auto missing = rtnl::missing_features(realize::features_needed(topo_));
     if (!missing.empty()) {

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <set>
-#include <tuple>
 
 #include "base/error.hpp"
 #include "engine/internal.hpp"
@@ -22,31 +20,17 @@ using Json = nlohmann::json;
 namespace detail {
 
 // Building holds namespace fds and netlink sockets for a bounded number of nodes at once
-// (realize::fds_held_at_most); the checks after it a namespace and a netlink socket per
-// node and the pinger's ICMP sockets (per source node and family: one unbound, one per
-// interface it sends out of). Refuse, before anything is touched, a lab that cannot fit
-// the fd limit, instead of failing half-way with EMFILE and rolling back (or, in the
-// checks, leaving the lab up).
-void require_fd_budget(const Topology& topo, bool verify) {
+// (realize::fds_held_at_most), and the checks after it run in waves sized by the limit
+// (chunks.hpp): what a lab needs no longer grows with it. Refuse, before anything is
+// touched, a limit too low even for that, instead of failing half-way with EMFILE.
+void require_fd_budget(const Topology& topo) {
     constexpr rlim_t kSpare = 64;
-    const rlim_t nodes = topo.nodes.size();
-    rlim_t need = realize::fds_held_at_most(topo.nodes.size()) + kSpare;
-    std::set<std::tuple<std::size_t, int, std::string>> sockets;
-    if (verify) {
-        for (const auto& c : topo.checks) {
-            sockets.emplace(c.from_node, c.to.family, "");
-            if (c.from_interface)
-                sockets.emplace(c.from_node, c.to.family, topo.nodes[c.from_node].interfaces[*c.from_interface].name);
-        }
-        // Namespaces, and a netlink socket each when the checks run in waves (run_paced).
-        need = std::max<rlim_t>(need, 2 * nodes + sockets.size() + kSpare);
-    }
+    const rlim_t need = realize::fds_held_at_most(topo.nodes.size()) + kSpare;
     struct rlimit rl {};
     if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
-    throw LabError("lab " + topo.name + " has " + std::to_string(topo.nodes.size()) + " nodes" +
-                       (sockets.empty() ? "" : " and checks from " + std::to_string(sockets.size()) + " ICMP sockets") +
-                       " and needs about " + std::to_string(need) +
-                       " open files (a namespace and a netlink socket per node, and the checks' sockets), "
+    throw LabError("lab " + topo.name + " has " + std::to_string(topo.nodes.size()) + " nodes and needs about " +
+                       std::to_string(need) +
+                       " open files (a namespace and a netlink socket for each of the nodes built at once), "
                        "but this process may open only " +
                        std::to_string(rl.rlim_cur) + " (RLIMIT_NOFILE); raise the limit (ulimit -n " +
                        std::to_string(need) + ") and run it again. Nothing was touched",

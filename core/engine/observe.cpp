@@ -10,6 +10,7 @@
 
 #include "base/error.hpp"
 #include "base/timing.hpp"
+#include "engine/chunks.hpp"
 #include "engine/internal.hpp"
 #include "netns/netns.hpp"
 #include "rtnl/rtnl.hpp"
@@ -41,7 +42,7 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
     plan::Observed o;
     o.built = built;
     o.runtime = runtime_from_json(built, rec.runtime);
-    std::vector<netns::NetnsHandle> opened;
+    std::vector<const state::RecordedNetns*> opened;  // to be read: present and wanted
     std::vector<std::size_t> slot;
     for (const auto& ns : rec.namespaces) {
         if (!lab_namespace_name(lab, ns.name)) continue;
@@ -62,19 +63,36 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
         }
         o.nodes.push_back(on);
         if (on.present && wanted) {
-            opened.push_back(netns::open(ns.name));
+            opened.push_back(&ns);
             slot.push_back(o.nodes.size() - 1);
         }
     }
     if (opened.empty()) return o;
     // Each namespace: a socket opened inside it, then its links, addresses and routes. On
-    // a few threads (as namespaces are made), each with every k-th namespace.
-    auto read = [&](std::size_t first, std::size_t step) {
+    // a few threads (as namespaces are made), each with every k-th namespace, a chunk of
+    // them open at a time (the fds held do not grow with the lab).
+    const std::size_t threads =
+        std::clamp<std::size_t>(std::min<std::size_t>(std::thread::hardware_concurrency(), opened.size() / 32), 1, 4);
+    const std::size_t chunk = std::max<std::size_t>(1, namespaces_at_once() / threads);
+    auto read_chunk = [&](const std::vector<std::size_t>& mine, std::size_t b, std::size_t e) {
+        std::vector<netns::NetnsHandle> held;
+        std::vector<std::size_t> ks;
+        for (std::size_t i = b; i < e; ++i) {
+            const std::size_t k = mine[i];
+            auto h = netns::open(opened[k]->name);
+            // Replaced since it was looked at: not the lab's namespace.
+            if (h.dev != opened[k]->dev || h.ino != opened[k]->ino) {
+                o.nodes[slot[k]].present = false;
+                continue;
+            }
+            held.push_back(std::move(h));
+            ks.push_back(k);
+        }
         std::vector<const netns::NetnsHandle*> list;
-        for (std::size_t k = first; k < opened.size(); k += step) list.push_back(&opened[k]);
+        for (const auto& h : held) list.push_back(&h);
         auto handles = rtnl::Handle::open_in_each(list);
-        for (std::size_t j = 0, k = first; k < opened.size(); ++j, k += step) {
-            plan::ObservedNode& on = o.nodes[slot[k]];
+        for (std::size_t j = 0; j < ks.size(); ++j) {
+            plan::ObservedNode& on = o.nodes[slot[ks[j]]];
             try {
                 std::vector<rtnl::LinkInfo> links;
                 if (on.partial) {
@@ -106,8 +124,11 @@ plan::Observed observe(const std::string& lab, const state::LabRecord& rec, cons
             }
         }
     };
-    const std::size_t threads =
-        std::clamp<std::size_t>(std::min<std::size_t>(std::thread::hardware_concurrency(), opened.size() / 32), 1, 4);
+    auto read = [&](std::size_t first, std::size_t step) {
+        std::vector<std::size_t> mine;
+        for (std::size_t k = first; k < opened.size(); k += step) mine.push_back(k);
+        for_each_chunk(mine.size(), chunk, [&](std::size_t b, std::size_t e) { read_chunk(mine, b, e); });
+    };
     if (threads == 1) {
         read(0, 1);
         return o;

@@ -19,10 +19,15 @@ NODES = 1200      # the switch, SENDERS hosts on it, the rest unconnected hosts
 SENDERS = 150     # more sources than one wave may hold under LOW (64 namespaces)
 DAEMONS = 80      # more than one chunk of daemons under LOW
 LOW = 256         # soft and hard RLIMIT_NOFILE of verify and down
+BUILD = 1024      # ... of up and apply (building holds 256 nodes' namespaces and sockets)
 
 
 def low_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (LOW, LOW))
+
+
+def build_fd_limit():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (BUILD, BUILD))
 
 
 def lab_doc():
@@ -67,9 +72,17 @@ def test_verify_and_down_of_a_big_lab_fit_a_small_fd_limit(tmp_path):
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(doc))
     try:
-        r = run_labctl("up", path, "--no-verify", env=env, timeout=300)
+        r = subprocess.run([LABCTL, "up", str(path), "--no-verify"], capture_output=True, text=True, env=env,
+                           timeout=300, preexec_fn=build_fd_limit)
         assert r.returncode == 0, r.stderr
         assert len(namespaces_of(name)) == NODES
+        # apply reads every namespace of the lab (a chunk at a time) and adds one host.
+        doc["nodes"]["extra"] = {}
+        path.write_text(json.dumps(doc))
+        r = subprocess.run([LABCTL, "apply", str(path)], capture_output=True, text=True, env=env, timeout=300,
+                           preexec_fn=build_fd_limit)
+        assert r.returncode == 0, r.stderr
+        assert len(namespaces_of(name)) == NODES + 1
         daemon_ns = {(st.st_dev, st.st_ino) for st in
                      (os.stat(f"/run/netns/{name}-h{i}") for i in range(1, DAEMONS + 1))}
         assert len(processes_in(daemon_ns)) >= DAEMONS
