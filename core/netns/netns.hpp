@@ -100,7 +100,8 @@ std::vector<Inspection> inspect_many(const std::vector<std::pair<std::string, Ne
 
 // Removes what inspect_many found ours (the mount, with UMOUNT_NOFOLLOW, then the file)
 // or file_only (the file), checking the name again right before each step; anything
-// else of that name is left alone. Runs on as many threads as create_many would.
+// else of that name is left alone. Runs on up to 16 threads (one per 16 names): each
+// unmount mostly waits for an RCU grace period, and the waits of different threads overlap.
 // Returns the failures (naming the namespace), every item attempted. Throws nothing else.
 std::vector<std::string> remove_owned_many(const std::vector<std::pair<std::string, NetnsIdentity>>& owned);
 
@@ -138,8 +139,7 @@ NetnsHandle create(const std::string& name);
 // is refused (ELOOP). Throws KernelError.
 void remove(const std::string& name);
 
-// remove() of every name, on as many threads as create_many would use: each unmount
-// mostly waits for an RCU grace period, and the waits of different threads overlap.
+// remove() of every name, on as many threads as remove_owned_many.
 // Returns the failures (what() of each, naming the namespace), in no particular order;
 // every name is attempted. Throws nothing else.
 std::vector<std::string> remove_many(const std::vector<std::string>& names);
