@@ -393,16 +393,30 @@ static int star(const char* op, const char* prefix, int n) {
 // The work, in this order: c and the switches (their namespaces with labctl's sysctls, c
 // a router's too; their fds and sockets held to the end); per switch one send with br0,
 // lo up and the uplink pair (switch end up and enslaved, its peer born in c); c's
-// addresses and link-ups in one send. Then the hosts, NS_CHUNK at a time, so that the
-// process never holds more than about 2 * NS_CHUNK fds (labctl keeps at most 256 nodes'
-// namespace fds and sockets; a 10,000-host lab must work under a limit of 4,096): their
+// addresses and link-ups in one send. Then the hosts, NS_CHUNK at a time: their
 // namespaces; their veth pairs, one batch per switch from its namespace (switch end up
 // and enslaved); per host one send with its address, eth0 and lo up and its default
-// route; the wait for carrier on the hosts' ends; their fds closed. Last, the wait for
-// carrier on every switch's and c's ends, and multicast snooping back on.
+// route; then the wait for carrier on the ends of the chunk before (the kernel's
+// linkwatch brought them up meanwhile, so the wait is one dump each, not a sleep) and
+// that chunk's fds closed. So the process holds the fds of two chunks at most, about
+// 4 * NS_CHUNK (labctl keeps at most 256 nodes' namespace fds and sockets; a 10,000-host
+// lab must work under a limit of 4,096, and a 1,000-host one under 1,024). Last, the wait
+// for carrier on every switch's and c's ends, and multicast snooping back on.
 // (labctl makes a link from the end whose node has more links: a switch's uplink from the
 // switch as long as it has at least as many links as c, true at every size run.py uses.)
-#define NS_CHUNK 256
+#define NS_CHUNK 128
+
+// Where host I's namespace fd and socket are kept: two chunks' worth of slots.
+static int slot(int i) { return (i - 1) % (2 * NS_CHUNK); }
+
+// Waits for carrier on the eth0 of hosts [first, last], then closes their fds.
+static void hosts_done(int* fds, struct mnl_socket** socks, int first, int last) {
+    for (int i = first; i <= last; ++i) {
+        wait_carrier(socks[slot(i)], 1000, 1000);
+        mnl_socket_close(socks[slot(i)]);
+        close(fds[slot(i)]);
+    }
+}
 
 static void campus_path(char* out, size_t len, const char* prefix, char kind, int i) {
     if (kind == 'c')
@@ -466,15 +480,15 @@ static int campus(const char* op, const char* prefix, int n, int ports) {
     link_up(&o, cap, 1, NLM_F_ACK, ++seq);
     send_and_wait(socks[0], o.buf, o.len, seq);
 
-    int hfd[NS_CHUNK];
-    struct mnl_socket* hsock[NS_CHUNK];
+    int hfd[2 * NS_CHUNK];
+    struct mnl_socket* hsock[2 * NS_CHUNK];
     for (int first = 1; first <= n; first += NS_CHUNK) {
         const int last = first + NS_CHUNK - 1 < n ? first + NS_CHUNK - 1 : n;
         for (int i = first; i <= last; ++i) {
             campus_path(path, sizeof path, prefix, 'h', i);
             new_netns(path);
             write_lab_sysctls(0);
-            open_here(&hfd[i - first], &hsock[i - first]);
+            open_here(&hfd[slot(i)], &hsock[slot(i)]);
         }
         if (setns(root, CLONE_NEWNET) != 0) die("setns back");
         // Their veth pairs: one batch per switch the chunk reaches.
@@ -485,7 +499,7 @@ static int campus(const char* op, const char* prefix, int n, int ports) {
             struct nlmsghdr* h = NULL;
             for (; i <= last && (i - 1) / ports + 1 == j; ++i) {
                 snprintf(name, sizeof name, "p%d", (i - 1) % ports + 1);
-                h = add_veth(&o, cap, 0, ++seq, 1000 + (i - 1) % ports + 1, name, br, 1000, "eth0", hfd[i - first]);
+                h = add_veth(&o, cap, 0, ++seq, 1000 + (i - 1) % ports + 1, name, br, 1000, "eth0", hfd[slot(i)]);
             }
             h->nlmsg_flags |= NLM_F_ACK;
             send_and_wait(socks[j], o.buf, o.len, seq);
@@ -500,14 +514,11 @@ static int campus(const char* op, const char* prefix, int n, int ports) {
             link_up(&o, cap, 1000, 0, ++seq);
             link_up(&o, cap, 1, 0, ++seq);
             add_default_route(&o, cap, NLM_F_ACK, ++seq, (10u << 24) | j << 16 | 1);
-            send_and_wait(hsock[i - first], o.buf, o.len, seq);
+            send_and_wait(hsock[slot(i)], o.buf, o.len, seq);
         }
-        for (int i = first; i <= last; ++i) {
-            wait_carrier(hsock[i - first], 1000, 1000);
-            mnl_socket_close(hsock[i - first]);
-            close(hfd[i - first]);
-        }
+        if (first > 1) hosts_done(hfd, hsock, first - NS_CHUNK, first - 1);
     }
+    if (n > 0) hosts_done(hfd, hsock, (n - 1) / NS_CHUNK * NS_CHUNK + 1, n);
 
     // Carrier on the switches' and c's ends, as labctl waits for it; then snooping on.
     for (int j = 1; j <= k; ++j) {
