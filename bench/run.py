@@ -33,7 +33,8 @@ LETTER = {"labctl": "l", "labctl1": "s", "floor": "f", "ipbatch": "b", "ipscript
 END_STATE = {
     "labctl": "carrier up on every veth end (waited for); IPv6 DAD and router solicitations off",
     "labctl1": "as labctl; namespaces made on one thread (LABCTL_NETNS_THREADS=1)",
-    "floor": "as labctl (same sysctls, same carrier wait), one thread; star only",
+    "floor": "as labctl (the star: its two IPv6 sysctls; the campus: all of labctl's sysctls and the "
+             "router's forwarding), same carrier wait, one thread; star and campus only",
     "ipbatch": "links set up, carrier not waited for; IPv6 defaults (DAD, router solicitations)",
     "ipscript": "links set up, carrier not waited for; IPv6 defaults (DAD, router solicitations)",
     "pyroute2": "links set up, carrier not waited for; IPv6 defaults (DAD, router solicitations)",
@@ -41,6 +42,12 @@ END_STATE = {
 }
 ALL_PAIRS_MAX = 200
 MAX_BRIDGE_PORTS = 1023
+# Namespace prefixes are bn<tool letter><topology letter><N>: chain and campus both begin with c.
+KIND_LETTER = {"star": "s", "chain": "c", "tree": "t", "campus": "m"}
+# The campus (issue 20: 10,000 nodes) is run at its own sizes and, by default, by labctl,
+# labctl on one thread and the floor only: a process per operation or per namespace,
+# pyroute2 or a bash per node would take many minutes per repetition at 10,000 nodes.
+CAMPUS_TOOLS = "labctl labctl1 floor"
 
 
 def log(*a):
@@ -210,7 +217,7 @@ class Bench:
             log("skip:", what, "-", why)
 
     def prefix(self, t, tool):
-        return "bn%s%s%d" % (LETTER[tool], t.kind[0], t.n)
+        return "bn%s%s%d" % (LETTER[tool], KIND_LETTER[t.kind], t.n)
 
     def run_tool(self, t, tool, rep):
         prefix = self.prefix(t, tool)
@@ -309,14 +316,15 @@ class Bench:
         return sum(1 for c in items if c.get("ok")), len(items)
 
     def run_floor(self, t, tool, rep, prefix, d):
-        if t.kind != "star":
+        if t.kind not in ("star", "campus"):
             return
-        dt, rc, rss, out, err = run_rss([self.floor, "up", prefix, str(t.n)])
+        mode = "-campus" if t.kind == "campus" else ""  # the campus: topo.py's 500 ports a switch
+        dt, rc, rss, out, err = run_rss([self.floor, "up" + mode, prefix, str(t.n)])
         if rc != 0:
             return self.fail(t, tool, "up", rc, err)
         self.record(t, tool, rep, "up", dt, rss_kb=rss)
         self.before_down()
-        dt, rc, _, out, err = run_timed([self.floor, "down", prefix, str(t.n)])
+        dt, rc, _, out, err = run_timed([self.floor, "down" + mode, prefix, str(t.n)])
         if rc != 0:
             return self.fail(t, tool, "down", rc, err)
         self.record(t, tool, rep, "down", dt)
@@ -391,7 +399,16 @@ class Bench:
                 self.skip("mininet", why)
         try:
             for kind in a.topos:
-                for n in a.n:
+                kind_tools = tools
+                if kind == "campus":
+                    kind_tools = [x for x in tools if x in a.campus_tools]
+                    left_out = [x for x in tools if x not in kind_tools]
+                    if left_out:
+                        self.skip("campus: " + ", ".join(left_out),
+                                  "not in BENCH_CAMPUS_TOOLS (default '%s'; a process per operation or per "
+                                  "namespace, pyroute2 or a bash per node make 10,000 nodes take many minutes "
+                                  "per repetition)" % CAMPUS_TOOLS)
+                for n in (a.campus_n if kind == "campus" else a.n):
                     if n > 1000 and kind == "chain":
                         continue
                     if kind == "star" and n > MAX_BRIDGE_PORTS:
@@ -400,8 +417,8 @@ class Bench:
                                   "topology for labs of more hosts" % MAX_BRIDGE_PORTS)
                         continue
                     t = T.GENERATORS[kind](n)
-                    for rep in range(a.reps):
-                        for tool in balanced_order(tools, rep):
+                    for rep in range(reps_of(a, kind)):
+                        for tool in balanced_order(kind_tools, rep):
                             if not a.smoke:
                                 self.settle_seconds += settle(self.netns_baseline)
                             log("%s N=%d rep %d: %s" % (kind, n, rep + 1, tool))
@@ -413,6 +430,14 @@ class Bench:
             if left:
                 log("removed %d leftover namespaces" % left)
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def reps_of(a, kind):
+    """Repetitions of a topology: BENCH_REPS if given, else the number of tools that run it
+    (every tool in every position once)."""
+    if a.reps > 0:
+        return a.reps
+    return len(a.campus_tools) if kind == "campus" else len(a.tools)
 
 
 # --- report -----------------------------------------------------------------------------
@@ -459,6 +484,71 @@ def machine():
             "gc_thresh3": neigh_limit()}
 
 
+def run_shape(a):
+    """What ran: per group of topologies, the sizes, repetitions and tools, and whether
+    the rotation was balanced."""
+    groups = []
+    plain = [k for k in a.topos if k != "campus"]
+    campus_tools = [x for x in a.tools if x in a.campus_tools]
+    for kinds, sizes, tools in ((plain, a.n, a.tools), (["campus"] if "campus" in a.topos else [], a.campus_n,
+                                                        campus_tools)):
+        if not kinds or not sizes:
+            continue
+        reps = reps_of(a, kinds[0])
+        groups.append("%s: N = %s, %d repetitions of %d tools, the tool order rotated by one every repetition "
+                      "(%s)" % (" ".join(kinds), " ".join(map(str, sizes)), reps, len(tools),
+                                "every tool in every position equally often" if reps % max(1, len(tools)) == 0
+                                else "NOT balanced: the repetitions are not a multiple of the tool count"))
+    return groups
+
+
+def campus_report(rows, a):
+    """The campus at each size (issue 20): each tool's times, its ratio to the floor's and
+    its cost per node, and how that cost grows from the smallest size."""
+    sizes = sorted({r["n"] for r in rows if r["topo"] == "campus"})
+    if not sizes:
+        return []
+
+    def times(n, tool, phase):
+        return {r["rep"]: r["seconds"] for r in rows
+                if r["topo"] == "campus" and r["n"] == n and r["tool"] == tool and r["phase"] == phase}
+
+    def med(d):
+        return statistics.median(d.values()) if d else None
+
+    def ratio(x, y):
+        return [x[r] / y[r] for r in x if r in y and y[r] > 0]
+
+    out = ["## Campus: labctl and the floor by size (issue 20)", "",
+           "Hosts on switches of 500 ports behind one core router (`bench/topo.py` campus; nodes = hosts + "
+           "switches + 1), 100 sampled checks (labctl's verify). Targets (issue 20): labctl's `up` of 10,000 "
+           "nodes in under 30 s; its cost per node at 10,000 within 1.5x of that at 1,000. Times are "
+           "medians over repetitions (s); ÷ floor is the tool's time over the floor's, per repetition, "
+           "min / median / max; ms per node is the median `up` over the nodes, and in brackets over the same "
+           "tool's at N = %d." % sizes[0], "",
+           "| N | nodes | tool | up | verify | down | ÷ floor: up | ÷ floor: down | up, ms per node |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    base = {}
+    for n in sizes:
+        nodes = len(T.GENERATORS["campus"](n).nodes)
+        fu, fd = times(n, "floor", "up"), times(n, "floor", "down")
+        for tool in TOOLS:
+            up, down = times(n, tool, "up"), times(n, tool, "down")
+            if not up and not down:
+                continue
+            per = "-"
+            if up:
+                ms = med(up) * 1000 / nodes
+                base.setdefault(tool, ms)
+                per = "%.2f (%.2fx)" % (ms, ms / base[tool])
+            alt = tool != "floor"
+            out.append("| %d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                n, nodes, tool, fmt(med(up)), fmt(med(times(n, tool, "verify"))), fmt(med(down)),
+                mmm(ratio(up, fu)) if alt else "-", mmm(ratio(down, fd)) if alt else "-", per))
+    out.append("")
+    return out
+
+
 def report(bench, m_start, m_end, elapsed):
     rows = bench.results
     a = bench.args
@@ -472,15 +562,11 @@ def report(bench, m_start, m_end, elapsed):
     out = ["# labctl benchmark results", "",
            "Generated by `make bench` (`bench/run.py`); do not edit by hand.", "",
            "Machine: %d CPUs (%s), kernel %s, %s; load average %s at start, %s at end "
-           "(other engineers' tests share this machine). N = %s, %d repetitions of %d tools, "
-           "the tool order rotated by one every repetition (%s). labctl at commit %s. "
+           "(other engineers' tests share this machine). %s. labctl at commit %s. "
            "Run took %.0f s." % (
                m_start["nproc"], m_start["cpu"], m_start["kernel"], m_start["date"],
                " ".join(m_start["loadavg"]), " ".join(m_end["loadavg"]),
-               " ".join(map(str, a.n)), a.reps, len(a.tools),
-               "every tool in every position equally often" if a.reps % max(1, len(a.tools)) == 0
-               else "NOT balanced: the repetitions are not a multiple of the tool count",
-               m_start.get("commit", "?"), elapsed), ""]
+               "; ".join(run_shape(a)), m_start.get("commit", "?"), elapsed), ""]
     out += ["Times are wall seconds as min / median / max over repetitions. Ratios are "
             "labctl ÷ alternative, computed per repetition (same rep, adjacent in time), then "
             "min / median / max: below 1 means labctl is faster. Before each tool the harness "
@@ -492,8 +578,8 @@ def report(bench, m_start, m_end, elapsed):
             "`bench/quiet.py`: right after a large `up` the kernel is still busy with the "
             "lab's IPv6 multicast, whatever tool made it): %.0f s in all." % (
                 bench.settle_seconds, bench.quiet_seconds), "",
-            "- **floor**: `bench/floor.c`, only the kernel work of a star (libmnl, ~20 syscalls per node), "
-            "one thread.",
+            "- **floor**: `bench/floor.c`, only the kernel work of a star or a campus (libmnl, ~20 syscalls "
+            "per node), one thread.",
             "- **labctl1**: labctl with its namespaces made and removed on one thread "
             "(`LABCTL_NETNS_THREADS=1`), the floor's way; labctl uses up to one thread per CPU (at most 4).",
             "- **ipbatch**: one `ip -batch` in the root namespace (namespaces, veths born in both "
@@ -565,26 +651,28 @@ def report(bench, m_start, m_end, elapsed):
                 tool, mmm(ph("up")), mmm(ph("verify")), mmm(ph("all-pairs")), mmm(ph("down")),
                 mmm(rss), ", ".join(sorted(set(oks))) or "-"))
         out.append("")
-    # Growth
-    out += ["## Growth: milliseconds per node (median), labctl and the floor", "",
-            "Flat or falling along a row means linear (or better) growth.", "",
-            "| topology | tool | phase | " + " | ".join("N=%d" % n for n in a.n) + " |",
-            "|---|---|---|" + "---|" * len(a.n)]
-    for kind in ["star", "chain", "tree", "campus"]:
-        for tool in ("labctl", "labctl1", "floor", "ipbatch"):
-            for phase in ("up", "verify", "down"):
-                cells, anyv = [], False
-                for n in a.n:
-                    xs = [r["seconds"] for r in sel(topo=kind, n=n, tool=tool, phase=phase)]
-                    if xs:
-                        nodes = len(T.GENERATORS[kind](n).nodes)
-                        cells.append("%.3f" % (statistics.median(xs) * 1000 / nodes))
-                        anyv = True
-                    else:
-                        cells.append("-")
-                if anyv:
-                    out.append("| %s | %s | %s | %s |" % (kind, tool, phase, " | ".join(cells)))
-    out.append("")
+    # Growth (the campus has its own sizes: campus_report)
+    if any(r["topo"] != "campus" for r in rows):
+        out += ["## Growth: milliseconds per node (median), labctl and the floor", "",
+                "Flat or falling along a row means linear (or better) growth.", "",
+                "| topology | tool | phase | " + " | ".join("N=%d" % n for n in a.n) + " |",
+                "|---|---|---|" + "---|" * len(a.n)]
+        for kind in ["star", "chain", "tree"]:
+            for tool in ("labctl", "labctl1", "floor", "ipbatch"):
+                for phase in ("up", "verify", "down"):
+                    cells, anyv = [], False
+                    for n in a.n:
+                        xs = [r["seconds"] for r in sel(topo=kind, n=n, tool=tool, phase=phase)]
+                        if xs:
+                            nodes = len(T.GENERATORS[kind](n).nodes)
+                            cells.append("%.3f" % (statistics.median(xs) * 1000 / nodes))
+                            anyv = True
+                        else:
+                            cells.append("-")
+                    if anyv:
+                        out.append("| %s | %s | %s | %s |" % (kind, tool, phase, " | ".join(cells)))
+        out.append("")
+    out += campus_report(rows, a)
     if bench.skips:
         out += ["## Skipped", ""] + ["- %s: %s" % s for s in bench.skips] + [""]
     if bench.notes:
@@ -600,7 +688,12 @@ def main():
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS") or 0),
                     help="repetitions (BENCH_REPS); default: the number of tools, so that every "
                          "tool runs in every position once")
-    ap.add_argument("--topos", default=os.environ.get("BENCH_TOPOS", "star chain tree"))
+    ap.add_argument("--topos", default=os.environ.get("BENCH_TOPOS", "star chain tree campus"))
+    ap.add_argument("--campus-n", default=os.environ.get("BENCH_CAMPUS_N", "1000 5000 10000"),
+                    help="the campus's sizes (BENCH_CAMPUS_N), default '%(default)s'")
+    ap.add_argument("--campus-tools", default=os.environ.get("BENCH_CAMPUS_TOOLS", CAMPUS_TOOLS),
+                    help="the tools that run the campus (BENCH_CAMPUS_TOOLS; those of --tools), "
+                         "default '%(default)s'")
     ap.add_argument("--tools", default=os.environ.get("BENCH_TOOLS", " ".join(TOOLS)))
     ap.add_argument("--mininet-max", type=int, default=int(os.environ.get("BENCH_MININET_MAX", "1000")))
     ap.add_argument("--labctl", default=os.environ.get("LABCTL", os.path.join(ROOT, "build", "labctl")))
@@ -609,12 +702,12 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="N=10, 1 repetition, no installs")
     a = ap.parse_args()
     if a.smoke:
-        a.n, a.reps = "10", 1
+        a.n, a.campus_n, a.reps = "10", "10", 1
     a.n = [int(x) for x in str(a.n).replace(",", " ").split()]
+    a.campus_n = [int(x) for x in str(a.campus_n).replace(",", " ").split()]
     a.topos = a.topos.replace(",", " ").split()
     a.tools = a.tools.replace(",", " ").split()
-    if a.reps <= 0:
-        a.reps = len(a.tools)
+    a.campus_tools = [x for x in a.campus_tools.replace(",", " ").split() if x in a.tools]
     if os.geteuid() != 0:
         raise SystemExit("the benchmark needs root (namespaces and interfaces)")
     if not os.access(a.labctl, os.X_OK):
