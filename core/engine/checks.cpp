@@ -107,6 +107,15 @@ std::vector<CheckResult> run_command_checks(const Topology& topo, const std::vec
 // Removes the lab's neighbour entries in every namespace of `names` that still exists,
 // holding a chunk of namespaces (an fd and a netlink socket each) at a time.
 // Throws KernelError.
+// Whether a node may forward packets: a router, or a node whose sysctls turn
+// forwarding on (net.ipv4.ip_forward, net.ipv6.conf.*.forwarding).
+bool forwards(const Node& node) {
+    if (node.kind == NodeKind::router) return true;
+    for (const auto& [key, value] : node.sysctls)
+        if (key.find("forward") != std::string::npos && value != "0") return true;
+    return false;
+}
+
 void flush_neighbours(const std::vector<std::string>& names) {
     for_each_chunk(names.size(), namespaces_at_once(), [&](std::size_t first, std::size_t last) {
         std::vector<netns::NetnsHandle> chunk;
@@ -123,16 +132,20 @@ void flush_neighbours(const std::vector<std::string>& names) {
     });
 }
 
-// Runs the probes (probes[i] sent from node sources[i]) in waves, in order, and returns
-// their results in order. A wave opens its sources' namespaces, runs, and closes them:
-// it holds at most half the fd limit (namespaces_at_once, probe_waves), however many
-// nodes send. The waves also keep the lab's neighbour entries within what is free of the
-// host's table (a probe makes at most two: the source learns its next hop, which learns
-// the source): once that many probes ran, the lab's namespaces (`flush`) are flushed
-// before the next wave. Throws KernelError, and like ping::run.
+// Runs the probes (probes[i] sent from node sources[i] to node dests[i], when the lab
+// has that address) in waves, in order, and returns their results in order. A wave
+// opens its sources' namespaces, runs, and closes them: it holds at most half the fd
+// limit (namespaces_at_once, probe_waves), however many nodes send. The waves also keep
+// the lab's neighbour entries within what is free of the host's table (a probe makes
+// at most two: the source learns its next hop, which learns the source): once that
+// many probes ran, the namespaces they could have added entries to are flushed before
+// the next wave: their sources, destinations and the nodes that forward (`relays`),
+// not the whole lab (a lab of 10,000 under a nearly full table flushes in every wave).
+// Throws KernelError, and like ping::run.
 std::vector<ping::ProbeResult> run_paced(const Topology& topo, std::vector<ping::Probe> probes,
                                          const std::vector<std::size_t>& sources,
-                                         const std::vector<std::string>& flush) {
+                                         const std::vector<std::optional<std::size_t>>& dests,
+                                         const std::vector<std::size_t>& relays) {
     long room = std::numeric_limits<long>::max();
     for (const auto& [proto, family] : {std::pair{"arp_cache", "ipv4"}, std::pair{"ndisc_cache", "ipv6"}}) {
         const long r = neighbour_room(proto, family);
@@ -148,10 +161,21 @@ std::vector<ping::ProbeResult> run_paced(const Topology& topo, std::vector<ping:
     std::vector<ping::ProbeResult> results;
     results.reserve(probes.size());
     std::size_t first = 0, since_flush = 0;
+    std::vector<bool> touched(topo.nodes.size(), false);
+    for (std::size_t n : relays) touched[n] = true;
     for (const std::size_t last : probe_waves(costs, 2 * namespaces_at_once(), per_flush)) {
         if (since_flush + (last - first) > per_flush) {
+            std::vector<std::string> flush;
+            for (std::size_t n = 0; n < touched.size(); ++n)
+                if (touched[n]) flush.push_back(topo.nodes[n].netns);
             flush_neighbours(flush);
             since_flush = 0;
+            touched.assign(touched.size(), false);
+            for (std::size_t n : relays) touched[n] = true;
+        }
+        for (std::size_t i = first; i < last; ++i) {
+            touched[sources[i]] = true;
+            if (dests[i]) touched[*dests[i]] = true;
         }
         std::vector<netns::NetnsHandle> held;
         std::vector<int> fd_of(topo.nodes.size(), -1);
@@ -226,10 +250,10 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
     // A node whose namespace is gone (ip netns del) is missing: the checks that involve
     // it fail, the others run. Namespaces are opened later, a wave of sources at a time.
     std::vector<bool> missing(topo_.nodes.size(), false);
-    std::vector<std::string> present;  // the namespaces whose neighbours run_paced flushes
+    std::vector<std::size_t> relays;  // present nodes that may forward a probe
     for (std::size_t i = 0; i < topo_.nodes.size(); ++i) {
         missing[i] = !netns::identity(topo_.nodes[i].netns);
-        if (!missing[i]) present.push_back(topo_.nodes[i].netns);
+        if (!missing[i] && forwards(topo_.nodes[i])) relays.push_back(i);
     }
     auto missing_reason = [&](std::size_t n) {
         return "node " + topo_.nodes[n].name + " is missing (namespace " + topo_.nodes[n].netns + " is gone)";
@@ -250,7 +274,8 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         std::string failed;  // not probed: why it fails
     };
     std::vector<ping::Probe> probes;
-    std::vector<std::size_t> sources;  // of each probe, its source node
+    std::vector<std::size_t> sources;               // of each probe, its source node
+    std::vector<std::optional<std::size_t>> dests;  // and its destination's, if the lab's
     std::vector<Want> wants;
     auto add = [&](std::size_t from, std::optional<std::size_t> to, Want want, const ping::Probe& p) {
         if (missing[from]) want.failed = missing_reason(from);
@@ -258,6 +283,7 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         else {
             probes.push_back(p);
             sources.push_back(from);
+            dests.push_back(to);
         }
         wants.push_back(std::move(want));
     };
@@ -316,7 +342,7 @@ std::vector<CheckResult> Lab::verify(bool all_pairs) {
         });
     std::vector<ping::ProbeResult> results;
     try {
-        results = run_paced(topo_, std::move(probes), sources, present);
+        results = run_paced(topo_, std::move(probes), sources, dests, relays);
     } catch (...) {
         if (command_thread.joinable()) command_thread.join();
         throw;
