@@ -118,6 +118,10 @@ def live_netns():
     return None
 
 
+# From this size on, a tool's run waits for the previous lab's cleanup to end (settle).
+BIG_LAB = 5000
+
+
 def settle(baseline, timeout=180.0, quiet=3.0):
     """Waits until the kernel has freed the namespaces of the run before: it does that
     after `down` has returned, serially (cleanup_net) and on the same CPUs, so the next
@@ -421,6 +425,12 @@ class Bench:
                         for tool in balanced_order(kind_tools, rep):
                             if not a.smoke:
                                 self.settle_seconds += settle(self.netns_baseline)
+                                if n >= BIG_LAB:
+                                    # The kernel frees thousands of namespaces for minutes
+                                    # (cleanup_net walks every live namespace per freed one),
+                                    # in batches between which the count stands still: also
+                                    # wait for CPUs that stay idle (observations.md).
+                                    self.settle_seconds += wait_cpu_idle(min_idle=0.9, window=3.0, timeout=900.0)
                             log("%s N=%d rep %d: %s" % (kind, n, rep + 1, tool))
                             self.run_tool(t, tool, rep)
         finally:
@@ -572,12 +582,14 @@ def report(bench, m_start, m_end, elapsed):
             "min / median / max: below 1 means labctl is faster. Before each tool the harness "
             "waits until the kernel has freed the namespaces of the run before (the "
             "`net_namespace` count in /proc/slabinfo back at its level from the start, or "
-            "steady for 3 s): %.0f s of waiting in all. Before each tool's `down` (and each of "
+            "steady for 3 s; from N = %d on also until the CPUs are 90%% idle over 3 s, at most "
+            "15 min: the kernel frees a big lab's namespaces for minutes): %.0f s of waiting "
+            "in all. Before each tool's `down` (and each of "
             "labctl's operations on the running lab) it waits until the CPUs are at least 60%% "
             "idle over half a second (at most 20 s; "
             "`bench/quiet.py`: right after a large `up` the kernel is still busy with the "
             "lab's IPv6 multicast, whatever tool made it): %.0f s in all." % (
-                bench.settle_seconds, bench.quiet_seconds), "",
+                BIG_LAB, bench.settle_seconds, bench.quiet_seconds), "",
             "- **floor**: `bench/floor.c`, only the kernel work of a star or a campus (libmnl, ~20 syscalls "
             "per node), one thread.",
             "- **labctl1**: labctl with its namespaces made and removed on one thread "
