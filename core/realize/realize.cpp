@@ -127,16 +127,11 @@ public:
     // What was used so far may be closed again (oldest first) to make room.
     void unpin() {
         pinned_from_ = ++clock_;
-        shrink();
+        shrink(capacity_);
     }
 
     // Closes what is not pinned, oldest first, until `count` more fit.
-    void make_room(std::size_t count) {
-        const std::size_t keep = capacity_;
-        capacity_ = count >= capacity_ ? 0 : capacity_ - count;
-        shrink();
-        capacity_ = keep;
-    }
+    void make_room(std::size_t count) { shrink(count >= capacity_ ? 0 : capacity_ - count); }
 
 private:
     struct Slot {
@@ -171,12 +166,12 @@ private:
             s.pos = order_.insert(order_.end(), n);
             s.listed = true;
         }
-        shrink();
+        shrink(capacity_);
     }
 
-    // Closes the least recently used unpinned nodes while more than capacity_ are held.
-    void shrink() {
-        while (held_ > capacity_ && !order_.empty()) {
+    // Closes the least recently used unpinned nodes while more than `keep` are held.
+    void shrink(std::size_t keep) {
+        while (held_ > keep && !order_.empty()) {
             Slot& s = slots_[order_.front()];
             if (s.used >= pinned_from_) return;  // the oldest is pinned: so is every other
             s.handle.reset();
@@ -188,7 +183,7 @@ private:
     }
 
     const Topology& d_;
-    std::size_t capacity_;
+    const std::size_t capacity_;
     std::vector<Slot> slots_;
     std::list<std::size_t> order_;  // held nodes, least recently used first
     std::size_t held_ = 0;
